@@ -1,0 +1,21 @@
+"""diag-distill configuration.
+
+Keys are never written here: they come from the environment
+(``DIAG_API_<i>_KEY``, ``DIAG_API_<i>_BASE_URL``, ``DIAG_API_<i>_MODEL``, or
+``DIAG_API_KEY`` / ``DIAG_BASE_URL`` / ``DIAG_MODEL`` for every endpoint), or from
+the git-ignored ``configs/local_config.py``, whose upper-case names override
+these. An endpoint with no key is served by the offline teacher.
+"""
+
+import os
+
+from distill.config import endpoint_table
+
+#: api_1 ... api_16: name, base_url, model, api_key (from the environment),
+#: provider ("openai" or "local"), json_mode, timeout (seconds).
+MULTI_API_CONFIG = endpoint_table(16)
+
+INPUT_DIR = os.environ.get("DIAG_INPUT_DIR", "dataset")
+OUTPUT_DIR = os.environ.get("DIAG_OUTPUT_DIR", "/hy-tmp/output_diag_continuous")
+CHECK_INTERVAL = 5  # seconds between looks for new reports and status updates
+MAX_REPORT_BYTES = 2_000_000  # larger report files are bad_input

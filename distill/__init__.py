@@ -1,0 +1,3 @@
+"""diag-distill: continuous distillation of clinical notes."""
+
+__version__ = "0.1.0"

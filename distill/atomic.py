@@ -1,0 +1,116 @@
+"""Atomic, private file writes.
+
+Every file diag-distill writes goes through ``write_atomic``: a temporary
+name in the same folder, flush, fsync, rename, fsync of the folder. A reader
+sees the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from distill.errors import OutputWriteError, StateDirError
+
+TMP_MARK = ".tmp-"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def refuse_symlink(path: Path) -> None:
+    """Raise ``StateDirError`` when ``path`` is a symlink (never follow one we did not make)."""
+    if path.is_symlink():
+        raise StateDirError(f"{path} is a symbolic link; refusing to follow it (remove it and start again)")
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically; raise ``OutputWriteError`` on any OS error.
+
+    On failure the temporary file is removed and ``path`` is left as it was.
+    ``durable=False`` skips the fsyncs, for state that a reboot wipes anyway
+    (heartbeats, claims in /tmp): the rename alone keeps readers from torn files.
+    """
+    refuse_symlink(path)
+    tmp = path.with_name(f"{TMP_MARK}{path.name}.{os.getpid()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise OutputWriteError(f"cannot write {path}: {reason}") from None
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def dumps(obj: Any) -> bytes:
+    """The one JSON encoding of every file we write: UTF-8, indented, keys in given order."""
+    return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def write_json(path: Path, obj: Any, *, mode: int = 0o600, durable: bool = True) -> None:
+    write_atomic(path, dumps(obj), mode=mode, durable=durable)
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; ``None`` when it is missing, unreadable or corrupt."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporary files left in ``folder`` by a writer that died; return how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(TMP_MARK):
+            pid_text = entry.name.rsplit(".", 1)[-1]
+            if pid_text.isdigit() and _pid_alive(int(pid_text)):
+                continue
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

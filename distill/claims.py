@@ -1,0 +1,252 @@
+"""Claiming reports: a file-locked counter plus leases, shared by every worker.
+
+Under one ``filelock`` in the state directory:
+
+- ``current_diag_processing_number.txt`` keeps the highest number handed out;
+- ``continuous_diag_claims.json`` keeps the leases (report -> owner identity)
+  and the numbers handed back (released unfinished, owner died, or files that
+  arrived below the counter);
+- ``continuous_diag_index.bin`` keeps the sorted numbers that were pending at
+  the last scan of the input folder, as little-endian int64.
+
+A claim hands out, in order: a number handed back, else the next number
+above the counter in the index. Both are found by bisection, so a claim costs
+the same with a million files and gaps of any size. The folder is scanned again
+only when its modification time changed (a file arrived or left).
+"""
+
+from __future__ import annotations
+
+import bisect
+import os
+import sys
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.atomic import read_json, write_atomic, write_json
+from distill.errors import InputDirMissing
+from distill.state import CLAIMS_FILE, CLAIMS_LOCK, COUNTER_FILE, INDEX_FILE, StateDir, identity_alive
+from distill.store import OutputStore
+
+_SUFFIXES = (".txt", ".json")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A report handed to one worker."""
+
+    number: int
+    path: Path
+    handed_back: bool  # it had been handed out before (owner died or released it)
+
+
+def scan_input(folder: Path, start: int, end: int | None) -> array[int]:
+    """Sorted report numbers in ``folder`` within ``[start, end]`` (one listing)."""
+    found = array("q")
+    try:
+        entries = os.scandir(folder)
+    except FileNotFoundError:
+        raise InputDirMissing(f"input folder {folder} does not exist (INPUT_DIR / --input-dir)") from None
+    except NotADirectoryError:
+        raise InputDirMissing(f"input folder {folder} is not a folder (INPUT_DIR / --input-dir)") from None
+    top = end if end is not None else sys.maxsize
+    with entries:
+        for entry in entries:
+            name = entry.name
+            if name.startswith("report_") and name.endswith(_SUFFIXES):
+                digits = name[7 : name.rindex(".")]
+                if digits.isdigit():
+                    number = int(digits)
+                    if start <= number <= top:
+                        found.append(number)
+    ordered = array("q", sorted(set(found)))
+    return ordered
+
+
+def report_path(folder: Path, number: int) -> Path | None:
+    """The file of report ``number`` (``.txt`` preferred), or ``None`` when neither exists."""
+    for suffix in _SUFFIXES:
+        path = folder / f"report_{number}{suffix}"
+        if os.path.lexists(path):
+            return path
+    return None
+
+
+class ClaimBook:
+    """The claim state of one job. Every method is safe across processes."""
+
+    def __init__(self, state: StateDir, store: OutputStore, input_dir: Path, *,
+                 check_interval: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+        self.state = state
+        self.store = store
+        self.input_dir = input_dir
+        self.check_interval = check_interval
+        self.clock = clock
+        self._lock = state.lock(CLAIMS_LOCK)
+        self._index: array[int] = array("q")
+        self._generation = -1
+
+    # --- persistence (always under the lock) ----------------------------------
+
+    def _load(self) -> dict[str, Any]:
+        doc = read_json(self.state.path(CLAIMS_FILE))
+        if not isinstance(doc, dict) or "start" not in doc:
+            raise InputDirMissing(f"no job has been started on state directory {self.state.root} (run start first)")
+        return doc
+
+    def _save(self, doc: dict[str, Any]) -> None:
+        write_json(self.state.path(CLAIMS_FILE), doc, durable=False)
+        write_atomic(self.state.path(COUNTER_FILE), f"{doc['counter']}\n".encode(), durable=False)
+
+    def _index_for(self, doc: dict[str, Any]) -> array[int]:
+        generation = doc["scan"]["generation"]
+        if generation != self._generation:
+            index = array("q")
+            try:
+                with open(self.state.path(INDEX_FILE), "rb") as handle:
+                    index.frombytes(handle.read())
+            except OSError:
+                index = array("q")
+            if sys.byteorder != "little":
+                index.byteswap()
+            self._index, self._generation = index, generation
+        return self._index
+
+    def _rescan(self, doc: dict[str, Any]) -> None:
+        """Rebuild the index from the folder and the outputs; hand back unclaimed numbers below the counter."""
+        mtime = self._input_mtime()
+        existing = scan_input(self.input_dir, doc["start"], doc["end"])
+        done, failed = self.store.done_numbers(), self.store.failed_numbers()
+        pending = array("q", (n for n in existing if n not in done and n not in failed))
+        data = array("q", pending)
+        if sys.byteorder != "little":
+            data.byteswap()
+        write_atomic(self.state.path(INDEX_FILE), data.tobytes(), durable=False)
+        leased = {int(n) for n in doc["leases"]}
+        below = pending[: bisect.bisect_right(pending, doc["counter"])]
+        doc["returned"] = sorted(set(doc["returned"]) | {n for n in below if n not in leased})
+        generation = doc["scan"]["generation"] + 1
+        doc["scan"] = {
+            "generation": generation, "mtime_ns": mtime, "at": self.clock(), "existing": len(existing),
+            "pending": len(pending), "done": sum(1 for n in existing if n in done),
+            "failed": sum(1 for n in existing if n in failed and n not in done),
+        }
+        self._index, self._generation = pending, generation
+
+    def _input_mtime(self) -> int:
+        try:
+            return os.stat(self.input_dir).st_mtime_ns
+        except FileNotFoundError:
+            raise InputDirMissing(f"input folder {self.input_dir} does not exist (INPUT_DIR / --input-dir)") from None
+
+    # --- the job's life ----------------------------------------------------------
+
+    def begin(self, start: int, end: int | None) -> dict[str, Any]:
+        """Set up a new job's range: counter at ``start - 1``, live leases kept, the folder scanned.
+
+        Everything else is recomputed from the output folder, which is the
+        truth about what is done.
+        """
+        with self._lock:
+            old = read_json(self.state.path(CLAIMS_FILE))
+            leases = {}
+            if isinstance(old, dict):
+                leases = {n: lease for n, lease in old.get("leases", {}).items()
+                          if identity_alive(lease.get("identity"))}
+            doc: dict[str, Any] = {
+                "start": start, "end": end, "input_dir": str(self.input_dir), "counter": start - 1,
+                "leases": leases, "returned": [], "scan": {"generation": 0, "mtime_ns": 0, "at": 0.0},
+            }
+            self._rescan(doc)
+            self._save(doc)
+            return doc["scan"]
+
+    def claim_next(self, api: str, identity: str) -> Claim | None:
+        """Hand the next report to ``api``'s worker, or ``None`` when nothing is claimable now."""
+        with self._lock:
+            doc = self._load()
+            self._reap_dead(doc)
+            claim = self._pick(doc)
+            if claim is None and self._folder_changed(doc, force=True):
+                self._rescan(doc)
+                claim = self._pick(doc)
+            elif claim is not None and self._folder_changed(doc, force=False):
+                self._rescan(doc)
+            if claim is not None:
+                doc["leases"][str(claim.number)] = {"api": api, "identity": identity, "since": self.clock()}
+            self._save(doc)
+            return claim
+
+    def release(self, number: int, *, finished: bool) -> None:
+        """Drop the lease; an unfinished report goes back to the pool, ahead of new numbers."""
+        with self._lock:
+            doc = self._load()
+            doc["leases"].pop(str(number), None)
+            if not finished and number not in doc["returned"]:
+                doc["returned"] = sorted([*doc["returned"], number])
+            self._save(doc)
+
+    def drained(self) -> bool:
+        """True when nothing is claimable, handed back, or in flight."""
+        with self._lock:
+            doc = self._load()
+            self._reap_dead(doc)
+            if doc["leases"] or self._pick(doc, dry_run=True) is not None:
+                return False
+            if self._folder_changed(doc, force=True):
+                self._rescan(doc)
+                self._save(doc)
+                return self._pick(doc, dry_run=True) is None
+            return True
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counter, leases and scan figures, for the status file (no lock: a read of one file)."""
+        doc = read_json(self.state.path(CLAIMS_FILE))
+        return doc if isinstance(doc, dict) else {}
+
+    # --- internals -----------------------------------------------------------------
+
+    def _reap_dead(self, doc: dict[str, Any]) -> None:
+        for key, lease in list(doc["leases"].items()):
+            if not identity_alive(lease.get("identity")):
+                del doc["leases"][key]
+                number = int(key)
+                if not self.store.is_done(number) and number not in doc["returned"]:
+                    doc["returned"] = sorted([*doc["returned"], number])
+
+    def _folder_changed(self, doc: dict[str, Any], *, force: bool) -> bool:
+        if self._input_mtime() == doc["scan"]["mtime_ns"]:
+            return False
+        return force or self.clock() - doc["scan"]["at"] >= self.check_interval
+
+    def _claimable(self, number: int, leases: dict[str, Any]) -> Path | None:
+        if str(number) in leases or self.store.is_done(number) or self.store.is_failed(number):
+            return None
+        return report_path(self.input_dir, number)
+
+    def _pick(self, doc: dict[str, Any], *, dry_run: bool = False) -> Claim | None:
+        leases = doc["leases"]
+        returned: list[int] = doc["returned"]
+        for number in list(returned):
+            path = self._claimable(number, leases)
+            if not dry_run:
+                returned.remove(number)  # claimed now, or finished / gone: either way no longer handed back
+            if path is not None:
+                return Claim(number, path, True)
+        index = self._index_for(doc)
+        position = bisect.bisect_right(index, doc["counter"])
+        while position < len(index):
+            number = index[position]
+            path = self._claimable(number, leases)
+            if path is not None:
+                if not dry_run:
+                    doc["counter"] = number
+                return Claim(number, path, False)
+            position += 1
+            if not dry_run:
+                doc["counter"] = number
+        return None

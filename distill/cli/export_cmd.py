@@ -1,0 +1,91 @@
+"""``diag-distill export``: write the done reports as training data (train and validation JSONL)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from distill.errors import ConfigError, DistillError
+from distill.export import FORMATS, ExportSummary, ProgressSink, export_dataset
+
+SHOWN_PROBLEMS = 10
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[ProgressSink | None]:
+    """A rich progress bar on stderr when stderr is a terminal; otherwise no progress sink at all."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            if done == 1 or done == total or done % 200 == 0:
+                bar.update(task, completed=done, total=total)
+
+        yield advance
+
+
+def describe(summary: ExportSummary) -> list[str]:
+    """The lines printed after an export."""
+    unit = "reports" if summary.format == "sft-chat" else "lines"
+    lines = [
+        f"exported {summary.exported} of {summary.reports_seen} reports ({summary.format})",
+        f"  train: {summary.train_reports} reports, {summary.train_lines} {unit} -> {summary.train_path}",
+        f"  val:   {summary.val_reports} reports, {summary.val_lines} {unit} -> {summary.val_path}",
+    ]
+    if summary.skipped:
+        left_out = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.skipped.items()))
+        lines.append(f"  left out: {left_out}")
+    return lines
+
+
+@click.command("export")
+@click.option("--output-dir", required=True, type=click.Path(path_type=Path),
+              help="The job's output folder (the one holding diagnostic_results/).")
+@click.option("--to", "to", required=True, type=click.Path(path_type=Path, dir_okay=False),
+              help="Train split file; the validation split goes next to it (out.jsonl -> out.val.jsonl).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="sft-chat", show_default=True,
+              help="sft-chat: one chat-messages line per report; records: one line per finding/organ/location.")
+@click.option("--val-fraction", type=click.FloatRange(0.0, 1.0), default=0.05, show_default=True,
+              help="Share of reports in the validation split (chosen by a hash of report number and seed).")
+@click.option("--seed", default="0", show_default=True, help="Changes which reports go to validation.")
+@click.option("--min-units", type=click.IntRange(min=0), default=1, show_default=True,
+              help="Leave out reports with fewer finding-organ units than this.")
+@click.option("--include-absent/--no-include-absent", default=True, show_default=True,
+              help="Keep findings whose status is absent (negated findings).")
+@click.option("--input-dir", "source_dir", type=click.Path(path_type=Path), default=None,
+              help="Read notes from this folder by file name instead of the path recorded in each result.")
+@click.pass_context
+def command(ctx: click.Context, output_dir: Path, to: Path, fmt: str, val_fraction: float, seed: str,
+            min_units: int, include_absent: bool, source_dir: Path | None) -> None:
+    """Export the done reports of an output folder as training data for a student model."""
+    try:
+        with progress_bar("exporting") as progress:
+            summary = export_dataset(output_dir, to, fmt=fmt, val_fraction=val_fraction, seed=seed,
+                                     min_units=min_units, include_absent=include_absent, source_dir=source_dir,
+                                     progress=progress)
+    except ConfigError as exc:
+        click.echo(f"diag-distill export: {exc}", err=True)
+        ctx.exit(2)
+    except DistillError as exc:
+        click.echo(f"diag-distill export: {exc}", err=True)
+        ctx.exit(1)
+    for problem in summary.problems[:SHOWN_PROBLEMS]:
+        click.echo(f"left out report {problem.number}: {problem.kind}: {problem.detail}", err=True)
+    hidden = sum(summary.skipped.get(k, 0) for k in ("corrupt", "source_missing", "source_changed",
+                                                      "source_unreadable")) - min(len(summary.problems),
+                                                                                   SHOWN_PROBLEMS)
+    if hidden > 0:
+        click.echo(f"... and {hidden} more problem(s); run with logging at WARNING level to see them all", err=True)
+    for line in describe(summary):
+        click.echo(line)

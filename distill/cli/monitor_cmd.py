@@ -1,0 +1,58 @@
+"""``diag-distill monitor``: watch what every endpoint is doing, or print one snapshot."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from distill.config import load_settings
+from distill.errors import ConfigError
+from distill.monitor import MonitorConfig, take_snapshot
+
+DEFAULT_INTERVAL_S = 10.0
+
+
+def monitor_config() -> MonitorConfig:
+    """Where the job's files are, from the settings; from the environment alone when the configuration is broken.
+
+    The monitor only needs the state directory, so a configuration file being
+    edited while the job runs must not blind it.
+    """
+    try:
+        settings = load_settings(create_output=False)
+    except ConfigError as exc:
+        click.echo(f"note: configuration not loaded ({exc}); using DIAG_STATE_DIR only", err=True)
+        return MonitorConfig(state_dir=Path(os.environ.get("DIAG_STATE_DIR") or "/tmp"),
+                             tmux_socket=os.environ.get("DIAG_TMUX_SOCKET") or None,
+                             session_prefix=os.environ.get("DIAG_SESSION_PREFIX") or "continuous_diag")
+    return MonitorConfig(state_dir=settings.state_dir, output_dir=settings.output_dir,
+                         check_interval=settings.check_interval, tmux_socket=settings.tmux_socket,
+                         session_prefix=settings.session_prefix)
+
+
+@click.command("monitor")
+@click.option("--once", is_flag=True, help="Print one snapshot and exit.")
+@click.option("--interval", type=click.FloatRange(min=0.5), default=DEFAULT_INTERVAL_S, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one machine-readable snapshot (JSON) and exit.")
+def command(once: bool, interval: float, as_json: bool) -> None:
+    """Show what every endpoint of the job (DIAG_STATE_DIR) is doing; Ctrl-C quits.
+
+    Reads only the state directory's files; the job is not affected.
+    """
+    config = monitor_config()
+    if as_json:
+        click.echo(json.dumps(take_snapshot(config).to_dict(), ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
+
+    from distill.monitor_view import render, watch
+
+    console = Console()
+    if once:
+        console.print(render(take_snapshot(config)))
+        return
+    watch(lambda: take_snapshot(config), interval=interval, console=console)

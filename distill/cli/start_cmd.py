@@ -1,0 +1,105 @@
+"""``diag-distill start``: start a job (supervisor plus one tmux session per endpoint)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from distill.cli.options import input_dir_option, output_dir_option, settings_from
+from distill.config import Settings, project_root
+from distill.errors import DistillError, InputDirMissing, JobAlreadyRunning
+from distill.state import StateDir, describe_running_job
+from distill.supervisor import JobSpec, Supervisor, worker_environment
+from distill.tmux import TmuxSessions
+
+SUPERVISOR_START_TIMEOUT_S = 20.0
+
+
+def _apis(value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def supervisor_command(start: int, spec: JobSpec, settings: Settings) -> list[str]:
+    command = [sys.executable, "-m", "distill", "start", str(start), "--foreground",
+               "--input-dir", str(settings.input_dir), "--output-dir", str(settings.output_dir)]
+    if spec.end is not None:
+        command += ["--end", str(spec.end)]
+    if spec.apis:
+        command += ["--apis", ",".join(spec.apis)]
+    if spec.until_drained:
+        command.append("--until-drained")
+    if spec.retry_failed:
+        command.append("--retry-failed")
+    return command
+
+
+def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]:
+    """Run the supervisor in ``<prefix>_supervisor`` and wait until it holds the job."""
+    state = StateDir(settings.state_dir)
+    state.ensure()
+    if not state.job_lock_free():
+        raise JobAlreadyRunning(describe_running_job(state))
+    if not settings.input_dir.is_dir():
+        raise InputDirMissing(f"input folder {settings.input_dir} does not exist (INPUT_DIR / --input-dir)")
+    sessions = TmuxSessions(settings.tmux_socket, settings.session_prefix)
+    previous = state.running_job()
+    sessions.start("supervisor", supervisor_command(spec.start, spec, settings),
+                   environment=worker_environment(settings), cwd=project_root())
+    deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        job = state.running_job()
+        if job and job != previous and state.read_status():
+            return job
+        running, _pid = sessions.pane_state("supervisor")
+        if not running:
+            lines = [line for line in sessions.capture("supervisor", 20) if line.strip()]
+            detail = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
+            raise DistillError(f"the supervisor did not start: {detail or 'no output'}")
+        time.sleep(0.2)
+    raise DistillError(f"the supervisor did not report in within {SUPERVISOR_START_TIMEOUT_S:.0f} s; "
+                       f"see tmux -L {sessions.socket} attach -t {sessions.name('supervisor')}")
+
+
+def how_to(settings: Settings, sessions_socket: str, prefix: str) -> list[str]:
+    socket = "" if sessions_socket == "default" else f"-L {sessions_socket} "
+    state = StateDir(settings.state_dir)
+    return [
+        f"outputs:  {settings.output_dir}",
+        "monitor:  ./scripts/distillation/monitor_diag_continuous.sh   (or: make monitor)",
+        f"attach:   tmux {socket}attach -t {prefix}_api_3   (detach: Ctrl-b d)",
+        f"stop:     {state.stop_script}   (finish current reports, then exit)",
+    ]
+
+
+@click.command("start")
+@click.argument("start", type=click.IntRange(min=0))
+@input_dir_option()
+@output_dir_option()
+@click.option("--apis", default=None, help="Comma-separated endpoints to use, e.g. api_1,api_3 (default: all).")
+@click.option("--end", type=click.IntRange(min=0), default=None, help="Last report number to process.")
+@click.option("--until-drained", is_flag=True, help="End the job by itself once nothing is pending.")
+@click.option("--retry-failed", is_flag=True, help="Run reports with a failure record again.")
+@click.option("--foreground", is_flag=True, help="Keep the supervisor in this terminal (Ctrl-C stops gracefully).")
+def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: str | None, end: int | None,
+            until_drained: bool, retry_failed: bool, foreground: bool) -> None:
+    """Start processing reports numbered START and up, one tmux session per endpoint."""
+    if end is not None and end < start:
+        raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
+    settings = settings_from(input_dir, output_dir)
+    spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed)
+    if foreground:
+        supervisor = Supervisor(settings, spec, out=lambda line: click.echo(f"supervisor: {line}"))
+        click.echo(f"job starting at report {start}; Ctrl-C stops gracefully")
+        for line in how_to(settings, supervisor.sessions.socket, settings.session_prefix):
+            click.echo(line)
+        sys.exit(supervisor.run())
+    job = launch_in_background(spec, settings)
+    click.echo(f"diag-distill job {job['job_id']} started at report {start} "
+               f"with {len(job['apis'])} endpoint(s) (supervisor pid {job['pid']})")  # type: ignore[arg-type]
+    for line in how_to(settings, str(job["tmux_socket"]), settings.session_prefix):
+        click.echo(line)

@@ -1,0 +1,75 @@
+"""``diag-distill stats``: summarize an output folder, as tables or as one JSON object."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from distill.cli.export_cmd import progress_bar
+from distill.errors import ConfigError
+from distill.stats import RunStats, collect_stats
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for index, name in enumerate(columns):
+        table.add_column(name, justify="left" if index == 0 else "right")
+    for row in rows:
+        table.add_row(*(str(cell) for cell in row))
+    return table
+
+
+def render(stats: RunStats) -> list[Any]:
+    """The tables ``stats`` prints, in order."""
+    data = stats.to_dict()
+    reports, per, grounding = data["reports"], data["findings_per_report"], data["grounding"]
+    tables = [
+        _table("Reports", ["state", "reports"], [[k, v] for k, v in reports.items()]),
+        _table("Failed by class", ["class", "reports"], [[k, v] for k, v in data["failed_by_class"].items()]),
+        _table("Findings per done report", ["total", "mean", "median", "p90", "max"],
+               [[per["total"], per["mean"], per["median"], per["p90"], per["max"]]]),
+        _table("Organs (units)", ["organ", "units"], [[k, v] for k, v in data["organs"].items()]),
+        _table("Most frequent findings" + ("" if data["top_findings_exact"] else " (approximate)"),
+               ["finding", "reports"], [[f["finding"], f["count"]] for f in data["top_findings"]]),
+        _table("Grounding", ["proposed", "kept", "dropped", "dropped share"],
+               [[grounding["findings_in"], grounding["findings_kept"], grounding["findings_dropped"],
+                 f"{grounding['dropped_share']:.1%}"]]),
+    ]
+    for title, key in (("Tokens by endpoint", "tokens_by_endpoint"), ("Tokens by model", "tokens_by_model")):
+        tables.append(_table(title, ["name", "done", "failed", "calls", "prompt", "completion"], [
+            [name, u["reports_done"], u["reports_failed"], u["calls"], u["prompt_tokens"], u["completion_tokens"]]
+            for name, u in data[key].items()
+        ]))
+    return tables
+
+
+@click.command("stats")
+@click.option("--output-dir", required=True, type=click.Path(path_type=Path),
+              help="The job's output folder (the one holding diagnostic_results/).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
+@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True,
+              help="How many of the most frequent findings to list.")
+@click.pass_context
+def command(ctx: click.Context, output_dir: Path, as_json: bool, top: int) -> None:
+    """Summarize a run: reports done and failed, findings, organs, grounding, tokens."""
+    try:
+        with progress_bar("reading") as progress:
+            stats = collect_stats(output_dir, top=top, progress=progress)
+    except ConfigError as exc:
+        click.echo(f"diag-distill stats: {exc}", err=True)
+        ctx.exit(2)
+    if as_json:
+        click.echo(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
+
+    console = Console()
+    for table in render(stats):
+        console.print(table)
+    for problem in stats.problems[:10]:
+        click.echo(f"corrupt: {problem}", err=True)

@@ -1,0 +1,42 @@
+"""``diag-distill stop``: ask the running job to stop."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+
+import click
+
+from distill.config import load_settings
+from distill.state import StateDir
+
+
+@click.command("stop")
+@click.option("--now", is_flag=True, help="Checkpoint and exit within seconds instead of finishing current reports.")
+@click.option("--wait/--no-wait", default=False, help="Wait until the job has ended.")
+@click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds to wait with --wait.")
+def command(now: bool, wait: bool, timeout: float) -> None:
+    """Stop the job of this state directory (DIAG_STATE_DIR)."""
+    settings = load_settings(create_output=False)
+    state = StateDir(settings.state_dir)
+    job = state.running_job()
+    if job is None:
+        click.echo(f"no diag-distill job is running on state directory {state.root}")
+        return
+    state.request_stop(now=now)
+    if now:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(job["pid"]), signal.SIGTERM)
+        click.echo("stop now requested: workers checkpoint, hand their reports back and exit within seconds")
+    else:
+        click.echo("stop requested: workers finish their current report, then exit "
+                   f"(cancel with: rm {state.stop_flag})")
+    if wait:
+        deadline = time.monotonic() + timeout
+        while state.running_job() is not None:
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the job is still running after {timeout:.0f} s")
+            time.sleep(0.5)
+        click.echo("job ended")

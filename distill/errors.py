@@ -1,0 +1,103 @@
+"""Every exception diag-distill raises on purpose.
+
+Each carries a message a user can act on. Errors that end a report carry a
+``failure_class``: the name written into ``failed/diagnostic_<N>.json``.
+"""
+
+from __future__ import annotations
+
+
+class DistillError(Exception):
+    """Base of every error diag-distill raises on purpose."""
+
+    failure_class = "internal"
+
+
+# --- configuration and usage -------------------------------------------------
+
+
+class ConfigError(DistillError):
+    """A setting is missing or malformed; the message names it."""
+
+    failure_class = "config"
+
+
+class StateDirError(DistillError):
+    """The state directory is unusable (a planted symlink, wrong owner, ...)."""
+
+    failure_class = "state"
+
+
+class JobAlreadyRunning(StateDirError):
+    """Another job holds the same state directory."""
+
+
+class InputDirMissing(ConfigError):
+    """The input folder does not exist or is not a folder."""
+
+
+# --- one report ----------------------------------------------------------------
+
+
+class ReportError(DistillError):
+    """Something went wrong with one report; the run goes on."""
+
+
+class BadInput(ReportError):
+    """The report file cannot be used: empty, binary, undecodable, too big, bad JSON."""
+
+    failure_class = "bad_input"
+
+
+class OutputWriteError(ReportError):
+    """Writing outputs failed (disk full, permissions); nothing partial was left."""
+
+    failure_class = "io_error"
+
+
+class InvalidOutput(ReportError):
+    """The model's answer could not be parsed or validated, even after repair."""
+
+    failure_class = "invalid_output"
+
+
+# --- endpoints -----------------------------------------------------------------
+
+
+class EndpointError(ReportError):
+    """An endpoint call failed."""
+
+    failure_class = "api_error"
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+
+
+class EndpointAuthError(EndpointError):
+    """401/403: the key is wrong or lacks rights. The endpoint is disabled."""
+
+    failure_class = "api_auth"
+
+
+class EndpointUnavailable(EndpointError):
+    """5xx, timeouts, connection errors or 429 that outlasted the retry budget."""
+
+    failure_class = "api_unavailable"
+
+
+class EndpointRateLimited(EndpointUnavailable):
+    """429 that outlasted the retry budget."""
+
+    failure_class = "api_rate_limited"
+
+
+class EndpointBadRequest(EndpointError):
+    """4xx other than auth and rate limits: the request itself is refused."""
+
+    failure_class = "api_bad_request"
+
+
+class StopRequested(DistillError):
+    """Raised inside a report when the worker was told to stop now."""

@@ -1,0 +1,316 @@
+"""The worker: one endpoint's loop of claim -> process -> commit -> release.
+
+A worker runs in its own tmux session and prints a readable live log there.
+It keeps a heartbeat file in the state directory (state, current report and
+step, counts, tokens, last error) and writes its own exit record into it.
+
+Signals: the first SIGTERM, SIGHUP or SIGINT asks for a graceful stop (finish
+the current report, then exit). A second one, or any signal while the
+stop-now flag exists, stops at once: the finished steps stay checkpointed and
+the claim goes back to the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import FrameType
+from typing import Any, TextIO
+
+from distill.claims import Claim, ClaimBook
+from distill.config import Endpoint, Settings
+from distill.errors import (
+    ConfigError,
+    EndpointAuthError,
+    InputDirMissing,
+    OutputWriteError,
+    StopRequested,
+)
+from distill.extractor import Extractor
+from distill.pipeline import Outcome, process_report
+from distill.state import StateDir, my_identity
+from distill.store import OutputStore, utc_now
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_DISABLED = 3
+EXIT_CRASHED = 70
+
+HEARTBEAT_EVERY_S = 5.0
+RECENT_KEPT = 5
+
+
+def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]], None],
+                   should_stop: Callable[[], bool]) -> Extractor:
+    """The offline teacher for a ``local`` endpoint, else the LLM extractor."""
+    if endpoint.is_local:
+        from distill.teacher import LocalTeacher
+
+        return LocalTeacher(endpoint.name)
+    from distill.llm import LLMExtractor
+
+    return LLMExtractor(endpoint, events=events, should_stop=should_stop)
+
+
+@dataclass
+class WorkerStats:
+    """What a worker has done in this job; carried across its restarts."""
+
+    done: int = 0
+    failed: int = 0
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    bytes_written: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))
+
+    def add(self, outcome: Outcome, size: int) -> None:
+        if outcome.status == "done":
+            self.done += 1
+        else:
+            self.failed += 1
+            self.failures[outcome.error_class] = self.failures.get(outcome.error_class, 0) + 1
+        self.calls += len(outcome.calls)
+        self.bytes_written += size
+        self.prompt_tokens += sum(c.prompt_tokens for c in outcome.calls)
+        self.completion_tokens += sum(c.completion_tokens for c in outcome.calls)
+        self.latency_s += sum(c.latency_s for c in outcome.calls)
+        self.recent.append({"report": outcome.number, "status": outcome.status, "at": utc_now(),
+                            "findings": outcome.findings, "units": outcome.units, "bytes": size,
+                            "error_class": outcome.error_class, "duration_s": round(outcome.duration_s, 3)})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"done": self.done, "failed": self.failed, "calls": self.calls,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "latency_s": round(self.latency_s, 3), "bytes_written": self.bytes_written, "failures": dict(self.failures), "recent": list(self.recent)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> WorkerStats:
+        stats = cls()
+        for name in ("done", "failed", "calls", "prompt_tokens", "completion_tokens", "bytes_written"):
+            setattr(stats, name, int(data.get(name, 0)))
+        stats.latency_s = float(data.get("latency_s", 0.0))
+        stats.failures = dict(data.get("failures", {}))
+        stats.recent.extend(data.get("recent", []))
+        return stats
+
+
+class Worker:
+    """One endpoint's worker. ``run()`` returns the process exit code."""
+
+    def __init__(self, api: str, settings: Settings, *, job_id: str, until_drained: bool = False,
+                 out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep,
+                 extractor_factory: Callable[..., Extractor] = make_extractor) -> None:
+        if api not in settings.endpoints:
+            raise ConfigError(f"--api {api}: no such endpoint in MULTI_API_CONFIG ({', '.join(settings.endpoints)})")
+        self.api = api
+        self.endpoint = settings.endpoints[api]
+        self.settings = settings
+        self.job_id = job_id
+        self.until_drained = until_drained
+        self.out = out
+        self.sleep = sleep
+        self.state = StateDir(settings.state_dir)
+        self.store = OutputStore(settings.output_dir)
+        self.book = ClaimBook(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
+        self.identity = my_identity()
+        self.extractor_factory = extractor_factory
+        self.stop_after_current = False
+        self.stop_now = False
+        self.started = utc_now()
+        self.started_epoch = time.time()
+        self.stats = self._previous_stats()
+        self.status: dict[str, Any] = {"state": "idle", "since": time.time()}
+        self.last_error = ""
+        self._lock = threading.Lock()
+        self._beat_stop = threading.Event()
+
+    # --- heartbeat --------------------------------------------------------------------
+
+    def _previous_stats(self) -> WorkerStats:
+        old = self.state.read_heartbeat(self.api)
+        if old and old.get("job_id") == self.job_id:
+            return WorkerStats.from_dict(old.get("stats", {}))
+        return WorkerStats()
+
+    def set_state(self, state: str, **details: Any) -> None:
+        with self._lock:
+            self.status = {"state": state, "since": time.time(), **details}
+        self.beat()
+
+    def beat(self) -> None:
+        with self._lock:
+            record = {
+                "api": self.api, "job_id": self.job_id, "pid": os.getpid(), "identity": self.identity,
+                "endpoint": self.endpoint.describe(), "model": self.endpoint.model,
+                "teacher": "local" if self.endpoint.is_local else "llm",
+                **self.status, "last_error": self.last_error, "started": self.started,
+                "started_epoch": self.started_epoch,
+                "updated": time.time(), "stats": self.stats.to_dict(),
+            }
+        try:
+            self.state.write_heartbeat(self.api, record)
+        except OutputWriteError as exc:
+            self.say(f"cannot write heartbeat: {exc}")
+
+    def _beat_loop(self) -> None:
+        while not self._beat_stop.wait(HEARTBEAT_EVERY_S):
+            self.beat()
+
+    # --- console ----------------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        line = f"{datetime.now().strftime('%H:%M:%S')} [{self.api}] {message}\n"
+        try:
+            self.out.write(line)
+            self.out.flush()
+        except (OSError, ValueError):
+            pass  # the pane is gone (kill-session): keep working, the heartbeat still tells
+
+    def on_event(self, event: str, details: dict[str, Any]) -> None:
+        if event == "log":
+            self.say(details["message"])
+        elif event == "step":
+            with self._lock:
+                self.status.update(step=details["step"], step_since=time.time())
+            self.beat()
+        elif event == "backing_off":
+            until = float(details.get("until", time.time()))
+            reason = details.get("reason", "")
+            self.say(f"backing off {max(0.0, until - time.time()):.1f} s: {reason}")
+            with self._lock:
+                self.status.update(backing_off_until=until, backoff_reason=reason)
+            self.beat()
+
+    # --- signals ----------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_after_current or self.state.stop_now_requested():
+            self.stop_now = True
+            raise StopRequested(f"stopped now by signal {signal.Signals(signum).name}")
+        self.stop_after_current = True
+
+    def should_stop_now(self) -> bool:
+        return self.stop_now
+
+    def _stop_wanted(self) -> bool:
+        return self.stop_after_current or self.stop_now or self.state.stop_requested()
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Claim and process reports until stopped, drained or disabled."""
+        self.state.ensure()
+        self.store.prepare()
+        threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True).start()
+        self.say(f"started: {self.endpoint.describe()}, output {self.settings.output_dir}")
+        extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
+        code, reason = EXIT_CRASHED, "crashed"
+        try:
+            code, reason = self._loop(extractor)
+        except StopRequested:
+            code, reason = EXIT_OK, "stopped now"
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            code, reason = EXIT_CONFIG, str(exc)
+        finally:
+            extractor.close()
+            self._beat_stop.set()
+            self.set_state("exited", exit_code=code, reason=reason)
+            self.say(f"exited ({reason})")
+        return code
+
+    def _loop(self, extractor: Extractor) -> tuple[int, str]:
+        while True:
+            if self._stop_wanted():
+                return EXIT_OK, "stop requested"
+            try:
+                claim = self.book.claim_next(self.api, self.identity)
+            except InputDirMissing as exc:
+                self.last_error = str(exc)
+                self.set_state("idle", note=str(exc))
+                self.say(str(exc))
+                self._wait(self.settings.check_interval)
+                continue
+            if claim is None:
+                if self.until_drained and self.book.drained():
+                    return EXIT_OK, "drained"
+                self.set_state("idle")
+                self._wait(self.settings.check_interval if not self.until_drained else 0.5)
+                continue
+            result = self._process(claim, extractor)
+            if result is not None:
+                return result
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stop_wanted():
+            self.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+    def _process(self, claim: Claim, extractor: Extractor) -> tuple[int, str] | None:
+        self.set_state("working", report=claim.number, step="read", step_since=time.time())
+        again = " (handed back)" if claim.handed_back else ""
+        self.say(f"report {claim.number}: claimed {claim.path.name}{again}")
+        finished = False
+        try:
+            outcome = process_report(claim.path, extractor=extractor, store=self.store,
+                                     max_bytes=self.settings.max_report_bytes, events=self.on_event)
+            finished = True
+        except EndpointAuthError as exc:
+            self.last_error = str(exc)
+            self.say(f"report {claim.number}: endpoint disabled: {exc}; report handed back")
+            self.set_state("disabled", reason=str(exc))
+            return EXIT_DISABLED, f"disabled: {exc}"
+        except OutputWriteError as exc:
+            self.last_error = str(exc)
+            self.say(f"report {claim.number}: {exc}; report handed back, pausing until writes succeed")
+            self._pause_until_writable(str(exc))
+            return None
+        finally:
+            self.book.release(claim.number, finished=finished)
+        size = self._size_of(claim.number) if outcome.status == "done" else 0
+        self.stats.add(outcome, size)
+        if outcome.status == "failed":
+            self.last_error = f"report {claim.number}: {outcome.error_class}: {outcome.message}"
+            self.say(f"report {claim.number}: FAILED {outcome.error_class}: {outcome.message}")
+        else:
+            self.say(f"report {claim.number}: saved, {outcome.findings} findings, {outcome.units} units, "
+                     f"{len(outcome.calls)} call(s), {outcome.tokens} tokens, {outcome.duration_s:.2f} s")
+        self.set_state("idle")
+        return None
+
+    def _size_of(self, number: int) -> int:
+        total = 0
+        for path in (self.store.raw_path(number), self.store.normalized_path(number), self.store.log_path(number)):
+            with contextlib.suppress(OSError):
+                total += path.stat().st_size
+        return total
+
+    def _pause_until_writable(self, reason: str) -> None:
+        probe = self.settings.output_dir / ".write_probe"
+        while not self._stop_wanted():
+            self.set_state("paused", reason=reason)
+            self._wait(self.settings.check_interval)
+            try:
+                from distill.atomic import write_atomic
+
+                write_atomic(probe, b"x" * 65536)
+                probe.unlink()
+                self.say("writes succeed again; resuming")
+                return
+            except OutputWriteError:
+                continue

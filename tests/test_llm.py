@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from distill.config import Endpoint, Secret
+from distill.errors import EndpointUnavailable, InvalidOutput
+from distill.extractor import StepInput
+from distill.http_client import ChatClient
+from distill.llm import LLMExtractor, merge_outputs
+from distill.prompts import MAX_NOTE_CHARS
+from distill.schemas import FindingsOutput
+from distill.stub_server import CallInfo, Fault, StubServer
+
+NOTE = "The patient reports chest pain and shortness of breath. No fever. Exam shows a systolic murmur."
+
+
+def _plan(*faults: Fault) -> Any:
+    def plan(call: CallInfo) -> Fault:
+        return faults[call.n] if call.n < len(faults) else Fault()
+
+    return plan
+
+
+@pytest.fixture
+def stub() -> Iterator[StubServer]:
+    server = StubServer().start()
+    yield server
+    server.stop()
+
+
+def _extractor(server: StubServer, events: list[tuple[str, dict[str, Any]]] | None = None) -> LLMExtractor:
+    endpoint = Endpoint("api_4", base_url=server.url, model="stub-model", api_key=Secret("k"), provider="openai",
+                        max_attempts=2)
+    sink = (lambda name, details: events.append((name, details))) if events is not None else (lambda n, d: None)
+    client = ChatClient(endpoint, sleep=lambda s: None, rng=random.Random(1))
+    return LLMExtractor(endpoint, client=client, events=sink)
+
+
+def _input(text: str = NOTE, number: int = 77) -> StepInput:
+    return StepInput(report=SimpleNamespace(number=number), text=text)  # type: ignore[arg-type]
+
+
+def test_run_returns_validated_output_usage_and_raw_text(stub: StubServer) -> None:
+    extractor = _extractor(stub)
+    result = extractor.run("findings", _input())
+    assert isinstance(result.output, FindingsOutput) and result.output.findings
+    assert result.raw_text.startswith('{"findings"')
+    assert len(result.calls) == 1 and result.calls[0].status == "ok"
+    assert result.calls[0].prompt_tokens > 0 and result.calls[0].completion_tokens > 0
+    assert extractor.info.kind == "llm" and extractor.info.name == "api_4" and extractor.info.model == "stub-model"
+    assert stub.by_report_step[(77, "findings")] == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "told"),
+    [
+        pytest.param("length", "max_tokens", id="length"),
+        pytest.param("not_json", "no JSON", id="not-json"),
+        pytest.param("bad_schema", "findings: Field required", id="bad-schema"),
+    ],
+)
+def test_one_repair_retry_tells_the_model_what_was_wrong(stub: StubServer, kind: str, told: str) -> None:
+    prompts: list[str] = []
+
+    def plan(call: CallInfo) -> Fault:
+        return Fault(kind) if call.n == 0 else Fault()
+
+    stub.fault_plan = plan
+    stub.responder = lambda call: (prompts.append(call.note), {"findings": [{"quote": "chest pain"}]})[1]
+    events: list[tuple[str, dict[str, Any]]] = []
+    result = _extractor(stub, events).run("findings", _input())
+    assert [f.quote for f in result.output.findings] == ["chest pain"]  # type: ignore[attr-defined]
+    assert len(result.calls) == 2 and all(c.status == "ok" for c in result.calls)
+    assert [name for name, _ in events] == ["repair"]
+    assert told in events[0][1]["problem"]
+
+
+def test_repair_prompt_keeps_the_markers(stub: StubServer) -> None:
+    seen: list[CallInfo] = []
+    stub.fault_plan = _plan(Fault("not_json"))
+    stub.responder = lambda call: (seen.append(call), {"findings": []})[1]
+    _extractor(stub).run("findings", _input())
+    assert [(c.step, c.report, c.note) for c in seen] == [("findings", 77, NOTE)] * 2
+
+
+def test_second_bad_answer_raises_invalid_output_with_calls(stub: StubServer) -> None:
+    stub.fault_plan = _plan(Fault("length"), Fault("bad_schema"))
+    with pytest.raises(InvalidOutput) as caught:
+        _extractor(stub).run("findings", _input())
+    message = str(caught.value)
+    assert "api_4" in message and "after one repair retry" in message and "schema" in message
+    assert len(caught.value.calls) == 2  # type: ignore[attr-defined]
+
+
+def test_endpoint_errors_pass_through_with_calls(stub: StubServer) -> None:
+    stub.fault_plan = lambda call: Fault("503")
+    with pytest.raises(EndpointUnavailable) as caught:
+        _extractor(stub).run("findings", _input())
+    assert [c.status for c in caught.value.calls] == ["api_unavailable"] * 2  # type: ignore[attr-defined]
+
+
+def test_long_note_is_asked_in_parts_and_merged(stub: StubServer) -> None:
+    paragraph = "Patient reports knee pain today.\n" * 40
+    note = (paragraph + "\n") * (MAX_NOTE_CHARS // len(paragraph) + 2)
+    parts: list[str] = []
+    stub.responder = lambda call: (parts.append(call.note), {"findings": [{"quote": "knee pain"}]})[1]
+    result = _extractor(stub).run("findings", _input(note))
+    assert len(note) > MAX_NOTE_CHARS
+    assert len(parts) >= 2 and all(len(part) <= MAX_NOTE_CHARS for part in parts)
+    assert "".join(parts).replace("\n", "") == note.replace("\n", "")  # nothing left out
+    assert len(result.calls) == len(parts)
+    assert [f.quote for f in result.output.findings] == ["knee pain"]  # type: ignore[attr-defined]
+
+
+def test_merge_outputs_concatenates_and_drops_exact_repeats() -> None:
+    a = FindingsOutput.model_validate({"findings": [{"quote": "x"}, {"quote": "y"}]})
+    b = FindingsOutput.model_validate({"findings": [{"quote": "y"}, {"quote": "z"}]})
+    merged = merge_outputs("findings", [a, b])
+    assert [f.quote for f in merged.findings] == ["x", "y", "z"]  # type: ignore[attr-defined]
+
+
+def test_unknown_step_is_refused(stub: StubServer) -> None:
+    with pytest.raises(ValueError, match="unknown step"):
+        _extractor(stub).run("diagnosis", _input())

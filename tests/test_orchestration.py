@@ -1,0 +1,172 @@
+"""Whole jobs: supervisor and sixteen workers in tmux, on this test's own socket and state directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.state import StateDir
+from distill.stub_server import StubServer
+from distill.tmux import TmuxSessions
+from tests.conftest import write_notes
+from tests.jobtools import (
+    cli,
+    done_numbers,
+    job_ended,
+    status,
+    stray_files,
+    wait_until,
+    working,
+    write_config,
+)
+
+pytestmark = [pytest.mark.tmux, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
+
+KEY = "sk-test-orchestration-key"
+
+
+@pytest.fixture
+def job(isolated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A job folder set: notes, outputs, a config with a short CHECK_INTERVAL, and a stub endpoint."""
+    monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp_path)))
+    stub = StubServer(latency_s=0.05, require_key=KEY).start()
+    monkeypatch.setenv("DIAG_API_KEY", KEY)
+    monkeypatch.setenv("DIAG_BASE_URL", stub.url)
+    monkeypatch.setenv("DIAG_MODEL", "stub-model")
+    state = StateDir(Path(isolated["state"]))
+    info = {"stub": stub, "state": state, "input": tmp_path / "in", "output": tmp_path / "out",
+            "sessions": TmuxSessions(isolated["socket"], isolated["prefix"])}
+    yield info
+    if state.running_job() is not None:
+        cli("stop", "--now")
+        wait_until(lambda: state.running_job() is None, timeout=30)
+    stub.stop()
+
+
+def start(job: dict[str, Any], *args: str) -> str:
+    result = cli("start", *args, "--input-dir", str(job["input"]), "--output-dir", str(job["output"]))
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def test_forty_notes_sixteen_sessions_until_drained(job: dict[str, Any]) -> None:
+    write_notes(job["input"], list(range(1001, 1041)))
+    job["stub"].latency_s = 0.2
+    out = start(job, "1001", "--until-drained")
+    assert "stop:" in out and "attach:" in out
+    roles = set(job["sessions"].roles())
+    assert {f"api_{i}" for i in range(1, 17)} <= roles
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
+    assert done_numbers(job["output"]) == list(range(1001, 1041))
+    assert stray_files(job["output"], job["state"].root) == []
+    assert not list((job["output"] / "failed").glob("*.json"))
+    assert job["sessions"].roles() == []
+    final = status(job["state"])
+    assert final["counts"]["done"] == 40 and final["counts"]["pending"] == 0
+    assert job["stub"].stats()["total"] == 120  # three calls a report, none repeated
+
+
+def test_sigkill_of_a_worker_mid_report_finishes_that_report_once(job: dict[str, Any]) -> None:
+    write_notes(job["input"], list(range(1, 41)))
+    job["stub"].latency_s = 0.4
+    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4")
+    busy = wait_until(lambda: working(job["state"]), timeout=30)
+    api, report = next(iter(busy.items()))
+    os.kill(int(job["state"].read_heartbeat(api)["pid"]), signal.SIGKILL)
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
+    assert done_numbers(job["output"]) == list(range(1, 41))
+    counts = job["stub"].stats()["by_report_step"]
+    assert all(counts.get(f"{report}/{step}", 0) <= 2 for step in ("findings", "organs", "mapping"))
+    repeated = {key: n for key, n in counts.items() if n > 1}
+    assert set(repeated) <= {f"{report}/{step}" for step in ("findings", "organs", "mapping")}
+    assert status(job["state"])["apis_status"][api]["restarts"] >= 1
+
+
+def test_sigkill_of_everything_then_start_again_repeats_no_finished_step(job: dict[str, Any]) -> None:
+    numbers = list(range(1, 61))
+    write_notes(job["input"], numbers)
+    job["stub"].latency_s = 0.3
+    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4,api_5,api_6")
+    wait_until(lambda: len(done_numbers(job["output"])) >= 5, timeout=60)
+    in_flight = set(working(job["state"]).values())
+    supervisor_pid = int(job["state"].running_job()["pid"])
+    worker_pids = [int(b["pid"]) for b in job["state"].read_heartbeats().values() if b.get("state") != "exited"]
+    for pid in [supervisor_pid, *worker_pids]:
+        os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: job["state"].running_job() is None, timeout=10)
+    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4,api_5,api_6")
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
+    assert done_numbers(job["output"]) == numbers
+    counts = job["stub"].stats()["by_report_step"]
+    repeated = {key for key, n in counts.items() if n > 1}
+    # Only a call in flight at the kill may be paid twice, never more than once more.
+    assert len(repeated) <= len(worker_pids)
+    assert {int(key.split("/")[0]) for key in repeated} <= in_flight | set(range(1, 61))
+    assert max(counts.values()) <= 2
+    assert stray_files(job["output"]) == []
+
+
+def test_stop_flag_finishes_in_flight_reports_and_starts_nothing_new(job: dict[str, Any]) -> None:
+    write_notes(job["input"], list(range(1, 201)))
+    job["stub"].latency_s = 0.3
+    start(job, "1")
+    wait_until(lambda: len(working(job["state"])) >= 8, timeout=30)
+    done_before = len(done_numbers(job["output"]))
+    job["state"].request_stop()
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    done_after = done_numbers(job["output"])
+    assert done_before < len(done_after) <= done_before + 16 + 16  # in flight when the flag appeared, at most
+    assert len(done_after) < 200
+    assert not job["state"].stop_flag.exists()
+    assert job["sessions"].roles() == []
+    assert stray_files(job["output"], job["state"].root) == []
+    calls = job["stub"].stats()["by_report_step"]
+    started = {int(key.split("/")[0]) for key in calls}
+    assert started == set(done_after)  # every report that was started was finished
+
+
+def test_a_second_start_on_the_same_state_directory_is_refused(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1])
+    start(job, "1")
+    second = cli("start", "1", "--input-dir", str(job["input"]), "--output-dir", str(job["output"]))
+    assert second.returncode != 0
+    assert "another diag-distill job is running" in second.stderr
+    assert str(job["state"].root) in second.stderr
+
+
+def test_files_added_while_running_and_after_a_big_gap_are_picked_up(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1, 2])
+    start(job, "1")
+    wait_until(lambda: done_numbers(job["output"]) == [1, 2], timeout=30)
+    write_notes(job["input"], [5003, 3])
+    wait_until(lambda: done_numbers(job["output"]) == [1, 2, 3, 5003], timeout=30)
+    job["state"].request_stop()
+    wait_until(lambda: job_ended(job["state"]), timeout=30)
+
+
+def test_an_endpoint_answering_401_is_disabled_while_the_others_finish(job: dict[str, Any],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    write_notes(job["input"], list(range(1, 33)))
+    monkeypatch.setenv("DIAG_API_1_KEY", "sk-wrong-key")
+    start(job, "1", "--until-drained")
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
+    assert done_numbers(job["output"]) == list(range(1, 33))
+    final = status(job["state"])
+    assert final["apis_status"]["api_1"]["state"] == "disabled"
+    assert "sk-wrong-key" not in str(final)
+    assert not list((job["output"] / "failed").glob("*.json"))
+
+
+def test_start_refuses_a_missing_input_folder(job: dict[str, Any]) -> None:
+    result = cli("start", "1", "--input-dir", str(job["input"] / "nope"), "--output-dir", str(job["output"]))
+    assert result.returncode != 0
+    assert "nope" in result.stderr and "does not exist" in result.stderr
+    time.sleep(0.1)
+    assert job["state"].running_job() is None

@@ -1,0 +1,162 @@
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+from distill.atomic import read_json
+from distill.errors import EndpointAuthError, EndpointUnavailable, InvalidOutput, StopRequested
+from distill.extractor import CallRecord, StepInput, StepResult, TeacherInfo
+from distill.pipeline import process_report
+from distill.schemas import (
+    CombinedOutput,
+    Finding,
+    FindingsOutput,
+    Mapping,
+    MappingOutput,
+    OrganDiagnosis,
+    OrgansOutput,
+)
+from distill.store import OutputStore
+
+NOTE = (
+    "CHIEF COMPLAINT: Shortness of breath.\n"
+    "HISTORY OF PRESENT ILLNESS: The patient reports shortness of breath on exertion and ankle swelling.\n"
+    "ASSESSMENT: Congestive heart failure with left ventricular dysfunction.\n"
+    "PLAN: Diuretics.\n"
+)
+
+
+class FakeExtractor:
+    """Answers each step with grounded output; raises what ``failures`` says per step."""
+
+    def __init__(self, failures: dict[str, Exception] | None = None) -> None:
+        self.info = TeacherInfo(kind="llm", name="api_9", model="fake-model")
+        self.failures = failures or {}
+        self.calls: Counter[str] = Counter()
+
+    def run(self, step: str, data: StepInput) -> StepResult:
+        self.calls[step] += 1
+        if step in self.failures:
+            raise self.failures[step]
+        findings = [Finding(quote="shortness of breath", status="present"), Finding(quote="ankle swelling")]
+        diagnoses = [OrganDiagnosis(organ="Heart (Cor)", diagnosis="Congestive heart failure",
+                                    quote="Congestive heart failure with left ventricular dysfunction")]
+        mappings = [Mapping(finding="ankle swelling", organ="Heart (Cor)", diagnosis="Congestive heart failure",
+                            locations=["Left Ventricle (LV)"], basis="Congestive heart failure", inference="fluid")]
+        output: BaseModel = {
+            "findings": FindingsOutput(findings=findings),
+            "organs": OrgansOutput(diagnoses=diagnoses),
+            "mapping": MappingOutput(mappings=mappings),
+            "combined": CombinedOutput(findings=findings, diagnoses=diagnoses, mappings=mappings),
+        }[step]
+        call = CallRecord(step=step, attempt=1, latency_s=0.01, status="ok", prompt_tokens=10, completion_tokens=5)
+        return StepResult(output=output, calls=[call], raw_text="{}")
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Path, OutputStore]:
+    note = tmp_path / "report_42.txt"
+    note.write_text(NOTE, encoding="utf-8")
+    store = OutputStore(tmp_path / "out")
+    store.prepare()
+    return note, store
+
+
+def test_a_done_report_has_three_files_in_the_documented_shapes(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+    outcome = process_report(note, extractor=FakeExtractor(), store=store)
+    assert outcome.status == "done" and outcome.findings == 2
+    raw = read_json(store.raw_path(42))
+    assert raw["format"] == "diag-distill/raw-v1"
+    assert raw["report"]["number"] == 42 and len(raw["report"]["sha256"]) == 64
+    assert raw["teacher"] == {"kind": "llm", "endpoint": "api_9", "model": "fake-model"}
+    assert set(raw["steps"]) == {"findings", "organs", "mapping"}
+    assert raw["usage"] == {"calls": 3, "prompt_tokens": 30, "completion_tokens": 15, "latency_s": 0.03}
+    assert raw["prompt_version"]
+    normalized = read_json(store.normalized_path(42))
+    assert normalized == raw["normalized"]
+    swelling = next(r for r in normalized if r["s_symptom"] == "ankle swelling")
+    unit = swelling["U_unit_set"][0]["u_unit"]
+    assert unit["o_organ"] == {"organName": "Heart (Cor)", "anatomicalLocations": ["Left Ventricle (LV)"]}
+    log = store.log_path(42).read_text()
+    assert "step mapping: ok" in log and NOTE not in log
+    assert store.load_checkpoints(42) == {}
+
+
+def test_a_restart_repeats_no_finished_step(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+    first = FakeExtractor({"mapping": StopRequested("stop now")})
+    with pytest.raises(StopRequested):
+        process_report(note, extractor=first, store=store)
+    assert not store.is_done(42) and not store.is_failed(42)
+    second = FakeExtractor()
+    assert process_report(note, extractor=second, store=store).status == "done"
+    assert second.calls == Counter({"mapping": 1})
+    assert read_json(store.raw_path(42))["usage"]["calls"] == 3
+
+
+def test_checkpoints_of_a_changed_note_are_not_reused(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+    with pytest.raises(StopRequested):
+        process_report(note, extractor=FakeExtractor({"mapping": StopRequested("x")}), store=store)
+    note.write_text(NOTE + "Follow up in two weeks.\n", encoding="utf-8")
+    again = FakeExtractor()
+    process_report(note, extractor=again, store=store)
+    assert again.calls == Counter({"findings": 1, "organs": 1, "mapping": 1})
+
+
+def test_invalid_output_falls_back_to_a_single_call(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+    extractor = FakeExtractor({"mapping": InvalidOutput("answer is truncated JSON")})
+    outcome = process_report(note, extractor=extractor, store=store)
+    assert outcome.status == "done"
+    assert read_json(store.raw_path(42))["fallback_used"] is True
+    assert extractor.calls["combined"] == 1
+
+
+def test_invalid_output_everywhere_is_a_failure_not_an_empty_success(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+    bad = InvalidOutput("not JSON")
+    outcome = process_report(note, extractor=FakeExtractor({"findings": bad, "combined": bad}), store=store)
+    assert outcome.status == "failed" and outcome.error_class == "invalid_output"
+    assert not store.is_done(42)
+    record = read_json(store.failed_path(42))
+    assert record["error_class"] == "invalid_output" and record["endpoint"] == "api_9"
+    assert record["message"] == "not JSON" and record["report_number"] == 42
+
+
+def test_an_unavailable_endpoint_gives_a_failure_record(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+    error = EndpointUnavailable("api_9: 503 after 5 attempts", endpoint="api_9", status=503)
+    outcome = process_report(note, extractor=FakeExtractor({"organs": error}), store=store)
+    assert outcome.status == "failed"
+    record = read_json(store.failed_path(42))
+    assert record["error_class"] == "api_unavailable" and record["step"] == "organs"
+    assert "findings" in store.load_checkpoints(42)  # kept for --retry-failed
+
+
+def test_an_auth_error_writes_nothing_and_propagates(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+    with pytest.raises(EndpointAuthError):
+        process_report(note, extractor=FakeExtractor({"findings": EndpointAuthError("401")}), store=store)
+    assert not store.is_done(42) and not store.is_failed(42)
+
+
+@pytest.mark.parametrize(("content", "reason"), [(b"", "empty"), (b"   \n\t ", "empty"), (b"\x00\x01\x02" * 50, "binary")],
+                         ids=["empty", "whitespace", "binary"])
+def test_bad_input_is_a_bad_input_failure(tmp_path: Path, content: bytes, reason: str) -> None:
+    note = tmp_path / "report_7.txt"
+    note.write_bytes(content)
+    store = OutputStore(tmp_path / "out")
+    store.prepare()
+    extractor = FakeExtractor()
+    outcome = process_report(note, extractor=extractor, store=store)
+    assert outcome.status == "failed" and outcome.error_class == "bad_input"
+    assert "report_7.txt" in read_json(store.failed_path(7))["message"]
+    assert sum(extractor.calls.values()) == 0

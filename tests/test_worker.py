@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.claims import ClaimBook
+from distill.config import Endpoint, Settings
+from distill.errors import EndpointAuthError
+from distill.extractor import Extractor
+from distill.state import StateDir
+from distill.store import OutputStore
+from distill.worker import EXIT_DISABLED, EXIT_OK, Worker
+from tests.conftest import write_notes
+from tests.test_pipeline import FakeExtractor
+
+
+def make_settings(tmp_path: Path) -> Settings:
+    endpoints = {f"api_{i}": Endpoint(name=f"api_{i}") for i in (1, 2)}
+    return Settings(endpoints=endpoints, input_dir=tmp_path / "in", output_dir=tmp_path / "out",
+                    check_interval=0.1, state_dir=tmp_path / "state")
+
+
+def begin(settings: Settings, numbers: list[int]) -> None:
+    write_notes(settings.input_dir, numbers)
+    state = StateDir(settings.state_dir)
+    state.ensure()
+    store = OutputStore(settings.output_dir)
+    store.prepare()
+    ClaimBook(state, store, settings.input_dir).begin(min(numbers), None)
+
+
+def factory(extractor: Extractor) -> Any:
+    return lambda endpoint, **kwargs: extractor
+
+
+def test_until_drained_processes_everything_and_writes_an_exit_record(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    begin(settings, [1, 2, 5])
+    out = io.StringIO()
+    worker = Worker("api_1", settings, job_id="j1", until_drained=True, out=out, extractor_factory=factory(FakeExtractor()))
+    assert worker.run() == EXIT_OK
+    store = OutputStore(settings.output_dir)
+    assert all(store.is_done(n) for n in (1, 2, 5))
+    beat = StateDir(settings.state_dir).read_heartbeat("api_1")
+    assert beat is not None and beat["state"] == "exited" and beat["exit_code"] == 0 and beat["reason"] == "drained"
+    assert beat["stats"]["done"] == 3 and len(beat["stats"]["recent"]) == 3
+    assert "report 5: saved" in out.getvalue()
+
+
+def test_a_refused_key_disables_the_endpoint_and_hands_the_report_back(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    begin(settings, [1, 2])
+    bad = FakeExtractor({"findings": EndpointAuthError("api_2: 401 Unauthorized: check DIAG_API_2_KEY")})
+    worker = Worker("api_2", settings, job_id="j1", until_drained=True, out=io.StringIO(),
+                    extractor_factory=factory(bad))
+    assert worker.run() == EXIT_DISABLED
+    beat = StateDir(settings.state_dir).read_heartbeat("api_2")
+    assert beat is not None and "401" in beat["reason"]
+    good = Worker("api_1", settings, job_id="j1", until_drained=True, out=io.StringIO(),
+                  extractor_factory=factory(FakeExtractor()))
+    assert good.run() == EXIT_OK
+    assert OutputStore(settings.output_dir).is_done(1) and not OutputStore(settings.output_dir).is_failed(1)
+
+
+def test_the_stop_flag_ends_the_worker_before_it_claims(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    begin(settings, [1])
+    StateDir(settings.state_dir).request_stop()
+    extractor = FakeExtractor()
+    worker = Worker("api_1", settings, job_id="j1", out=io.StringIO(), extractor_factory=factory(extractor))
+    assert worker.run() == EXIT_OK
+    assert sum(extractor.calls.values()) == 0
+
+
+def test_counts_carry_over_when_a_worker_restarts_in_the_same_job(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    begin(settings, [1])
+    Worker("api_1", settings, job_id="j1", until_drained=True, out=io.StringIO(),
+           extractor_factory=factory(FakeExtractor())).run()
+    write_notes(settings.input_dir, [2])
+    again = Worker("api_1", settings, job_id="j1", until_drained=True, out=io.StringIO(),
+                   extractor_factory=factory(FakeExtractor()))
+    again.book.check_interval = 0.0
+    again.run()
+    beat = StateDir(settings.state_dir).read_heartbeat("api_1")
+    assert beat is not None and beat["stats"]["done"] == 2
+
+
+def test_an_unknown_endpoint_is_a_configuration_error(tmp_path: Path) -> None:
+    from distill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="api_99"):
+        Worker("api_99", make_settings(tmp_path), job_id="j")
