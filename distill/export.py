@@ -28,6 +28,7 @@ from typing import IO, Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from distill.atomic import TMP_MARK
+from distill.config import DEFAULT_MAX_REPORT_BYTES
 from distill.errors import BadInput, ConfigError, OutputWriteError
 from distill.schemas import NormalizedFinding
 from distill.store import FAILED_DIR, NORMALIZED_DIR, RAW_DIR, OutputStore
@@ -258,7 +259,7 @@ class ExportSummary:
     def skip(self, reason: str, problem: Problem | None = None) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
         if problem is not None:
-            logger.warning("report %s left out: %s: %s", problem.number, problem.kind, problem.detail)
+            logger.info("report %s left out: %s: %s", problem.number, problem.kind, problem.detail)
             if len(self.problems) < MAX_PROBLEMS:
                 self.problems.append(problem)
 
@@ -274,11 +275,14 @@ def _read_note(entry: OutputEntry, source_dir: Path | None, summary: ExportSumma
     from distill.report import read_report
 
     path = _note_path(entry.raw, source_dir)
-    if not path.is_file():
+    try:
+        size = path.stat().st_size
+    except OSError:
         summary.skip("source_missing", Problem(entry.number, "source_missing", f"{path} not found"))
         return None
     try:
-        report = read_report(path)
+        # The sha256 check below proves identity, so a note the job accepted under a larger size limit still reads.
+        report = read_report(path, max_bytes=max(DEFAULT_MAX_REPORT_BYTES, size))
     except BadInput as exc:
         summary.skip("source_unreadable", Problem(entry.number, "source_unreadable", str(exc)))
         return None

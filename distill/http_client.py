@@ -137,7 +137,7 @@ class ChatClient:
         self._events = events
         self._should_stop = should_stop
         self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
-        self._key = endpoint.api_key.reveal() if endpoint.api_key else ""
+        self._secret = endpoint.api_key  # revealed only into the Authorization header
         self._json_mode = endpoint.json_mode
         self._not_before = 0.0  # clock() value before which this endpoint must not be called (429)
 
@@ -203,7 +203,8 @@ class ChatClient:
 
     def _attempt(self, messages: list[dict[str, str]], started: float) -> ChatReply:
         timeout = (min(CONNECT_TIMEOUT_S, self.endpoint.timeout_s), self.endpoint.timeout_s)
-        headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
+        key = self._secret.reveal() if self._secret else ""
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
         failure: _AttemptError | None = None
         try:
             response = self._session.post(self._url, data=json.dumps(self._payload(messages)), headers=headers,
@@ -264,7 +265,8 @@ class ChatClient:
         return f": {message}" if message else ""
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self._key, "***") if self._key else text
+        key = self._secret.reveal() if self._secret else ""
+        return text.replace(key, "***") if key else text
 
     # --- failure handling ----------------------------------------------------------
 

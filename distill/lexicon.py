@@ -1,10 +1,12 @@
-"""The offline teacher's word lists, and a fast matcher for them.
+"""The offline teacher's word lists, and the matchers compiled from them.
 
 The lists live in ``distill/data/teacher_lexicon.txt`` (its header explains
 the format): findings with their kind and organs, diagnoses with their organ,
 context cues (negation, uncertainty, hypothetical, someone else's, scope
 ends) and modifier words. Organ keys are short names (``heart``,
 ``urinary bladder``) that the teacher resolves against the organ vocabulary.
+``compiled_lexicon()`` turns them, once per process, into character-trie
+regexes: one scan of a note finds every term, longest first.
 """
 
 from __future__ import annotations
@@ -198,3 +200,62 @@ def _alternatives(node: dict[str, Any]) -> str:
             rest = f"(?:{rest})?" if "" in child else rest
         options.append((WORD_GAP if char == " " else re.escape(char)) + rest)
     return options[0] if len(options) == 1 else "(?:" + "|".join(options) + ")"
+
+
+# --- compiled for the teacher ---------------------------------------------------
+
+# Modifiers that are patterns rather than words: murmur grades, "2+ edema", "stage 3".
+_GRADES = r"[1-4]\+|[1-6]/6|I{1,3}/VI|IV/VI|V/VI"
+_STAGES = r"stage [1-5IV]+"
+_DX_TAIL = (
+    r"(?:,?(?:[^\S\n])+(?:type (?:1|2|I|II)|stage (?:[1-5]|I{1,3}|IV|V)[ab]?|NYHA class [I-V]+"
+    r"|with rapid ventricular response))"
+)
+
+
+@dataclass(frozen=True)
+class CompiledLexicon:
+    """The word lists compiled into matchers and patterns, as the offline teacher uses them."""
+
+    findings: Matcher
+    diagnoses: Matcher
+    cues: Matcher
+    modifiers_en: re.Pattern[str]
+    modifiers_zh: re.Pattern[str]
+    dx_modifiers_en: re.Pattern[str]
+    dx_modifiers_zh: re.Pattern[str]
+    dx_tail_en: re.Pattern[str]
+    disease_word: re.Pattern[str]
+
+
+def _alternation(words: list[str], *extra: str) -> str:
+    escaped = [re.escape(w).replace(r"\ ", WORD_GAP) for w in sorted(words, key=len, reverse=True)]
+    return "|".join([*extra, *escaped]) or "(?!)"
+
+
+def _before(words: str, latin: bool) -> re.Pattern[str]:
+    """Modifier words that end exactly where a term starts (searched in the text just before it)."""
+    if latin:
+        return re.compile(rf"{LEFT_EDGE}(?:(?:{words}){WORD_GAP}){{1,4}}\Z", re.IGNORECASE)
+    return re.compile(rf"(?:{words}){{1,3}}\Z")
+
+
+@lru_cache(maxsize=1)
+def compiled_lexicon() -> CompiledLexicon:
+    """The packaged word lists, compiled once per process."""
+    lexicon = load_lexicon()
+    endings = lexicon.words("disease", latin=True)
+    # A whole word is matched first, then its ending checked: far faster than trying each ending at each letter.
+    disease_word = (r"(?<![A-Za-z])[A-Za-z]{3,}(?![A-Za-z])(?:" + "|".join(f"(?<={e})" for e in endings) + ")|"
+                    + _alternation(lexicon.words("disease", latin=False)))
+    return CompiledLexicon(
+        findings=Matcher(lexicon.findings, plural=True),
+        diagnoses=Matcher(lexicon.diagnoses, plural=True),
+        cues=Matcher(lexicon.cues),
+        modifiers_en=_before(_alternation(lexicon.words("finding", latin=True), _GRADES), True),
+        modifiers_zh=_before(_alternation(lexicon.words("finding", latin=False)), False),
+        dx_modifiers_en=_before(_alternation(lexicon.words("diagnosis", latin=True), _STAGES), True),
+        dx_modifiers_zh=_before(_alternation(lexicon.words("diagnosis", latin=False)), False),
+        dx_tail_en=re.compile(_DX_TAIL, re.IGNORECASE),
+        disease_word=re.compile(disease_word, re.IGNORECASE),
+    )

@@ -122,7 +122,8 @@ class LLMExtractor:
             return StepResult(output=parse_answer(step, reply), calls=calls, raw_text=reply.text)
         except InvalidOutput as exc:
             second = str(exc)
-        raise InvalidOutput(f"endpoint {self.endpoint.name}: {second} (after one repair retry; first: {problem})")
+        first = "the first answer had the same problem" if second == problem else f"first answer: {problem}"
+        raise InvalidOutput(f"endpoint {self.endpoint.name}: {second} (after one repair retry; {first})")
 
     def close(self) -> None:
         """Release the HTTP session."""

@@ -315,7 +315,7 @@ def _system(job: dict[str, Any] | None, alive: bool, status: dict[str, Any] | No
     return {
         "state": run_state, "job_id": _text(record.get("job_id")) or _text(source.get("job_id")) or None,
         "pid": _int(record.get("pid") or source.get("pid"), None),
-        "started_at": iso(started), "uptime_s": round(end - started) if started is not None else None,
+        "started_at": iso(started), "uptime_s": round(max(0.0, end - started)) if started is not None else None,
         "last_update": iso(updated), "last_update_age_s": round(age, 1) if age is not None else None,
         "stale": stale, "stale_after_s": STALE_AFTER_INTERVALS * interval, "check_interval_s": interval,
         "input_dir": _text(source.get("input_dir") or record.get("input_dir")) or None,
@@ -349,7 +349,7 @@ def _control(state: StateDir, job: dict[str, Any], config: MonitorConfig, apis: 
     return {
         "stop_script": str(state.stop_script), "stop_flag": str(state.stop_flag),
         "stop_requested": state.stop_requested(), "cancel_stop": f"rm {state.stop_flag}",
-        "attach": f"{tmux} attach -t {prefix}_{example}", "attach_template": f"{tmux} attach -t {prefix}_<api>",
+        "attach": f"{tmux} attach -t {prefix}_{example}", "attach_template": f"{tmux} attach -t {prefix}_api_<N>",
         "detach": "Ctrl-b d", "quit": "Ctrl-C", "session_prefix": prefix, "tmux_socket": socket,
     }
 
@@ -372,10 +372,10 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
         status, status_kind = None, "previous_job"  # until the new job writes its first status
     job_id = (job or {}).get("job_id") if alive else (status or {}).get("job_id")
     beats = {api: b for api, b in state.read_heartbeats().items() if job_id is None or b.get("job_id") == job_id}
-    system = {"status_file": status_kind, **_system(job, alive, status, state, config, beats, now, problems)}
+    system = {"status_read": status_kind, **_system(job, alive, status, state, config, beats, now, problems)}
     if system["state"] == "never_started" and not problems:
-        problems.append(f"no job has run on state directory {config.state_dir} yet "
-                        f"(no {STATUS_FILE}); start one with: make start START=<first report number>")
+        problems.append(f"no job has run on state directory {config.state_dir} yet (no {STATUS_FILE}); "
+                        "start one with: make start START=<first report number>")
     source = status or {}
     rows = _dict(source.get("apis_status"))
     names = set(rows) | set(beats)
@@ -396,10 +396,9 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
         endpoint.session = f"{control['session_prefix']}_{api}"
         endpoints.append(endpoint)
     by_state: dict[str, int] = {}
-    for endpoint in endpoints:
-        by_state[endpoint.state] = by_state.get(endpoint.state, 0) + 1
     failures: dict[str, int] = {}
     for endpoint in endpoints:
+        by_state[endpoint.state] = by_state.get(endpoint.state, 0) + 1
         for name, count in endpoint.failures.items():
             failures[name] = failures.get(name, 0) + count
     outputs = _dict(source.get("outputs"))

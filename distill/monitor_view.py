@@ -8,8 +8,8 @@ is redrawn once per tick and never cleared: no flicker) until Ctrl-C.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Callable
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -18,7 +18,10 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from distill.monitor import Snapshot
+from distill.monitor import EndpointRow, Snapshot
+
+DEFAULT_WIDTH = 80
+PANEL_CHROME = 4  # two borders and one column of padding on each side
 
 STATE_LABELS = {
     "working": ("working", "green"), "idle": ("idle", "cyan"), "backing_off": ("backing off", "yellow"),
@@ -123,7 +126,7 @@ def system_panel(snap: Snapshot) -> Panel:
 
 def progress_panel(snap: Snapshot) -> Panel:
     p = snap.progress
-    if snap.system["status_file"] != "ok" and not p["start_number"]:
+    if snap.system["status_read"] != "ok" and not p["start_number"]:
         return _panel(Text("no figures yet (no usable status file)", style="dim"), "Progress")
     first = _pairs(("start", _number(p["start_number"])), ("current", _number(p["current_number"])),
                    ("done", str(p["done"])), ("failed", str(p["failed"])), ("pending", str(p["pending"])),
@@ -135,27 +138,36 @@ def progress_panel(snap: Snapshot) -> Panel:
     return _panel(Group(first, second), "Progress")
 
 
-def endpoints_panel(snap: Snapshot) -> Panel:
-    table = Table(box=box.SIMPLE_HEAD, padding=(0, 1), pad_edge=False, expand=True, show_edge=False)
-    table.add_column("endpoint", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("report · step", no_wrap=True, overflow="ellipsis", ratio=1)
-    table.add_column("time", justify="right", no_wrap=True)
-    table.add_column("done", justify="right", no_wrap=True)
-    table.add_column("fail", justify="right", no_wrap=True)
-    table.add_column("lat", justify="right", no_wrap=True)
-    table.add_column("tokens", justify="right", no_wrap=True)
+ENDPOINT_COLUMNS: tuple[tuple[str, int | None, str], ...] = (
+    ("api", 6, "left"), ("state", 12, "left"), ("report · step", None, "left"), ("time", 7, "right"),
+    ("done", 7, "right"), ("fail", 5, "right"), ("lat", 6, "right"), ("tokens", 7, "right"),
+)
+
+
+def _doing(row: EndpointRow) -> str:
+    if row.report is not None:
+        return f"{row.report} · {row.step or '-'}"
+    if row.state in ("exited", "died", "disabled", "failed", "respawning", "paused") and row.reason:
+        reason = row.reason
+        # "disabled: 401 ..." next to the state "disabled" would say it twice.
+        return reason[len(row.state) + 1:].strip() if reason.startswith(f"{row.state}:") else reason
+    return ""
+
+
+def endpoints_panel(snap: Snapshot, width: int = DEFAULT_WIDTH) -> Panel:
+    # Fixed widths, the report column takes the rest: rich's own fitting squeezes the wrong columns at 80.
+    fixed = sum(w for _, w, _ in ENDPOINT_COLUMNS if w) + len(ENDPOINT_COLUMNS) - 1
+    flexible = max(12, width - PANEL_CHROME - fixed)
+    table = Table(box=box.SIMPLE_HEAD, padding=0, pad_edge=False, show_edge=False)
+    for name, column_width, justify in ENDPOINT_COLUMNS:
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=column_width or flexible,
+                         justify=justify)  # type: ignore[arg-type]
     for row in snap.endpoints:
         label, style = STATE_LABELS.get(row.state, (row.state.replace("_", " "), ""))
-        if row.report is not None:
-            doing = f"{row.report} · {row.step or '-'}"
-        elif row.state in ("exited", "died", "disabled", "failed", "respawning") and row.reason:
-            doing = row.reason
-        else:
-            doing = ""
         latency = f"{row.mean_latency_s:.2f}s" if row.mean_latency_s is not None else "-"
-        table.add_row(row.api, Text(label, style=style), doing, duration(row.elapsed_s), str(row.done),
-                      Text(str(row.failed), style="red" if row.failed else ""), latency, compact(row.tokens))
+        table.add_row(row.api, Text(label, style=style), " ".join(_doing(row).split()), duration(row.elapsed_s),
+                      str(row.done), Text(str(row.failed), style="red" if row.failed else ""), latency,
+                      compact(row.tokens))
     totals = snap.endpoint_totals
     others = ", ".join(f"{STATE_LABELS.get(k, (k, ''))[0]} {v}" for k, v in totals["by_state"].items()
                        if k not in ("working", "backing_off", "idle"))
@@ -168,12 +180,12 @@ def endpoints_panel(snap: Snapshot) -> Panel:
 
 def outputs_panel(snap: Snapshot) -> Panel:
     o = snap.outputs
-    line = _pairs(("raw", str(o["raw"])), ("normalized", str(o["normalized"])), ("logs", str(o["logs"])),
-                  ("failed", str(o["failed"])), ("written this job", size(o["bytes_this_job"])))
-    lines: list[RenderableType] = [line]
+    counts = _pairs(("raw", str(o["raw"])), ("normalized", str(o["normalized"])), ("logs", str(o["logs"])),
+                    ("failed", str(o["failed"])))
+    written = _pairs(("written this job", size(o["bytes_this_job"])))
     if snap.system["output_dir"]:
-        lines.append(Text(f"in {snap.system['output_dir']}", style="dim", overflow="ellipsis", no_wrap=True))
-    return _panel(Group(*lines), "Outputs")
+        written.append(f"  in {snap.system['output_dir']}", style="dim")
+    return _panel(Group(counts, written), "Outputs")
 
 
 def recent_panel(snap: Snapshot) -> Panel:
@@ -212,19 +224,22 @@ def failures_panel(snap: Snapshot) -> Panel:
 def control_panel(snap: Snapshot) -> Panel:
     c = snap.control
     lines = [
-        Text.assemble(("stop:   ", "dim"), (c["stop_script"], "bold"), ("  (finish current reports, then exit)", "dim")),
-        Text.assemble(("attach: ", "dim"), (c["attach_template"], "bold"), (f"  (detach {c['detach']})", "dim")),
-        Text.assemble(("quit:   ", "dim"), (c["quit"], "bold"), (" leaves the job running", "dim")),
+        Text.assemble(("stop:   ", "dim"), (c["stop_script"], "bold"), ("  (workers finish their report)", "dim")),
+        Text.assemble(("attach: ", "dim"), (c["attach_template"], "bold"), (f"  (detach: {c['detach']})", "dim")),
+        Text.assemble(("quit:   ", "dim"), (c["quit"], "bold"), ("  (the job keeps running)", "dim")),
     ]
     if c["stop_requested"]:
         lines.insert(1, Text.assemble(("cancel: ", "dim"), (c["cancel_stop"], "bold"),
-                                      ("  (before the workers stop)", "dim")))
+                                      ("  (stop requested; cancel before workers exit)", "dim")))
     return _panel(Group(*lines), "Control")
 
 
-def render(snap: Snapshot) -> RenderableType:
-    """All panels, top to bottom: system, progress, endpoints, outputs, recent, failures, control."""
-    return Group(system_panel(snap), progress_panel(snap), endpoints_panel(snap), outputs_panel(snap),
+def render(snap: Snapshot, width: int = DEFAULT_WIDTH) -> RenderableType:
+    """All panels, top to bottom, for a terminal ``width`` columns wide (lines never exceed it).
+
+    Order: system, progress, endpoints, outputs, recent results, failures, control.
+    """
+    return Group(system_panel(snap), progress_panel(snap), endpoints_panel(snap, width), outputs_panel(snap),
                  recent_panel(snap), failures_panel(snap), control_panel(snap))
 
 
@@ -232,9 +247,10 @@ def watch(take: Callable[[], Snapshot], *, interval: float, console: Console,
           sleep: Callable[[float], None] = time.sleep) -> int:
     """Repaint a fresh snapshot every ``interval`` seconds until Ctrl-C; returns the exit code (0)."""
     try:
-        with Live(render(take()), console=console, screen=False, auto_refresh=False, transient=False) as live:
+        with Live(render(take(), console.width), console=console, screen=False, auto_refresh=False,
+                  transient=False) as live:
             while True:
                 sleep(interval)
-                live.update(render(take()), refresh=True)
+                live.update(render(take(), console.width), refresh=True)
     except KeyboardInterrupt:
         return 0

@@ -18,7 +18,6 @@ from pydantic import BaseModel, ValidationError
 from distill.errors import (
     BadInput,
     EndpointAuthError,
-    EndpointError,
     InvalidOutput,
     OutputWriteError,
     ReportError,
@@ -133,7 +132,9 @@ class _Run:
         started = time.monotonic()
         try:
             result: StepResult = self.extractor.run(step, data)
-        except EndpointError as exc:
+        except ReportError as exc:
+            # A failed step's calls were paid for: they count in the report's usage and failure record.
+            self.calls.extend(getattr(exc, "calls", []))
             self.log(f"step {step}: {exc.failure_class}: {exc}", step=step)
             raise
         self.calls.extend(result.calls)
@@ -220,6 +221,8 @@ def process_report(
         run = _Run(report, extractor, store, log, events)
         findings, organs, mapping, fallback = run.three_steps()
         result = normalize(report.text, findings, organs, mapping)
+        if findings.findings and not result.records:
+            raise InvalidOutput(f"none of the {len(findings.findings)} findings the teacher quoted occur in the note")
     except (EndpointAuthError, StopRequested, OutputWriteError):
         raise
     except ReportError as exc:

@@ -119,8 +119,11 @@ def organ_names() -> list[str]:
 
 
 def organ_locations(organ: str) -> list[str]:
-    """The allowed anatomical locations of ``organ`` (empty for an unknown organ)."""
-    return list(_load_vocabulary().locations_of(organ))
+    """The allowed anatomical locations of ``organ`` (empty for an organ the vocabulary does not know)."""
+    try:
+        return list(_load_vocabulary().locations(organ))
+    except KeyError:
+        return []
 
 
 @cache
@@ -129,10 +132,12 @@ def _organ_list_text() -> str:
 
 
 def _allowed_locations_text(data: StepInput) -> str:
+    vocabulary = _load_vocabulary()
     organs: list[str] = []
     for diagnosis in data.organs.diagnoses if data.organs else []:
-        if diagnosis.organ not in organs:
-            organs.append(diagnosis.organ)
+        organ = vocabulary.match_organ(diagnosis.organ) or diagnosis.organ
+        if organ not in organs:
+            organs.append(organ)
     lines = []
     for organ in organs:
         locations = organ_locations(organ)

@@ -16,6 +16,7 @@ where a header can start: the beginning of a line, the end of a sentence, or
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -81,16 +82,8 @@ _ZH_PHYSICIAN_CONCLUSION: tuple[str, ...] = (
     "诊断意见", "印象", "结论", "检查结论", "处理", "建议", "医嘱", "出院医嘱", "治疗计划", "诊疗计划",
 )  # fmt: skip
 _ZH_OTHER: tuple[str, ...] = (
-    "既往史",
-    "既往病史",
-    "个人史",
-    "家族史",
-    "婚育史",
-    "月经史",
-    "过敏史",
-    "用药史",
-    "手术史",
-)
+    "既往史", "既往病史", "个人史", "家族史", "婚育史", "月经史", "过敏史", "用药史", "手术史",
+)  # fmt: skip
 
 # Header spellings that name the same section.
 _ALIASES: dict[str, str] = {
@@ -288,7 +281,9 @@ _UPPER_WORD = r"[A-Z][A-Z'\-]{0,40}"
 _GENERIC = re.compile(rf"(?<![A-Z0-9'\-])(?P<h>{_UPPER_WORD}(?:(?:[ \t]*[/&][ \t]*|[ \t]+){_UPPER_WORD}){{0,5}})"
                       rf"{_PAREN}[ \t]*[:：]")  # fmt: skip
 # An enumerator ("一、", "2.") belongs to the header, not to the previous section's body.
-_CJK = re.compile(rf"(?:[一二三四五六七八九十]{{1,3}}[、.．]|[0-9]{{1,2}}[、.．)）])?[ \t]*(?P<open>[【\[])?(?P<h>{_term_pattern(_CJK_TERMS)})(?(open)[】\]][ \t]*[:：]?|[ \t]*[:：])")
+_CJK = re.compile(
+    rf"(?:[一二三四五六七八九十]{{1,3}}[、.．]|[0-9]{{1,2}}[、.．)）])?[ \t]*(?P<open>[【\[])?(?P<h>{_term_pattern(_CJK_TERMS)})(?(open)[】\]][ \t]*[:：]?|[ \t]*[:：])"
+)
 
 
 def _find_headers(text: str) -> list[_Header]:
@@ -299,11 +294,15 @@ def _find_headers(text: str) -> list[_Header]:
         if not kept or h.start >= kept[-1].body_start:
             kept.append(h)
     # A generic upper-case run never overrides a known header, even one glued inside it.
+    starts = [k.start for k in kept]
+    generic = []
     for h in _scan(_GENERIC, text, _accept_generic):
-        if not any(h.start < k.body_start and k.start < h.body_start for k in kept):
-            kept.append(h)
-    kept.sort(key=lambda h: h.start)
-    return kept
+        i = bisect.bisect_left(starts, h.start)
+        overlaps_next = i < len(kept) and kept[i].start < h.body_start
+        overlaps_previous = i > 0 and kept[i - 1].body_start > h.start
+        if not (overlaps_next or overlaps_previous):
+            generic.append(h)
+    return sorted(kept + generic, key=lambda h: h.start)
 
 
 def _scan(pattern: re.Pattern[str], text: str, accept: _Acceptor) -> list[_Header]:

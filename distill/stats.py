@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.export import MAX_PROBLEMS, OutputEntry, ProgressSink, iter_outputs, teacher_fields
+from distill.normalize import DUPLICATE
 
 TOP_FINDINGS = 20
 #: Distinct findings tracked exactly; beyond this the rarest are pruned and the top list becomes approximate.
@@ -94,6 +95,7 @@ class RunStats:
     findings: BoundedCounter = field(default_factory=BoundedCounter)
     findings_in: int = 0
     findings_kept: int = 0
+    findings_merged: int = 0
     dropped_by_reason: Counter[str] = field(default_factory=Counter)
     dropped_by_step: Counter[str] = field(default_factory=Counter)
     by_endpoint: dict[str, Usage] = field(default_factory=dict)
@@ -106,11 +108,14 @@ class RunStats:
         return sum(count * n for count, n in self.findings_histogram.items())
 
     @property
+    def findings_dropped(self) -> int:
+        """Findings proposed but not kept, other than repeats merged into a kept finding."""
+        return max(0, self.findings_in - self.findings_kept - self.findings_merged)
+
+    @property
     def dropped_share(self) -> float:
         """Share of the findings the teachers proposed that grounding dropped (0.0 when none were proposed)."""
-        if self.findings_in <= 0:
-            return 0.0
-        return max(0, self.findings_in - self.findings_kept) / self.findings_in
+        return self.findings_dropped / self.findings_in if self.findings_in > 0 else 0.0
 
     def findings_per_report(self) -> dict[str, Any]:
         done = sum(self.findings_histogram.values())
@@ -141,7 +146,8 @@ class RunStats:
             "grounding": {
                 "findings_in": self.findings_in,
                 "findings_kept": self.findings_kept,
-                "findings_dropped": max(0, self.findings_in - self.findings_kept),
+                "findings_merged": self.findings_merged,
+                "findings_dropped": self.findings_dropped,
                 "dropped_share": round(self.dropped_share, 4),
                 "dropped_by_reason": dict(self.dropped_by_reason.most_common()),
                 "dropped_by_step": dict(self.dropped_by_step.most_common()),
@@ -191,9 +197,12 @@ class RunStats:
             if not isinstance(item, dict):
                 continue
             step = str(item.get("step") or "unknown")
+            reason = str(item.get("reason") or "unknown").split(":", 1)[0].strip()
             self.dropped_by_step[step] += 1
-            self.dropped_by_reason[str(item.get("reason") or "unknown").split(":", 1)[0].strip()] += 1
-            dropped_findings += step == "findings"
+            self.dropped_by_reason[reason] += 1
+            if step == "findings":
+                dropped_findings += 1
+                self.findings_merged += reason == DUPLICATE
         numbers = _object(validation.get("stats"))
         found_in, kept = numbers.get("findings_in"), numbers.get("findings_kept")
         if isinstance(found_in, int) and isinstance(kept, int):

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import re
+import signal
 import socket
 import struct
 import threading
@@ -390,7 +391,7 @@ class StubServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the stub in the foreground until Ctrl-C."""
+    """Run the stub in the foreground until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(prog="python -m distill.stub_server", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
@@ -398,8 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server = StubServer(host=args.host, port=args.port, latency_s=args.latency_ms / 1000.0).start()
     print(f"stub server at {server.url} (latency {args.latency_ms:g} ms); Ctrl-C stops it", flush=True)
-    with contextlib.suppress(KeyboardInterrupt):
-        threading.Event().wait()
+    done = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: done.set())
+    while not done.wait(1.0):
+        pass
     server.stop()
     print(f"stopped after {server.total} call(s)", flush=True)
     return 0

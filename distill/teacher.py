@@ -15,15 +15,13 @@ from __future__ import annotations
 import re
 import time
 from bisect import bisect_left
-from dataclasses import dataclass
-from functools import lru_cache
 from typing import Literal, cast
 
 from pydantic import BaseModel
 
 from distill.errors import ReportError
 from distill.extractor import CallRecord, StepInput, StepResult, TeacherInfo
-from distill.lexicon import LEFT_EDGE, WORD_GAP, Hit, Lexicon, Matcher, is_latin, load_lexicon, term_key
+from distill.lexicon import Hit, Matcher, compiled_lexicon, is_latin, term_key
 from distill.schemas import (
     CombinedOutput,
     Finding,
@@ -60,64 +58,14 @@ _GLUED_HEADER = re.compile(r"\s*[A-Z][A-Z /&]*[A-Z](?=[A-Z][a-z])")
 # The number of the next list item, glued to its text ("冠心病 2.慢性心力衰竭").
 _NEXT_ITEM_NUMBER = re.compile(r"\s+\d{1,2}\Z")
 
-# Modifiers that are patterns rather than words: murmur grades, "2+ edema", "stage 3".
-_GRADES = r"[1-4]\+|[1-6]/6|I{1,3}/VI|IV/VI|V/VI"
-_STAGES = r"stage [1-5IV]+"
-_DX_TAIL = (
-    r"(?:,?(?:[^\S\n])+(?:type (?:1|2|I|II)|stage (?:[1-5]|I{1,3}|IV|V)[ab]?|NYHA class [I-V]+"
-    r"|with rapid ventricular response))"
-)
 # A sentence with one of these is narrative, not a diagnosis line.
-_NARRATIVE = re.compile(r"(?<![A-Za-z])(?:was|were|is|are|has|have|had|been|will|we|I|he|she|they)(?![A-Za-z])")
-_WORDS = re.compile(r"[A-Za-z]{4,}|[\u3400-\u9fff]")
+_NARRATIVE = re.compile(
+    r"(?<![A-Za-z])(?:was|were|is|are|has|have|had|been|will|can|could|may|might|would|should|did|does|we|I|he|"
+    r"she|they|her|his|patient|underwent|showed|shows|revealed|indicated)(?![A-Za-z])"
+)
+_LATIN_WORD = re.compile(r"[A-Za-z]{4,}")
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]{2,}")
 _AFTER_CVA = re.compile(r"[^\S\n]*(?:-|/)?[^\S\n]*tender", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class _Rules:
-    """The word lists compiled into matchers and patterns."""
-
-    findings: Matcher
-    diagnoses: Matcher
-    cues: Matcher
-    modifiers_en: re.Pattern[str]
-    modifiers_zh: re.Pattern[str]
-    dx_modifiers_en: re.Pattern[str]
-    dx_modifiers_zh: re.Pattern[str]
-    dx_tail_en: re.Pattern[str]
-    disease_word: re.Pattern[str]
-
-
-def _alternation(words: list[str], *extra: str) -> str:
-    escaped = [re.escape(w).replace(r"\ ", WORD_GAP) for w in sorted(words, key=len, reverse=True)]
-    return "|".join([*extra, *escaped]) or "(?!)"
-
-
-def _before(words: str, latin: bool) -> re.Pattern[str]:
-    """Modifier words that end exactly where a term starts (searched in the text just before it)."""
-    if latin:
-        return re.compile(rf"{LEFT_EDGE}(?:(?:{words}){WORD_GAP}){{1,4}}\Z", re.IGNORECASE)
-    return re.compile(rf"(?:{words}){{1,3}}\Z")
-
-
-@lru_cache(maxsize=1)
-def _rules() -> _Rules:
-    lexicon: Lexicon = load_lexicon()
-    endings = lexicon.words("disease", latin=True)
-    # A whole word is matched first, then its ending checked: far faster than trying each ending at each letter.
-    disease_word = (r"(?<![A-Za-z])[A-Za-z]{3,}(?![A-Za-z])(?:" + "|".join(f"(?<={e})" for e in endings) + ")|"
-                    + _alternation(lexicon.words("disease", latin=False)))
-    return _Rules(
-        findings=Matcher(lexicon.findings, plural=True),
-        diagnoses=Matcher(lexicon.diagnoses, plural=True),
-        cues=Matcher(lexicon.cues),
-        modifiers_en=_before(_alternation(lexicon.words("finding", latin=True), _GRADES), True),
-        modifiers_zh=_before(_alternation(lexicon.words("finding", latin=False)), False),
-        dx_modifiers_en=_before(_alternation(lexicon.words("diagnosis", latin=True), _STAGES), True),
-        dx_modifiers_zh=_before(_alternation(lexicon.words("diagnosis", latin=False)), False),
-        dx_tail_en=re.compile(_DX_TAIL, re.IGNORECASE),
-        disease_word=re.compile(disease_word, re.IGNORECASE),
-    )
 
 
 class _Context:
@@ -206,7 +154,7 @@ class LocalTeacher:
     def __init__(self, endpoint_name: str = "local", vocabulary: Vocabulary | None = None) -> None:
         self.info = TeacherInfo(kind="local", name=endpoint_name, model=TEACHER_VERSION)
         self.vocabulary = vocabulary if vocabulary is not None else load_vocabulary()
-        self._lex = _rules()
+        self._lex = compiled_lexicon()
         self._organ_of_key: dict[str, str | None] = {}
 
     def run(self, step: str, data: StepInput) -> StepResult:
@@ -321,8 +269,8 @@ class LocalTeacher:
     def mappings(self, findings: list[Finding], diagnoses: list[OrganDiagnosis], note: str) -> list[Mapping]:
         """Each finding linked to the diagnosed organs it is a recognised sign of, or that it names.
 
-        Only organs of ``diagnoses`` are used; locations only when the finding's
-        sentence in ``note``, or the diagnosis, names them.
+        Only organs of ``diagnoses`` are used. Locations are those the finding's
+        sentence in ``note`` names, or else those the diagnosis names; never guessed.
         """
         diagnosed: dict[str, list[OrganDiagnosis]] = {}
         for diagnosis in diagnoses:
@@ -339,15 +287,18 @@ class LocalTeacher:
                     continue
                 diagnosis = _closest(finding.quote, diagnosed[organ])
                 basis = diagnosis.quote or diagnosis.diagnosis
-                near = f"{_near(context, finding.quote)}\n{basis}\n{diagnosis.diagnosis}"
+                # Where the finding is said first; else where the diagnosis puts it.
+                locations = (self.vocabulary.locations_in_text(organ, _near(context, finding.quote))
+                             or self.vocabulary.locations_in_text(organ, f"{diagnosis.diagnosis}\n{basis}"))
                 if how == "lexicon":
                     role = _ROLE_OF_KIND.get(finding.kind, "sign of")
                     inference = f"finding '{finding.quote}' is a recognised {role} {diagnosis.diagnosis}"
                 else:
-                    inference = f"finding '{finding.quote}' names the {organ}, which '{diagnosis.diagnosis}' concerns"
+                    inference = (f"finding '{finding.quote}' names a part or condition of the {organ}, "
+                                 f"which '{diagnosis.diagnosis}' concerns")
                 out.append(Mapping(
                     finding=finding.quote, organ=organ, diagnosis=diagnosis.diagnosis,
-                    locations=self.vocabulary.locations_in_text(organ, near),
+                    locations=locations,
                     basis=basis[:1000], inference=inference[:1000],
                 ))
                 if len(out) >= MAX_MAPPINGS:
@@ -373,12 +324,16 @@ class LocalTeacher:
 
 def _closest(quote: str, diagnoses: list[OrganDiagnosis]) -> OrganDiagnosis:
     """The diagnosis sharing most words with the finding (the first one on a tie)."""
-    words = {w.lower() for w in _WORDS.findall(quote)}
+    words = _words(quote)
+    return max(diagnoses, key=lambda diagnosis: len(words & _words(f"{diagnosis.diagnosis} {diagnosis.quote}")))
 
-    def shared(diagnosis: OrganDiagnosis) -> int:
-        return len(words & {w.lower() for w in _WORDS.findall(f"{diagnosis.diagnosis} {diagnosis.quote}")})
 
-    return max(diagnoses, key=shared)
+def _words(text: str) -> set[str]:
+    """English words of four letters or more, and Chinese character pairs (single characters say too little)."""
+    words = {w.lower() for w in _LATIN_WORD.findall(text)}
+    for run in _CJK_RUN.findall(text):
+        words.update(run[i:i + 2] for i in range(len(run) - 1))
+    return words
 
 
 def _note_text(data: StepInput) -> str:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -263,7 +264,7 @@ def test_canary_key_never_appears_in_errors_or_records(fake: FakeTime, fault: Fa
         with pytest.raises(error) as caught:
             client.chat(MESSAGES, step="findings", calls=calls)
     exc: BaseException | None = caught.value
-    texts = [repr(client), repr(calls), str(caught.value.args)]
+    texts = [repr(client), repr(calls), str(caught.value.args), "".join(traceback.format_exception(caught.value))]
     while exc is not None:
         texts += [str(exc), repr(exc)]
         exc = exc.__cause__ or exc.__context__

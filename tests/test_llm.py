@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -12,9 +13,17 @@ from distill.errors import EndpointUnavailable, InvalidOutput
 from distill.extractor import StepInput
 from distill.http_client import ChatClient
 from distill.llm import LLMExtractor, merge_outputs
-from distill.prompts import MAX_NOTE_CHARS
-from distill.schemas import FindingsOutput
-from distill.stub_server import CallInfo, Fault, StubServer
+from distill.prompts import (
+    MAX_NOTE_CHARS,
+    PROMPT_VERSION,
+    build_messages,
+    build_repair_messages,
+    mapping_excerpt,
+    split_note,
+)
+from distill.schemas import FindingsOutput, OrgansOutput
+from distill.stub_server import CallInfo, Fault, StubServer, parse_call
+from distill.vocabulary import load_vocabulary
 
 NOTE = "The patient reports chest pain and shortness of breath. No fever. Exam shows a systolic murmur."
 
@@ -127,3 +136,79 @@ def test_merge_outputs_concatenates_and_drops_exact_repeats() -> None:
 def test_unknown_step_is_refused(stub: StubServer) -> None:
     with pytest.raises(ValueError, match="unknown step"):
         _extractor(stub).run("diagnosis", _input())
+
+
+# --- prompts: the texts the extractor sends ------------------------------------------------
+
+
+def _mapping_input(text: str) -> StepInput:
+    findings = FindingsOutput.model_validate({"findings": [{"quote": "systolic murmur"}]})
+    organs = OrgansOutput.model_validate({"diagnoses": [{"organ": "heart", "diagnosis": "valve disease"}]})
+    return StepInput(report=SimpleNamespace(number=12), text=text, findings=findings,  # type: ignore[arg-type]
+                     organs=organs)
+
+
+@pytest.mark.parametrize("step", ["findings", "organs", "mapping", "combined"])
+def test_prompt_markers_are_exact_and_parse_back(step: str) -> None:
+    data = _mapping_input(NOTE) if step == "mapping" else _input()
+    messages = build_messages(step, data)
+    assert messages[0]["content"].splitlines()[0] == f"[diag-distill step: {step}]"
+    assert "[report: " in messages[1]["content"].splitlines()[0]
+    call = parse_call({"messages": messages}, 0, "")
+    assert (call.step, call.note) == (step, NOTE)
+    if step == "mapping":
+        assert json.loads(call.findings_json) == data.findings.model_dump(mode="json")  # type: ignore[union-attr]
+        assert json.loads(call.diagnoses_json)["diagnoses"][0]["organ"] == "heart"
+
+
+@pytest.mark.parametrize("step", ["organs", "combined"])
+def test_organ_prompts_list_every_vocabulary_name_exactly(step: str) -> None:
+    system = build_messages(step, _input())[0]["content"]
+    assert all(f"- {name}\n" in system + "\n" for name in load_vocabulary().organs)
+
+
+def test_mapping_prompt_lists_locations_of_step_two_organs_only() -> None:
+    user = build_messages("mapping", _mapping_input(NOTE))[1]["content"]
+    heart = load_vocabulary().locations("Heart (Cor)")
+    assert f"- Heart (Cor): {'; '.join(heart)}" in user
+    assert "Frontal Lobe" not in user  # Brain was not a step-2 organ
+
+
+def test_note_longer_than_2000_characters_is_sent_whole() -> None:
+    note = "Line of the history with dyspnea.\n" * 300  # about 10,000 characters
+    user = build_messages("mapping", _mapping_input(note))[1]["content"]
+    assert note.strip("\n") in user
+
+
+def test_very_long_note_gets_passages_around_findings_for_mapping() -> None:
+    filler = "Unremarkable sentence about nothing in particular.\n" * 400
+    note = filler + "Exam reveals a systolic murmur at the apex.\n" + filler + filler
+    call = parse_call({"messages": build_messages("mapping", _mapping_input(note))}, 0, "")
+    assert len(note) > MAX_NOTE_CHARS and len(call.note) <= MAX_NOTE_CHARS + 20
+    assert "Exam reveals a systolic murmur at the apex." in call.note
+    assert call.note.startswith("[...]") and call.note.endswith("[...]")
+
+
+def test_mapping_excerpt_keeps_short_notes_whole() -> None:
+    assert mapping_excerpt("short note", ["anything"]) == "short note"
+
+
+def test_split_note_parts_are_bounded_and_join_back() -> None:
+    note = "".join(f"Paragraph {i} says something.\n\n" for i in range(3000))
+    parts = split_note(note, limit=5000)
+    assert "".join(parts) == note and all(len(p) <= 5000 for p in parts) and len(parts) > 1
+
+
+def test_repair_prompt_names_problem_and_bounds_previous_answer() -> None:
+    previous = '{"findings": [' + '{"quote": "x"}, ' * 1000
+    messages = build_repair_messages("findings", _input(), previous, "answer is truncated JSON")
+    assert messages[:2] == build_messages("findings", _input())
+    assert messages[2]["role"] == "assistant" and len(messages[2]["content"]) < len(previous)
+    assert "answer is truncated JSON" in messages[3]["content"] and "too long" in messages[3]["content"]
+
+
+def test_instruction_text_is_versioned_and_lists_organs() -> None:
+    from distill.prompts import INSTRUCTION_TEXT
+
+    assert PROMPT_VERSION == "diag-prompts-1" and PROMPT_VERSION in INSTRUCTION_TEXT
+    assert "U_unit_set" in INSTRUCTION_TEXT and "Heart (Cor)" in INSTRUCTION_TEXT

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -248,4 +249,20 @@ def test_every_mtsamples_note_is_sectioned_without_error() -> None:
     for path in files:
         s = detect_sections(path.read_text(encoding="utf-8"))
         assert s.items, path.name
+        assert_slices(s)
+
+
+def test_arbitrary_text_never_raises() -> None:
+    rnd = random.Random(20240611)
+    alphabet = [
+        *"PLANplan HISTORY:：.\n\t1)【】主诉诊断、AEIOUxyz/&-'(",
+        "\u00a0",
+        "\r\n",
+        "PLAN",
+        "主诉：",
+        "ASSESSMENT",
+    ]
+    for _ in range(300):
+        note = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 200)))
+        s = detect_sections(note)
         assert_slices(s)

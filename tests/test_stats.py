@@ -52,9 +52,9 @@ def test_most_frequent_findings(summary: dict) -> None:
 
 def test_share_of_findings_dropped_by_grounding(summary: dict) -> None:
     assert summary["grounding"] == {
-        "findings_in": 15, "findings_kept": 13, "findings_dropped": 2, "dropped_share": 0.1333,
-        "dropped_by_reason": {"quote_not_in_text": 2, "location_not_supported": 1},
-        "dropped_by_step": {"findings": 2, "mapping": 1},
+        "findings_in": 16, "findings_kept": 13, "findings_merged": 1, "findings_dropped": 2, "dropped_share": 0.125,
+        "dropped_by_reason": {"quote_not_in_text": 2, "duplicate": 1, "location_not_supported": 1},
+        "dropped_by_step": {"findings": 3, "mapping": 1},
     }
 
 
@@ -82,7 +82,7 @@ def test_grounding_without_validation_stats_counts_dropped_findings(tmp_path: Pa
     del raw["validation"]["stats"]
     raw_path.write_text(json.dumps(raw), encoding="utf-8")
     grounding = collect_stats(root).to_dict()["grounding"]
-    assert (grounding["findings_in"], grounding["findings_kept"]) == (15, 13)
+    assert (grounding["findings_in"], grounding["findings_kept"], grounding["findings_dropped"]) == (16, 13, 2)
 
 
 @pytest.mark.parametrize(
@@ -119,7 +119,7 @@ def test_command_json_prints_one_object(summary: dict) -> None:
 def test_command_prints_tables(tmp_path: Path) -> None:
     result = CliRunner().invoke(stats_command, ["--output-dir", str(FIXTURE)])
     assert result.exit_code == 0, result.output
-    for text in ("Reports", "Heart (Cor)", "chest pain", "13.3%", "api_2", "qwen2.5-7b-instruct"):
+    for text in ("Reports", "Heart (Cor)", "chest pain", "12.5%", "api_2", "qwen2.5-7b-instruct"):
         assert text in result.stdout
 
 

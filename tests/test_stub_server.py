@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -10,7 +11,7 @@ import requests
 
 from distill.extractor import StepInput
 from distill.schemas import STEP_MODELS, FindingsOutput, OrgansOutput
-from distill.stub_server import STUB_ORGAN, CallInfo, Fault, StubServer, parse_call
+from distill.stub_server import STUB_ORGAN, CallInfo, Fault, StubServer, default_answer, parse_call
 
 NOTE = "The patient reports chest pain and shortness of breath.\nNo fever. Exam shows a systolic murmur."
 
@@ -194,3 +195,18 @@ def test_stop_closes_idle_keep_alive_connections() -> None:
     with pytest.raises((requests.ConnectionError, socket.error)):
         session.post(f"{server.url}/chat/completions", json={"messages": _messages("findings", 1)}, timeout=2)
     session.close()
+
+
+DEV_NOTES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtsamples_dev"
+
+
+def test_default_answers_are_grounded_in_real_notes() -> None:
+    if not DEV_NOTES.is_dir():
+        pytest.skip(f"dev notes not found at {DEV_NOTES}")
+    paths = sorted(DEV_NOTES.glob("report_*.txt"))[:60]
+    for path in paths:
+        note = path.read_text(encoding="utf-8", errors="replace")
+        call = CallInfo(step="combined", report=1, note=note, n=0, model="m", api_key="")
+        output = STEP_MODELS["combined"].model_validate(default_answer(call))
+        quotes = [f.quote for f in output.findings] + [d.quote for d in output.diagnoses]  # type: ignore[attr-defined]
+        assert all(q and q in note for q in quotes), path.name

@@ -8,6 +8,7 @@ import pytest
 from distill.errors import ConfigError, ReportError
 from distill.extractor import StepInput
 from distill.lexicon import Matcher, Term, load_lexicon
+from distill.report import read_report
 from distill.schemas import CombinedOutput, Finding, FindingsOutput, MappingOutput, OrganDiagnosis, OrgansOutput
 from distill.teacher import TEACHER_VERSION, LocalTeacher
 from distill.vocabulary import Vocabulary, load_vocabulary
@@ -207,6 +208,25 @@ def test_locations_come_from_the_text_near_the_finding(teacher: LocalTeacher, vo
     assert set(mapping.locations) <= set(vocabulary.locations_in_text(heart, note))
 
 
+@pytest.mark.parametrize(
+    ("finding", "diagnoses", "chosen"),
+    [
+        pytest.param("Mild tricuspid regurgitation", ["heart failure", "tricuspid regurgitation"],
+                     "tricuspid regurgitation", id="shared-words"),
+        pytest.param("Chest pain", ["heart failure", "atrial fibrillation"], "heart failure", id="first-on-tie"),
+        pytest.param("反复胸闷", ["冠心病", "二尖瓣反流"], "冠心病", id="zh-single-shared-character-is-no-match"),
+    ],
+)
+def test_mapping_picks_the_diagnosis_closest_to_the_finding(
+    teacher: LocalTeacher, vocabulary: Vocabulary, finding: str, diagnoses: list[str], chosen: str
+) -> None:
+    note = f"{finding}. " + ". ".join(diagnoses) + "."
+    given = mapping_input(vocabulary, (finding, "present"), diagnoses=[("heart", d, d) for d in diagnoses])
+    output = step(teacher, "mapping", note, **given)
+    assert isinstance(output, MappingOutput)
+    assert [m.diagnosis for m in output.mappings] == [chosen]
+
+
 NOTE = (
     "CHIEF COMPLAINT: Shortness of breath.\nHISTORY OF PRESENT ILLNESS: 70-year-old man with dyspnea on exertion, "
     "orthopnea and mild bilateral lower extremity edema. He denies chest pain or fever.\nPHYSICAL EXAMINATION: "
@@ -274,8 +294,6 @@ def test_malformed_lexicon_names_file_and_line(tmp_path: Path) -> None:
 def test_sample_of_dev_notes(teacher: LocalTeacher, vocabulary: Vocabulary) -> None:
     if not DEV_NOTES.is_dir():
         pytest.skip(f"dev notes not found at {DEV_NOTES}")
-    from distill.report import read_report
-
     paths = sorted(DEV_NOTES.glob("report_*.txt"))[::14][:60]
     totals = {"findings": 0, "diagnoses": 0, "mappings": 0}
     for path in paths:
@@ -284,8 +302,8 @@ def test_sample_of_dev_notes(teacher: LocalTeacher, vocabulary: Vocabulary) -> N
         physician = report.sections.physician_text() or report.text
         findings = teacher.run("findings", StepInput(report, patient)).output
         organs = teacher.run("organs", StepInput(report, physician)).output
-        mapping = teacher.run("mapping", StepInput(report, report.text, findings=findings, organs=organs)).output
         assert isinstance(findings, FindingsOutput) and isinstance(organs, OrgansOutput)
+        mapping = teacher.run("mapping", StepInput(report, report.text, findings=findings, organs=organs)).output
         assert isinstance(mapping, MappingOutput)
         for f in findings.findings:
             assert f.quote in report.text, (path.name, f.quote)

@@ -10,9 +10,10 @@ from pathlib import Path
 import click
 
 from distill.errors import ConfigError, DistillError
-from distill.export import FORMATS, ExportSummary, ProgressSink, export_dataset
+from distill.export import FORMATS, ExportOptions, ExportSummary, ProgressSink, export_dataset
 
 SHOWN_PROBLEMS = 10
+PROBLEM_KINDS = ("corrupt", "source_missing", "source_changed", "source_unreadable")
 
 
 @contextmanager
@@ -37,11 +38,13 @@ def progress_bar(label: str) -> Iterator[ProgressSink | None]:
 
 def describe(summary: ExportSummary) -> list[str]:
     """The lines printed after an export."""
-    unit = "reports" if summary.format == "sft-chat" else "lines"
+    def split(reports: int, lines: int) -> str:
+        return f"{reports} reports" if summary.format == "sft-chat" else f"{reports} reports, {lines} lines"
+
     lines = [
         f"exported {summary.exported} of {summary.reports_seen} reports ({summary.format})",
-        f"  train: {summary.train_reports} reports, {summary.train_lines} {unit} -> {summary.train_path}",
-        f"  val:   {summary.val_reports} reports, {summary.val_lines} {unit} -> {summary.val_path}",
+        f"  train: {split(summary.train_reports, summary.train_lines)} -> {summary.train_path}",
+        f"  val:   {split(summary.val_reports, summary.val_lines)} -> {summary.val_path}",
     ]
     if summary.skipped:
         left_out = ", ".join(f"{reason} {n}" for reason, n in sorted(summary.skipped.items()))
@@ -71,9 +74,9 @@ def command(ctx: click.Context, output_dir: Path, to: Path, fmt: str, val_fracti
     """Export the done reports of an output folder as training data for a student model."""
     try:
         with progress_bar("exporting") as progress:
-            summary = export_dataset(output_dir, to, fmt=fmt, val_fraction=val_fraction, seed=seed,
-                                     min_units=min_units, include_absent=include_absent, source_dir=source_dir,
-                                     progress=progress)
+            options = ExportOptions(fmt=fmt, val_fraction=val_fraction, seed=seed, min_units=min_units,
+                                    include_absent=include_absent, source_dir=source_dir)
+            summary = export_dataset(output_dir, to, options, progress=progress)
     except ConfigError as exc:
         click.echo(f"diag-distill export: {exc}", err=True)
         ctx.exit(2)
@@ -82,10 +85,8 @@ def command(ctx: click.Context, output_dir: Path, to: Path, fmt: str, val_fracti
         ctx.exit(1)
     for problem in summary.problems[:SHOWN_PROBLEMS]:
         click.echo(f"left out report {problem.number}: {problem.kind}: {problem.detail}", err=True)
-    hidden = sum(summary.skipped.get(k, 0) for k in ("corrupt", "source_missing", "source_changed",
-                                                      "source_unreadable")) - min(len(summary.problems),
-                                                                                   SHOWN_PROBLEMS)
+    hidden = sum(summary.skipped.get(kind, 0) for kind in PROBLEM_KINDS) - min(len(summary.problems), SHOWN_PROBLEMS)
     if hidden > 0:
-        click.echo(f"... and {hidden} more problem(s); run with logging at WARNING level to see them all", err=True)
+        click.echo(f"... and {hidden} more report(s) left out for these reasons", err=True)
     for line in describe(summary):
         click.echo(line)

@@ -39,9 +39,10 @@ def monitor_config() -> MonitorConfig:
               help="Seconds between refreshes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable snapshot (JSON) and exit.")
 def command(once: bool, interval: float, as_json: bool) -> None:
-    """Show what every endpoint of the job (DIAG_STATE_DIR) is doing; Ctrl-C quits.
+    """Watch what every endpoint is doing.
 
-    Reads only the state directory's files; the job is not affected.
+    Reads only the files of the state directory (DIAG_STATE_DIR); the job is
+    not affected. Ctrl-C quits the monitor, not the job.
     """
     config = monitor_config()
     if as_json:

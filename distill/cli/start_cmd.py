@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ from distill.supervisor import JobSpec, Supervisor, worker_environment
 from distill.tmux import TmuxSessions
 
 SUPERVISOR_START_TIMEOUT_S = 20.0
+IN_SESSION_ENV = "DIAG_SUPERVISOR_SESSION"  # set when the supervisor runs in its own tmux session
 
 
 def _apis(value: str | None) -> tuple[str, ...]:
@@ -48,8 +50,9 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
         raise InputDirMissing(f"input folder {settings.input_dir} does not exist (INPUT_DIR / --input-dir)")
     sessions = TmuxSessions(settings.tmux_socket, settings.session_prefix)
     previous = state.running_job()
-    sessions.start("supervisor", supervisor_command(spec.start, spec, settings),
-                   environment=worker_environment(settings), cwd=project_root())
+    environment = {**worker_environment(settings), IN_SESSION_ENV: sessions.name("supervisor")}
+    sessions.start("supervisor", supervisor_command(spec.start, spec, settings), environment=environment,
+                   cwd=project_root())
     deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT_S
     while time.monotonic() < deadline:
         job = state.running_job()
@@ -97,7 +100,11 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
         click.echo(f"job starting at report {start}; Ctrl-C stops gracefully")
         for line in how_to(settings, supervisor.sessions.socket, settings.session_prefix):
             click.echo(line)
-        sys.exit(supervisor.run())
+        code = supervisor.run()
+        if code == 0 and os.environ.get(IN_SESSION_ENV) == supervisor.sessions.name("supervisor"):
+            # A clean end closes the supervisor's own session; after an error it stays for the user to read.
+            supervisor.sessions.kill("supervisor")
+        sys.exit(code)
     job = launch_in_background(spec, settings)
     click.echo(f"diag-distill job {job['job_id']} started at report {start} "
                f"with {len(job['apis'])} endpoint(s) (supervisor pid {job['pid']})")  # type: ignore[arg-type]
