@@ -63,6 +63,8 @@ class Endpoint:
     max_attempts: int = 5
     max_tokens: int = 4096
     temperature: float = 0.0
+    backoff_base_s: float = 1.0  # first retry waits up to this long (full jitter), doubling each time
+    backoff_cap_s: float = 60.0  # no single backoff wait is longer
 
     @property
     def is_local(self) -> bool:
@@ -179,6 +181,8 @@ def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
         max_attempts=int(_as_number(entry.get("max_attempts", 5), f"{where}['max_attempts']", integer=True)),
         max_tokens=int(_as_number(entry.get("max_tokens", 4096), f"{where}['max_tokens']", integer=True)),
         temperature=float(entry.get("temperature", 0.0)),
+        backoff_base_s=_as_number(entry.get("backoff_base", 1.0), f"{where}['backoff_base']"),
+        backoff_cap_s=_as_number(entry.get("backoff_cap", 60.0), f"{where}['backoff_cap']"),
     )
 
 

@@ -9,7 +9,7 @@ over a keep-alive ``requests.Session`` and retries on its own (urllib3's
   the wait belongs to this client (one endpoint), other endpoints keep going;
 - 5xx, timeouts, connection errors and a 200 whose body is not a chat
   completion ("malformed response body") back off exponentially with full
-  jitter (base 1 s, cap 60 s);
+  jitter (base 1 s, cap 60 s; the endpoint's ``backoff_base`` / ``backoff_cap``);
 - after ``endpoint.max_attempts`` attempts: ``EndpointRateLimited`` when the
   last failure was a 429, else ``EndpointUnavailable``;
 - other 4xx raise ``EndpointBadRequest`` (once, after dropping
@@ -103,9 +103,10 @@ def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def backoff_delay(attempt: int, rng: random.Random) -> float:
+def backoff_delay(attempt: int, rng: random.Random, *, base: float = BACKOFF_BASE_S,
+                  cap: float = BACKOFF_CAP_S) -> float:
     """Full-jitter backoff before retry ``attempt`` (1-based): uniform in [0, min(cap, base * 2**(attempt-1))]."""
-    ceiling = min(BACKOFF_CAP_S, BACKOFF_BASE_S * (2 ** min(attempt - 1, 30)))
+    ceiling = min(cap, base * (2 ** min(attempt - 1, 30)))
     return rng.uniform(0.0, ceiling)
 
 
@@ -296,7 +297,7 @@ class ChatClient:
         if failure.wait_s is not None:
             self._wait_until(self._not_before, reason=f"rate limited: {failure.error}", attempt=attempt)
             return
-        delay = backoff_delay(attempt, self._rng)
+        delay = backoff_delay(attempt, self._rng, base=self.endpoint.backoff_base_s, cap=self.endpoint.backoff_cap_s)
         self._wait_until(self._clock() + delay, reason=failure.error, attempt=attempt, announce_zero=True)
 
     def _wait_until(self, deadline: float, *, reason: str, attempt: int, announce_zero: bool = False) -> None:

@@ -180,7 +180,7 @@ def _failure_record(number: int, source: Path, exc: ReportError, run: _Run | Non
     return {
         "format": FAILED_FORMAT,
         "report_number": number,
-        "source": str(source),
+        "source": str(source.resolve()),
         "error_class": exc.failure_class,
         "message": str(exc),
         "attempts": len(calls),
@@ -236,7 +236,7 @@ def process_report(
     duration = time.monotonic() - started
     raw = {
         "format": RAW_FORMAT,
-        "report": {"number": number, "source": str(report.path), "sha256": report.sha256,
+        "report": {"number": number, "source": str(report.path.resolve()), "sha256": report.sha256,
                    "encoding": report.encoding, "chars": len(report.text)},
         "teacher": {"kind": extractor.info.kind, "endpoint": extractor.info.name, "model": extractor.info.model},
         "prompt_version": _prompt_version(),

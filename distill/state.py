@@ -17,7 +17,7 @@ from typing import Any
 
 import filelock
 
-from distill.atomic import read_json, refuse_symlink, write_atomic, write_json
+from distill.atomic import TMP_MARK, read_json, refuse_symlink, remove_stale_temporaries, write_atomic, write_json
 from distill.errors import JobAlreadyRunning, StateDirError
 
 STATUS_FILE = "continuous_diag_distillation_status.json"
@@ -82,6 +82,22 @@ class StateDir:
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporaries of our own state files left by a writer that died; return how many.
+
+        Only names this package writes are touched: the state directory may be
+        ``/tmp``, shared with everything else on the machine.
+        """
+        ours = (STATUS_FILE, COUNTER_FILE, STOP_FLAG, STOP_SCRIPT, STOP_NOW_FLAG, JOB_FILE, CLAIMS_FILE, INDEX_FILE)
+        removed = 0
+        for name in ours:
+            for stale in self.root.glob(f"{TMP_MARK}{name}.*"):
+                pid = stale.name.rsplit(".", 1)[-1]
+                if pid.isdigit() and process_identity(int(pid)) is None:
+                    stale.unlink(missing_ok=True)
+                    removed += 1
+        return removed + remove_stale_temporaries(self.path(WORKERS_DIR))
 
     @property
     def status_path(self) -> Path:

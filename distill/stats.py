@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.export import MAX_PROBLEMS, OutputEntry, ProgressSink, iter_outputs, teacher_fields
+from distill.export import MAX_PROBLEMS, teacher_fields
 from distill.normalize import DUPLICATE
+from distill.outputs import OutputEntry, ProgressSink, iter_outputs
 
 TOP_FINDINGS = 20
 #: Distinct findings tracked exactly; beyond this the rarest are pruned and the top list becomes approximate.

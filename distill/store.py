@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.atomic import read_json, remove_stale_temporaries, write_atomic, write_json
+from distill.atomic import TMP_MARK, read_json, remove_stale_temporaries, write_atomic, write_json
 
 RAW_DIR = "diagnostic_results"
 NORMALIZED_DIR = "diagnostic_results_normalized"
@@ -149,6 +149,8 @@ class OutputStore:
             names = os.listdir(folder)
         except OSError:
             return found
+        if any(name.startswith(TMP_MARK) for name in names):
+            remove_stale_temporaries(folder)  # a writer killed mid-checkpoint: its attempt is repeated now
         for name in names:
             if name.endswith(".json") and not name.startswith("."):
                 data = read_json(folder / name)

@@ -24,6 +24,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+#: Kinds whose 200 answer is a valid completion of the step's schema (``ungrounded`` included:
+#: its quotes are invented, but its shape is right, so a client accepts it).
+ACCEPTED_KINDS = ("ok", "latency", "ungrounded", "no_json_mode")
 FAULT_KINDS = ("ok", "latency", "400", "429", "500", "502", "503", "hang", "reset", "not_json", "bad_body", "length",
                "bad_schema", "ungrounded", "no_json_mode")
 STUB_ORGAN = "Heart (Cor)"
@@ -190,7 +193,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.stub._handle(self, raw)
 
     def do_GET(self) -> None:
-        self.send_json(200, self.server.stub.stats())
+        if self.path.rstrip("/") == "/timeline":
+            self.send_json(200, {"calls": self.server.stub.timeline_rows()})
+        else:
+            self.send_json(200, self.server.stub.stats())
 
     def send_json(self, status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> None:
         self.send_bytes(status, json.dumps(payload).encode(), "application/json", headers)
@@ -225,7 +231,11 @@ class StubServer:
     the message content (default: ``default_answer``). With ``require_key``,
     a call without ``Authorization: Bearer <require_key>`` gets 401.
     Counters: ``total``, ``by_model``, ``by_path``, ``by_report_step``,
-    ``faults``, ``max_concurrent``; ``stats()`` returns them JSON-ready.
+    ``answered_by_report_step`` (calls answered with a schema-valid completion,
+    see ``ACCEPTED_KINDS``), ``faults``, ``max_concurrent``; ``stats()``
+    returns them JSON-ready.
+    With ``record_timeline``, every answered call is kept as (model, report,
+    step, started, ended) in wall-clock seconds; ``GET /timeline`` returns them.
     """
 
     def __init__(
@@ -237,6 +247,7 @@ class StubServer:
         fault_plan: Callable[[CallInfo], Fault] | None = None,
         responder: Callable[[CallInfo], dict[str, Any]] | None = None,
         require_key: str | None = None,
+        record_timeline: bool = False,
     ) -> None:
         self.host = host
         self.port = port
@@ -248,8 +259,11 @@ class StubServer:
         self.by_model: Counter[str] = Counter()
         self.by_path: Counter[str] = Counter()
         self.by_report_step: Counter[tuple[int | None, str]] = Counter()
+        self.answered_by_report_step: Counter[tuple[int | None, str]] = Counter()
         self.faults: Counter[str] = Counter()
         self.max_concurrent = 0
+        self.record_timeline = record_timeline
+        self.timeline: list[tuple[str, int | None, str, float, float]] = []
         self._active = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -305,9 +319,15 @@ class StubServer:
                 "by_model": dict(self.by_model),
                 "by_path": dict(self.by_path),
                 "by_report_step": {f"{r}/{s}": c for (r, s), c in self.by_report_step.items()},
+                "answered_by_report_step": {f"{r}/{s}": c for (r, s), c in self.answered_by_report_step.items()},
                 "faults": dict(self.faults),
                 "max_concurrent": self.max_concurrent,
             }
+
+    def timeline_rows(self) -> list[list[Any]]:
+        """The recorded calls as ``[model, report, step, started, ended]`` rows, in the order they ended."""
+        with self._lock:
+            return [list(row) for row in self.timeline]
 
     # --- request handling (on the handler's thread) --------------------------------
 
@@ -316,6 +336,7 @@ class StubServer:
             (self._connections.add if add else self._connections.discard)(conn)
 
     def _handle(self, handler: _Handler, raw: bytes) -> None:
+        started = time.time()
         auth = handler.headers.get("Authorization") or ""
         api_key = auth[7:] if auth.startswith("Bearer ") else ""
         try:
@@ -340,6 +361,10 @@ class StubServer:
         finally:
             with self._lock:
                 self._active -= 1
+        if self.record_timeline:
+            row = (call.model, call.report, call.step, started, time.time())
+            with self._lock:
+                self.timeline.append(row)
 
     def _answer(self, handler: _Handler, call: CallInfo) -> None:
         if handler.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):
@@ -380,6 +405,9 @@ class StubServer:
         else:
             text, finish = _faulty_answer(fault.kind, call, self.responder(call))
             handler.send_json(200, self._completion(call, text, finish))
+            if fault.kind in ACCEPTED_KINDS:
+                with self._lock:
+                    self.answered_by_report_step[(call.report, call.step)] += 1
 
     def _completion(self, call: CallInfo, text: str, finish: str) -> dict[str, Any]:
         prompt, completion = len(call.note) // 4 + 50, len(text) // 4 + 1  # about 4 characters a token
@@ -396,8 +424,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before every answer")
+    parser.add_argument("--timeline", action="store_true", help="keep every call's timing for GET /timeline")
     args = parser.parse_args(argv)
-    server = StubServer(host=args.host, port=args.port, latency_s=args.latency_ms / 1000.0).start()
+    server = StubServer(host=args.host, port=args.port, latency_s=args.latency_ms / 1000.0,
+                        record_timeline=args.timeline).start()
     print(f"stub server at {server.url} (latency {args.latency_ms:g} ms); Ctrl-C stops it", flush=True)
     done = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -131,6 +131,7 @@ class Supervisor:
             "check_interval": self.settings.check_interval,
         }
         self.state.write_job(self.job)
+        self.state.remove_stale_temporaries()
         self.state.clear_stop()
         self.state.write_stop_script()
         self.state.clear_heartbeats()
@@ -279,4 +280,5 @@ class Supervisor:
         for name in (INDEX_FILE, CLAIMS_FILE, JOB_FILE):
             self.state.path(name).unlink(missing_ok=True)
         self.state.clear_heartbeats()
+        self.state.remove_stale_temporaries()  # writes cut short by a worker killed during the job
         self.out("job ended")

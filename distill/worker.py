@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
@@ -46,6 +47,8 @@ EXIT_CRASHED = 70
 
 HEARTBEAT_EVERY_S = 5.0
 RECENT_KEPT = 5
+#: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
+TIMINGS_ENV = "DIAG_BENCH_DIR"
 
 
 def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]], None],
@@ -134,6 +137,8 @@ class Worker:
         self.last_error = ""
         self._lock = threading.Lock()
         self._beat_stop = threading.Event()
+        self._timings_dir = os.environ.get(TIMINGS_ENV) or None
+        self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
 
     # --- heartbeat --------------------------------------------------------------------
 
@@ -230,6 +235,7 @@ class Worker:
         finally:
             extractor.close()
             self._beat_stop.set()
+            self._write_timings()
             self.set_state("exited", exit_code=code, reason=reason)
             self.say(f"exited ({reason})")
         return code
@@ -239,7 +245,10 @@ class Worker:
             if self._stop_wanted():
                 return EXIT_OK, "stop requested"
             try:
+                asked = time.perf_counter()
                 claim = self.book.claim_next(self.api, self.identity)
+                if claim is not None and self._timings_dir:
+                    self.claim_times.append(time.perf_counter() - asked)
             except InputDirMissing as exc:
                 self.last_error = str(exc)
                 self.set_state("idle", note=str(exc))
@@ -255,6 +264,15 @@ class Worker:
             result = self._process(claim, extractor)
             if result is not None:
                 return result
+
+    def _write_timings(self) -> None:
+        if not self._timings_dir:
+            return
+        from distill.atomic import write_json
+
+        path = Path(self._timings_dir) / f"{self.api}.{os.getpid()}.json"
+        with contextlib.suppress(OutputWriteError, OSError):
+            write_json(path, {"api": self.api, "claim_s": self.claim_times}, durable=False)
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

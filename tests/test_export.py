@@ -14,9 +14,11 @@ from click.testing import CliRunner
 from distill.cli.export_cmd import command as export_command
 from distill.cli.export_cmd import progress_bar
 from distill.errors import ConfigError
-from distill.export import ExportOptions, export_dataset, iter_outputs, split_of, validation_path
+from distill.export import ExportOptions, export_dataset, split_of, validation_path
+from distill.outputs import iter_outputs
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "outputs"
+MTSAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mtsamples_dev"
 NOTES = FIXTURE / "notes"
 EXPECTED = FIXTURE / "expected"
 SPLIT_OPTIONS = {"val_fraction": 0.5, "seed": "0"}  # the expected files were built with these
@@ -283,6 +285,27 @@ def test_bad_arguments_raise_config_error(tmp_path: Path, make_args: Any, messag
         export_dataset(output_dir, to, options)
 
 
+def test_export_reads_what_the_pipeline_writes(tmp_path: Path) -> None:
+    if not MTSAMPLES.is_dir():
+        pytest.skip(f"real notes not available at {MTSAMPLES}")
+    from distill.pipeline import process_report
+    from distill.report import read_report
+    from distill.store import OutputStore
+    from distill.teacher import LocalTeacher
+
+    store = OutputStore(tmp_path / "out")
+    store.prepare()
+    notes = sorted(MTSAMPLES.glob("report_*.txt"))[:8]
+    for note in notes:
+        process_report(note, extractor=LocalTeacher("api_1"), store=store)
+    to = tmp_path / "t.jsonl"
+    summary = export_dataset(store.root, to, ExportOptions(min_units=0, val_fraction=0.0))
+    assert summary.exported == len(notes) and summary.skipped == {}
+    for line, note in zip(read_lines(to), notes, strict=True):
+        assert line["messages"][1]["content"] == read_report(note).text
+        assert line["metadata"]["teacher"] == "api_1"
+
+
 # --- the command ------------------------------------------------------------------------
 
 
@@ -301,6 +324,17 @@ def test_command_missing_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
                                                  str(tmp_path / "t.jsonl")])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+
+
+def test_command_names_ten_problems_and_counts_the_rest(tmp_path: Path) -> None:
+    root = copy_fixture(tmp_path)
+    for number in range(10500, 10512):
+        (root / "diagnostic_results" / f"diagnostic_{number}.json").write_text("{")
+        (root / "diagnostic_results_normalized" / f"diagnostic_{number}.json").write_text("[]")
+    result = CliRunner().invoke(export_command, ["--output-dir", str(root), "--to", str(tmp_path / "t.jsonl")])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("left out report") == 10
+    assert "... and 5 more report(s) left out" in result.stderr  # 13 corrupt + 2 notes gone, 10 shown
 
 
 def test_progress_bar_is_off_when_stderr_is_not_a_terminal() -> None:

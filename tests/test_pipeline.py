@@ -160,3 +160,31 @@ def test_bad_input_is_a_bad_input_failure(tmp_path: Path, content: bytes, reason
     assert outcome.status == "failed" and outcome.error_class == "bad_input"
     assert "report_7.txt" in read_json(store.failed_path(7))["message"]
     assert sum(extractor.calls.values()) == 0
+
+
+def test_a_sample_of_real_notes_gives_schema_valid_grounded_output(tmp_path: Path) -> None:
+    from distill.normalize import quote_in_text
+    from distill.schemas import NormalizedFinding
+    from distill.teacher import LocalTeacher
+    from distill.vocabulary import load_vocabulary
+    from tests.conftest import SHARED_NOTES
+
+    if not SHARED_NOTES.is_dir():
+        pytest.skip(f"the shared notes are not at {SHARED_NOTES}")
+    notes = sorted(SHARED_NOTES.glob("report_*.txt"))[::20]
+    store = OutputStore(tmp_path / "out")
+    store.prepare()
+    teacher = LocalTeacher("api_1")
+    vocabulary = load_vocabulary()
+    for note in notes:
+        outcome = process_report(note, extractor=teacher, store=store)
+        assert outcome.status == "done", (note.name, outcome.message)
+        text = note.read_text(encoding="utf-8")
+        for record in read_json(store.normalized_path(outcome.number)):
+            NormalizedFinding.model_validate(record)
+            assert quote_in_text(record["s_symptom"], text), (note.name, record["s_symptom"])
+            for unit in record["U_unit_set"]:
+                organ = unit["u_unit"]["o_organ"]
+                assert organ["organName"] in vocabulary.organs
+                assert set(organ["anatomicalLocations"]) <= set(vocabulary.locations(organ["organName"]))
+    assert len(notes) >= 40
