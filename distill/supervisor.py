@@ -83,6 +83,14 @@ def worker_environment(settings: Settings) -> dict[str, str]:
     return env
 
 
+def refuse_foreign_sessions(sessions: TmuxSessions, settings: Settings) -> None:
+    """Two jobs that share a session prefix on one tmux server would close each other's sessions."""
+    foreign = sessions.foreign_sessions(settings.state_dir)
+    if foreign:
+        raise ConfigError(f"tmux sessions {', '.join(foreign)} belong to another job; give this job its own "
+                          "DIAG_SESSION_PREFIX (or DIAG_TMUX_SOCKET)")
+
+
 class Supervisor:
     """Runs one job to its end. ``run()`` returns the process exit code."""
 
@@ -116,6 +124,7 @@ class Supervisor:
         """Everything before the workers start; raises before touching anything when refused."""
         self.state.ensure()
         self._lock = self.state.acquire_job_lock()
+        refuse_foreign_sessions(self.sessions, self.settings)
         if not self.settings.input_dir.is_dir():
             raise InputDirMissing(f"input folder {self.settings.input_dir} does not exist (INPUT_DIR / --input-dir)")
         self.store.prepare()

@@ -117,6 +117,26 @@ class TmuxSessions:
             return False
         return True
 
+    def owner_state_dir(self, role: str) -> str | None:
+        """The ``DIAG_STATE_DIR`` the session was started with (its job), if it says."""
+        session = self._session(role)
+        if session is None:
+            return None
+        try:
+            value = session.getenv("DIAG_STATE_DIR")
+        except LibTmuxException:
+            return None
+        return value if isinstance(value, str) else None
+
+    def foreign_sessions(self, state_dir: Path) -> list[str]:
+        """Live sessions with this prefix that belong to the job of another state directory."""
+        foreign = []
+        for role in self.roles():
+            owner = self.owner_state_dir(role)
+            if owner and Path(owner) != state_dir and self.pane_state(role)[0]:
+                foreign.append(f"{self.name(role)} (state directory {owner})")
+        return foreign
+
     def roles(self) -> list[str]:
         """Roles of this job's sessions that exist now (``api_3``, ``supervisor``)."""
         pattern = re.compile(rf"^{re.escape(self.prefix)}_(api_\d+|supervisor)$")

@@ -189,6 +189,10 @@ class Worker:
             with self._lock:
                 self.status.update(step=details["step"], step_since=time.time())
             self.beat()
+        elif event == "repair":
+            self.say(f"step {details.get('step')}: asking again after an unusable answer: {details.get('problem')}")
+        elif event == "json_mode_off":
+            self.say("the endpoint refused JSON mode; asking without it from now on")
         elif event == "backing_off":
             until = float(details.get("until", time.time()))
             reason = details.get("reason", "")
@@ -284,6 +288,7 @@ class Worker:
         again = " (handed back)" if claim.handed_back else ""
         self.say(f"report {claim.number}: claimed {claim.path.name}{again}")
         finished = False
+        write_error = ""
         try:
             outcome = process_report(claim.path, extractor=extractor, store=self.store,
                                      max_bytes=self.settings.max_report_bytes, events=self.on_event)
@@ -294,12 +299,15 @@ class Worker:
             self.set_state("disabled", reason=str(exc))
             return EXIT_DISABLED, f"disabled: {exc}"
         except OutputWriteError as exc:
-            self.last_error = str(exc)
-            self.say(f"report {claim.number}: {exc}; report handed back, pausing until writes succeed")
-            self._pause_until_writable(str(exc))
-            return None
+            write_error = str(exc)
         finally:
             self.book.release(claim.number, finished=finished)
+        if write_error:
+            # Handed back before the pause, so the report does not wait on this worker.
+            self.last_error = write_error
+            self.say(f"report {claim.number}: {write_error}; report handed back, pausing until writes succeed")
+            self._pause_until_writable(write_error)
+            return None
         size = self._size_of(claim.number) if outcome.status == "done" else 0
         self.stats.add(outcome, size)
         if outcome.status == "failed":

@@ -170,3 +170,35 @@ def test_start_refuses_a_missing_input_folder(job: dict[str, Any]) -> None:
     assert "nope" in result.stderr and "does not exist" in result.stderr
     time.sleep(0.1)
     assert job["state"].running_job() is None
+
+
+def test_stop_now_checkpoints_hands_reports_back_and_a_restart_repeats_no_step(job: dict[str, Any]) -> None:
+    numbers = list(range(1, 25))
+    write_notes(job["input"], numbers)
+    job["stub"].latency_s = 1.5
+    start(job, "1", "--apis", "api_1,api_2,api_3,api_4")
+    wait_until(lambda: len(working(job["state"])) == 4 and job["stub"].stats()["total"] >= 6, timeout=30)
+    asked = time.monotonic()
+    result = cli("stop", "--now", "--wait", "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - asked < 20
+    assert job["sessions"].roles() == []
+    assert len(done_numbers(job["output"])) < len(numbers)
+    job["stub"].latency_s = 0.02
+    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4")
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    assert done_numbers(job["output"]) == numbers
+    counts = job["stub"].stats()["by_report_step"]
+    # A call cut by the stop is paid again once; a finished step never.
+    assert max(counts.values()) <= 2
+    assert sum(1 for n in counts.values() if n == 2) <= 4
+
+
+def test_a_job_with_another_state_directory_but_the_same_prefix_is_refused(job: dict[str, Any], tmp_path: Path) -> None:
+    write_notes(job["input"], [1])
+    start(job, "1")
+    env = {**os.environ, "DIAG_STATE_DIR": str(tmp_path / "other-state")}
+    second = cli("start", "1", "--input-dir", str(job["input"]), "--output-dir", str(tmp_path / "out2"), env=env)
+    assert second.returncode == 2
+    assert "DIAG_SESSION_PREFIX" in second.stderr
+    assert len(job["sessions"].roles()) == 17  # the running job's sessions are untouched

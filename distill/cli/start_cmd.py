@@ -13,7 +13,7 @@ from distill.cli.options import input_dir_option, output_dir_option, settings_fr
 from distill.config import Settings, project_root
 from distill.errors import DistillError, InputDirMissing, JobAlreadyRunning
 from distill.state import StateDir, describe_running_job
-from distill.supervisor import JobSpec, Supervisor, worker_environment
+from distill.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
 from distill.tmux import TmuxSessions
 
 SUPERVISOR_START_TIMEOUT_S = 20.0
@@ -49,6 +49,7 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
     if not settings.input_dir.is_dir():
         raise InputDirMissing(f"input folder {settings.input_dir} does not exist (INPUT_DIR / --input-dir)")
     sessions = TmuxSessions(settings.tmux_socket, settings.session_prefix)
+    refuse_foreign_sessions(sessions, settings)
     previous = state.running_job()
     environment = {**worker_environment(settings), IN_SESSION_ENV: sessions.name("supervisor")}
     sessions.start("supervisor", supervisor_command(spec.start, spec, settings), environment=environment,

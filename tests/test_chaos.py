@@ -1,0 +1,130 @@
+"""The chaos run: 200 notes, 16 endpoints, one call in five faulted, workers SIGKILLed at random moments.
+
+It proves DESIGN §3.1 (nothing lost, none done twice), §3.2 (no partial or
+temporary file), §3.3 (no finished step called again) and §3.4 (failures are
+failure records naming a reason) under the faults an endpoint pool really
+shows. The figures of the run are printed (``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.state import StateDir
+from distill.stub_server import StubServer
+from tests.chaos_tools import (
+    FAILURE_CLASSES,
+    RandomFaults,
+    copy_notes,
+    kill_worker,
+    read_outputs,
+    stub_counts_by_report,
+    write_endpoint_config,
+)
+from tests.jobtools import cli, job_ended, status, stray_files, wait_until
+
+pytestmark = [pytest.mark.tmux, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
+
+KEY = "sk-chaos-run-key"
+NOTES = 200
+ENDPOINTS = 16
+FAULT_RATE = 0.2
+KILLS = 4
+CHAOS_KINDS = ("latency", "429", "500", "502", "503", "hang", "reset", "not_json", "bad_body", "length",
+               "bad_schema", "ungrounded")
+STEPS = ("findings", "organs", "mapping", "combined")
+
+
+@pytest.fixture
+def chaos(isolated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    faults = RandomFaults(rate=FAULT_RATE, kinds=CHAOS_KINDS, seed=20240611, hang_s=1.0)
+    stub = StubServer(latency_s=0.01, fault_plan=faults, require_key=KEY).start()
+    monkeypatch.setenv("DIAG_CONFIG", str(write_endpoint_config(tmp_path, endpoints=ENDPOINTS, timeout=0.5,
+                                                                max_attempts=5, backoff_base=0.05,
+                                                                backoff_cap=0.2)))
+    monkeypatch.setenv("DIAG_API_KEY", KEY)
+    monkeypatch.setenv("DIAG_BASE_URL", stub.url)
+    state = StateDir(Path(isolated["state"]))
+    yield {"stub": stub, "faults": faults, "state": state, "input": tmp_path / "in", "output": tmp_path / "out"}
+    if state.running_job() is not None:
+        cli("stop", "--now")
+        wait_until(lambda: state.running_job() is None, timeout=30)
+    stub.stop()
+
+
+def _kill_some_workers(state: StateDir, kills: int, rng: random.Random) -> tuple[list[str], set[int]]:
+    """SIGKILL ``kills`` busy workers (different endpoints) at random moments; the reports they held."""
+    killed: list[str] = []
+    held: set[int] = set()
+    while len(killed) < kills and state.running_job() is not None:
+        time.sleep(rng.uniform(0.5, 2.0))
+        busy = [b for api, b in state.read_heartbeats().items()
+                if b.get("state") == "working" and api not in killed]
+        if not busy:
+            continue
+        beat = rng.choice(busy)
+        held |= kill_worker(state, beat)
+        killed.append(str(beat["api"]))
+    return killed, held
+
+
+def test_chaos_run_loses_nothing_repeats_no_finished_step_and_leaves_no_partial_file(chaos: dict[str, Any]) -> None:
+    numbers = copy_notes(chaos["input"], NOTES)
+    state: StateDir = chaos["state"]
+    started = time.monotonic()
+    result = cli("start", str(numbers[0]), "--until-drained", "--input-dir", str(chaos["input"]),
+                 "--output-dir", str(chaos["output"]))
+    assert result.returncode == 0, result.stderr + result.stdout
+    killed, held = _kill_some_workers(state, KILLS, random.Random(7))
+    wait_until(lambda: job_ended(state), timeout=150, interval=0.25)
+    elapsed = time.monotonic() - started
+
+    outputs = read_outputs(chaos["output"])
+    stats = chaos["stub"].stats()
+    asked, answered = stats["by_report_step"], stats["answered_by_report_step"]
+    # Every report is done or failed, never both: nothing lost, nothing pending.
+    assert len(killed) == KILLS
+    assert outputs.done | set(outputs.failed) == set(numbers)
+    assert not outputs.done & set(outputs.failed)
+    for number, record in outputs.failed.items():
+        assert record["error_class"] in FAILURE_CLASSES and record["message"], number
+        assert record["endpoint"].startswith("api_") and record["report_number"] == number
+    for number in outputs.done:
+        assert isinstance(outputs.normalized[number], list)
+        assert outputs.raw[number]["report"]["number"] == number
+    # No partial or temporary file, no checkpoint left behind a finished report.
+    assert stray_files(chaos["output"], state.root) == []
+    assert not [n for n in outputs.done if (chaos["output"] / "checkpoints" / str(n)).exists()]
+    # No finished step answered twice (so no report done twice), except a step in flight at a kill, once.
+    repeated = {key: n for key, n in answered.items() if n > 1}
+    assert {int(key.split("/")[0]) for key in repeated} <= held
+    assert max(answered.values()) <= 2
+    # The counts add up: every call the stub received is in a report's record, except calls lost at a kill.
+    on_stub, on_file = stub_counts_by_report(asked), outputs.recorded_calls()
+    mismatched = {n for n in numbers if on_stub[n] != on_file[n]}
+    assert mismatched <= held
+    assert all(on_stub[n] >= on_file[n] for n in held)
+    assert stats["total"] == sum(on_stub.values()) == chaos["faults"].calls
+    final = status(state)
+    assert final["state"] == "stopped" and final["counts"]["pending"] == 0
+    figures = {
+        "notes": len(numbers), "endpoints": ENDPOINTS, "seconds": round(elapsed, 1), "calls": stats["total"],
+        "faults_injected": sum(chaos["faults"].injected.values()), "faults_by_kind": dict(chaos["faults"].injected),
+        "kills": len(killed), "reports_held_at_kills": sorted(held),
+        "retries": sum(asked.values()) - len(asked), "calls_lost_at_kills": stats["total"] - sum(on_file.values()),
+        "done": len(outputs.done), "failed": len(outputs.failed),
+        "failed_by_class": dict(sorted({c: sum(1 for r in outputs.failed.values() if r["error_class"] == c)
+                                        for c in {r["error_class"] for r in outputs.failed.values()}}.items())),
+        "calls_by_endpoint": dict(sorted(stats["by_model"].items())),
+        "fallbacks": sum(1 for raw in outputs.raw.values() if raw.get("fallback_used")),
+    }
+    print("\nchaos run figures: " + json.dumps(figures))
+    assert len(stats["by_model"]) == ENDPOINTS  # every endpoint took part
