@@ -86,6 +86,21 @@ def read_json(path: Path) -> Any:
         return None
 
 
+def read_json_folder(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every ``<name>.json`` object in ``folder`` by name, sorted; temporaries and corrupt files skipped."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            data = read_json(folder / name)
+            if isinstance(data, dict):
+                found[name[: -len(".json")]] = data
+    return found
+
+
 def remove_stale_temporaries(folder: Path) -> int:
     """Delete temporary files left in ``folder`` by a writer that died; return how many."""
     removed = 0

@@ -17,7 +17,15 @@ from typing import Any
 
 import filelock
 
-from distill.atomic import TMP_MARK, read_json, refuse_symlink, remove_stale_temporaries, write_atomic, write_json
+from distill.atomic import (
+    TMP_MARK,
+    read_json,
+    read_json_folder,
+    refuse_symlink,
+    remove_stale_temporaries,
+    write_atomic,
+    write_json,
+)
 from distill.errors import JobAlreadyRunning, StateDirError
 
 STATUS_FILE = "continuous_diag_distillation_status.json"
@@ -196,18 +204,7 @@ class StateDir:
         return data if isinstance(data, dict) else None
 
     def read_heartbeats(self) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
-        folder = self.path(WORKERS_DIR)
-        try:
-            names = sorted(os.listdir(folder))
-        except OSError:
-            return found
-        for name in names:
-            if name.endswith(".json") and not name.startswith("."):
-                data = read_json(folder / name)
-                if isinstance(data, dict):
-                    found[name[: -len(".json")]] = data
-        return found
+        return read_json_folder(self.path(WORKERS_DIR))
 
     def clear_heartbeats(self) -> None:
         folder = self.path(WORKERS_DIR)

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.atomic import TMP_MARK, read_json, remove_stale_temporaries, write_atomic, write_json
+from distill.atomic import TMP_MARK, read_json_folder, remove_stale_temporaries, write_atomic, write_json
 
 RAW_DIR = "diagnostic_results"
 NORMALIZED_DIR = "diagnostic_results_normalized"
@@ -144,19 +144,12 @@ class OutputStore:
     def load_checkpoints(self, number: int) -> dict[str, dict[str, Any]]:
         """The finished steps of an unfinished report, by step name."""
         folder = self.checkpoint_dir(number)
-        found: dict[str, dict[str, Any]] = {}
         try:
-            names = os.listdir(folder)
+            if any(name.startswith(TMP_MARK) for name in os.listdir(folder)):
+                remove_stale_temporaries(folder)  # a writer killed mid-checkpoint: its attempt is repeated now
         except OSError:
-            return found
-        if any(name.startswith(TMP_MARK) for name in names):
-            remove_stale_temporaries(folder)  # a writer killed mid-checkpoint: its attempt is repeated now
-        for name in names:
-            if name.endswith(".json") and not name.startswith("."):
-                data = read_json(folder / name)
-                if isinstance(data, dict):
-                    found[name[: -len(".json")]] = data
-        return found
+            return {}
+        return read_json_folder(folder)
 
     def clear_checkpoints(self, number: int) -> None:
         shutil.rmtree(self.checkpoint_dir(number), ignore_errors=True)

@@ -50,7 +50,7 @@ class FullDisk:
         target = Path(os.fspath(path))
         if str(target).startswith(self.root) and flags & (os.O_WRONLY | os.O_RDWR):
             self._paths[fd] = target
-            if target.parent.name == self.fills_at and self.fills_at:
+            if self.fills_at and target.relative_to(self.root).parts[0] == self.fills_at:
                 self.fills_at, self.full = "", True
         else:
             self._paths.pop(fd, None)
