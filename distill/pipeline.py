@@ -225,7 +225,9 @@ def process_report(
             raise InvalidOutput(f"none of the {len(findings.findings)} findings the teacher quoted occur in the note")
     except (EndpointAuthError, StopRequested, OutputWriteError):
         raise
-    except ReportError as exc:
+    except Exception as caught:  # a defect costs one report (recorded as a failure), never the run
+        exc = caught if isinstance(caught, ReportError) else ReportError(
+            f"internal error: {type(caught).__name__}: {caught}")
         step = next((s for s in ("findings", "organs", "mapping", "combined") if run and s not in run.outputs), "read")
         log(f"failed: {exc.failure_class}: {exc}")
         store.commit_failed(number, _failure_record(number, path, exc, run, extractor, step), log.text())

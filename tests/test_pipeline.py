@@ -188,3 +188,11 @@ def test_a_sample_of_real_notes_gives_schema_valid_grounded_output(tmp_path: Pat
                 assert organ["organName"] in vocabulary.organs
                 assert set(organ["anatomicalLocations"]) <= set(vocabulary.locations(organ["organName"]))
     assert len(notes) >= 40
+
+
+def test_an_unexpected_defect_costs_one_report_recorded_as_internal(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+    outcome = process_report(note, extractor=FakeExtractor({"organs": KeyError("diagnoses")}), store=store)
+    assert outcome.status == "failed" and outcome.error_class == "internal"
+    record = read_json(store.failed_path(42))
+    assert record["error_class"] == "internal" and "KeyError" in record["message"]
