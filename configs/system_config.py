@@ -12,7 +12,9 @@ import os
 from distill.config import endpoint_table
 
 #: api_1 ... api_16: name, base_url, model, api_key (from the environment),
-#: provider ("openai" or "local"), json_mode, timeout (seconds).
+#: provider ("openai" or "local"), json_mode, timeout (seconds per request),
+#: max_attempts (5), backoff_base / backoff_cap (1 s / 60 s: retry waits, full jitter),
+#: max_tokens (4096), temperature (0).
 MULTI_API_CONFIG = endpoint_table(16)
 
 INPUT_DIR = os.environ.get("DIAG_INPUT_DIR", "dataset")

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +47,9 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
     (heartbeats, claims in /tmp): the rename alone keeps readers from torn files.
     """
     refuse_symlink(path)
-    tmp = path.with_name(f"{TMP_MARK}{path.name}.{os.getpid()}")
+    # One temporary per thread (a worker's heartbeat thread writes the file its main thread writes);
+    # the pid stays last, for remove_stale_temporaries.
+    tmp = path.with_name(f"{TMP_MARK}{path.name}.{threading.get_native_id()}.{os.getpid()}")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
         try:

@@ -342,24 +342,34 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
     """Run the real job until drained; return its figures."""
     state = StateDir(Path(ws.env["DIAG_STATE_DIR"]))
     output = ws.folder("out")
+    # The supervisor runs in the foreground of a child process (its workers still get tmux sessions):
+    # with 64 endpoints, starting every session can outlast the background launcher's wait.
     command = [sys.executable, "-m", "distill", "start", str(numbers[0]), "--end", str(numbers[-1]),
-               "--until-drained", "--input-dir", str(input_dir), "--output-dir", str(output)]
+               "--until-drained", "--foreground", "--input-dir", str(input_dir), "--output-dir", str(output)]
     say(f"system: {len(numbers)} reports, {apis} endpoints, tmux socket {ws.socket}")
     t0 = time.time()
     with ProcessSampler(state) as sampler:
-        started = subprocess.run(command, env=ws.env, cwd=project_root(), capture_output=True, text=True,
-                                 timeout=120, check=False)
-        if started.returncode != 0:
-            raise BenchError(f"the job did not start: {(started.stderr or started.stdout).strip()}")
+        log = (ws.root / "supervisor.log").open("w")
+        supervisor = subprocess.Popen(command, env=ws.env, cwd=project_root(), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
-        while True:
-            status = state.read_status() or {}
-            if status.get("state") == "stopped" and state.running_job() is None:
-                break
-            if time.monotonic() > deadline:
-                raise BenchError(f"the job did not drain within {timeout_s:.0f} s (state {state.root})")
-            time.sleep(0.05)
-        t1 = time.time()
+        try:
+            while supervisor.poll() is None:
+                status = state.read_status() or {}
+                if status.get("state") == "stopped" and state.running_job() is None:
+                    break
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the job did not drain within {timeout_s:.0f} s (state {state.root})")
+                time.sleep(0.05)
+            t1 = time.time()
+            code = supervisor.wait(timeout=60)
+        finally:
+            if supervisor.poll() is None:
+                supervisor.terminate()  # our own child: asks it to stop its workers gracefully
+                supervisor.wait(timeout=60)
+            log.close()
+        if code != 0:
+            tail = (ws.root / "supervisor.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise BenchError(f"the job ended with exit status {code}: {' | '.join(tail)}")
     rows = [r for r in stub.timeline() if r[3] >= t0]
     done = _count(output / "diagnostic_results")
     figures = phase_figures(rows, apis, t0, t1, done)
@@ -422,6 +432,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
         result: dict[str, Any] = {
             "apis": options.apis, "latency_ms": options.latency_ms, "reports_asked": len(numbers),
             "cpus": os.cpu_count(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "load_average_before": os.getloadavg()[0],
         }
         result["system"] = run_system(ws, stub, numbers, input_dir, options.apis, timeout, say)
         count = min(len(numbers), 4 * options.apis) if options.baseline_reports is None else options.baseline_reports
@@ -429,6 +440,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
             base = numbers[:count]
             base_timeout = options.timeout_s or 120.0 + 3 * (1.0 + per_report) * len(base) / options.apis
             result["baseline"] = run_baseline(ws, stub, base, input_dir, options.apis, base_timeout, say)
+        result["load_average_after"] = os.getloadavg()[0]
         return result
     finally:
         stub.stop()
@@ -450,7 +462,7 @@ def format_result(result: dict[str, Any]) -> list[str]:
     base = result.get("baseline")
     lines = [
         f"benchmark: {result['apis']} endpoints, stub latency {result['latency_ms']:g} ms, "
-        f"{result['reports_asked']} reports, {result['cpus']} CPUs",
+        f"{result['reports_asked']} reports, {result['cpus']} CPUs, load average {result['load_average_before']:.2f}",
         f"wall time:                 {s['wall_s']:.2f} s ({s['reports']} done, {s['failed']} failed)",
         f"reports per second:        {s['reports_per_s']:.2f}",
         f"calls per second:          {s['calls_per_s']:.2f}",

@@ -37,6 +37,7 @@ class ClaimBenchOptions:
     max_gap: int = 100_000
     claimers: int = 16
     claims_each: int = 200
+    think_ms: float = 150.0  # time "processing" each report between release and the next claim; 0 = back to back
     seed: int = 7
 
 
@@ -61,7 +62,7 @@ def make_files(folder: Path, numbers: list[int]) -> None:
         os.close(os.open(folder / f"report_{number}.txt", os.O_WRONLY | os.O_CREAT, 0o600))
 
 
-def _claimer(state: str, output: str, folder: str, api: str, count: int, ready: Any, go: Event,
+def _claimer(state: str, output: str, folder: str, api: str, count: int, think_s: float, ready: Any, go: Event,
              results: Any) -> None:
     book = ClaimBook(StateDir(Path(state)), OutputStore(Path(output)), Path(folder))
     identity = my_identity()
@@ -69,6 +70,7 @@ def _claimer(state: str, output: str, folder: str, api: str, count: int, ready: 
     releases: list[float] = []
     first_at: float | None = None
     numbers: list[int] = []
+    rng = random.Random(api)
     ready.put(api)
     go.wait()
     for _ in range(count):
@@ -83,6 +85,8 @@ def _claimer(state: str, output: str, folder: str, api: str, count: int, ready: 
         asked = time.perf_counter()
         book.release(claim.number, finished=True)
         releases.append(time.perf_counter() - asked)
+        if think_s > 0:
+            time.sleep(think_s * rng.uniform(0.5, 1.5))  # jittered, so claimers do not march in step
     results.put({"api": api, "claims": claims, "releases": releases, "first_at": first_at, "numbers": numbers})
 
 
@@ -103,7 +107,8 @@ def run_claim_bench(options: ClaimBenchOptions, say: Callable[[str], None] = pri
         context = multiprocessing.get_context("spawn")
         ready, results, go = context.Queue(), context.Queue(), context.Event()
         processes = [context.Process(target=_claimer, args=(str(state), str(output), str(folder), f"api_{i}",
-                                                            options.claims_each, ready, go, results))
+                                                            options.claims_each, options.think_ms / 1000.0,
+                                                            ready, go, results))
                      for i in range(1, options.claimers + 1)]
         for process in processes:
             process.start()
@@ -125,6 +130,7 @@ def run_claim_bench(options: ClaimBenchOptions, say: Callable[[str], None] = pri
         expected = numbers[: len(handed)]
         return {
             "files": len(numbers), "max_gap": options.max_gap, "claimers": options.claimers,
+            "think_ms": options.think_ms,
             "claims": len(handed), "make_files_s": round(make_s, 2),
             "scan_s": round(scan_s, 3),
             "first_claim_after_start_s": round(min(firsts) - started, 3) if firsts else None,
@@ -140,7 +146,8 @@ def format_claim_result(result: dict[str, Any]) -> list[str]:
     """The claim figures as printed lines."""
     claim, release = result["claim_latency_ms"], result["release_latency_ms"]
     return [
-        f"claim benchmark: {result['files']:,} files, gaps up to {result['max_gap']:,}, {result['claimers']} claimers",
+        f"claim benchmark: {result['files']:,} files, gaps up to {result['max_gap']:,}, {result['claimers']} claimers, "
+        f"{result['think_ms']:g} ms between a release and the next claim",
         f"folder scan at start:      {result['scan_s']:.3f} s (creating the files took {result['make_files_s']:.1f} s)",
         f"first claim after start:   {result['first_claim_after_start_s']} s",
         f"claim latency:             p50 {claim['p50']} ms, p99 {claim['p99']} ms (n={claim['n']})",

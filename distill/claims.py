@@ -18,21 +18,27 @@ only when its modification time changed (a file arrived or left).
 from __future__ import annotations
 
 import bisect
+import contextlib
+import fcntl
 import os
 import sys
+import threading
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.atomic import read_json, write_atomic, write_json
-from distill.errors import InputDirMissing
+from distill.atomic import read_json, refuse_symlink, write_atomic, write_json
+from distill.errors import InputDirMissing, StateDirError
 from distill.state import CLAIMS_FILE, CLAIMS_LOCK, COUNTER_FILE, INDEX_FILE, StateDir, identity_alive
 from distill.store import OutputStore
 
 _SUFFIXES = (".txt", ".json")
+#: Waiters queue here with a blocking flock before taking the claims filelock, which waits by
+#: polling (every 50 ms): sleeping in the kernel, the next waiter enters as soon as the holder leaves.
+CLAIMS_QUEUE = "continuous_diag_claims.queue"
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,33 @@ class ClaimBook:
         self._lock = state.lock(CLAIMS_LOCK)
         self._index: array[int] = array("q")
         self._generation = -1
+        self._queue_fd: int | None = None
+        self._thread_lock = threading.Lock()  # a worker claims on one thread and releases on another
+        self._loaded_counter: int | None = None  # the counter as read: the counter file is rewritten only on change
+
+    def __del__(self) -> None:
+        fd = getattr(self, "_queue_fd", None)  # absent when __init__ raised (a refused symlink)
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """Hold the claims filelock, after waiting for it in the kernel's queue rather than by polling."""
+        if self._queue_fd is None:
+            path = self.state.path(CLAIMS_QUEUE)
+            refuse_symlink(path)
+            try:
+                self._queue_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                raise StateDirError(f"cannot open {path}: {exc.strerror}") from None
+        with self._thread_lock:
+            fcntl.flock(self._queue_fd, fcntl.LOCK_EX)
+            try:
+                with self._lock:
+                    yield
+            finally:
+                fcntl.flock(self._queue_fd, fcntl.LOCK_UN)
 
     # --- persistence (always under the lock) ----------------------------------
 
@@ -96,11 +129,13 @@ class ClaimBook:
         doc = read_json(self.state.path(CLAIMS_FILE))
         if not isinstance(doc, dict) or "start" not in doc:
             raise InputDirMissing(f"no job has been started on state directory {self.state.root} (run start first)")
+        self._loaded_counter = doc.get("counter")
         return doc
 
     def _save(self, doc: dict[str, Any]) -> None:
         write_json(self.state.path(CLAIMS_FILE), doc, durable=False)
-        write_atomic(self.state.path(COUNTER_FILE), f"{doc['counter']}\n".encode(), durable=False)
+        if doc["counter"] != self._loaded_counter:
+            write_atomic(self.state.path(COUNTER_FILE), f"{doc['counter']}\n".encode(), durable=False)
 
     def _index_for(self, doc: dict[str, Any]) -> array[int]:
         generation = doc["scan"]["generation"]
@@ -151,7 +186,8 @@ class ClaimBook:
         Everything else is recomputed from the output folder, which is the
         truth about what is done.
         """
-        with self._lock:
+        with self._locked():
+            self._loaded_counter = None
             old = read_json(self.state.path(CLAIMS_FILE))
             leases = {}
             if isinstance(old, dict):
@@ -167,7 +203,7 @@ class ClaimBook:
 
     def claim_next(self, api: str, identity: str) -> Claim | None:
         """Hand the next report to ``api``'s worker, or ``None`` when nothing is claimable now."""
-        with self._lock:
+        with self._locked():
             doc = self._load()
             self._reap_dead(doc)
             claim = self._pick(doc)
@@ -183,7 +219,7 @@ class ClaimBook:
 
     def release(self, number: int, *, finished: bool) -> None:
         """Drop the lease; an unfinished report goes back to the pool, ahead of new numbers."""
-        with self._lock:
+        with self._locked():
             doc = self._load()
             doc["leases"].pop(str(number), None)
             if not finished and number not in doc["returned"]:
@@ -192,7 +228,7 @@ class ClaimBook:
 
     def drained(self) -> bool:
         """True when nothing is claimable, handed back, or in flight."""
-        with self._lock:
+        with self._locked():
             doc = self._load()
             self._reap_dead(doc)
             if doc["leases"] or self._pick(doc, dry_run=True) is not None:

@@ -53,12 +53,23 @@ class OutputStore:
     root: Path
 
     def prepare(self) -> None:
-        """Create the folders (0700) and remove temporaries left by dead writers."""
+        """Create the folders (0700) and remove what dead writers left: temporaries, checkpoints of done reports."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name in (RAW_DIR, NORMALIZED_DIR, LOG_DIR, FAILED_DIR, CHECKPOINT_DIR):
             folder = self.root / name
             folder.mkdir(exist_ok=True, mode=0o700)
             remove_stale_temporaries(folder)
+        self._clear_orphan_checkpoints()
+
+    def _clear_orphan_checkpoints(self) -> None:
+        """A writer killed between a report's commit and its clean-up leaves checkpoints of a done report."""
+        try:
+            names = os.listdir(self.root / CHECKPOINT_DIR)
+        except OSError:
+            return
+        for name in names:
+            if name.isdigit() and self.is_done(int(name)):
+                self.clear_checkpoints(int(name))
 
     def raw_path(self, number: int) -> Path:
         return self.root / RAW_DIR / f"diagnostic_{number}.json"
@@ -139,7 +150,9 @@ class OutputStore:
     def save_checkpoint(self, number: int, step: str, data: dict[str, Any]) -> None:
         folder = self.checkpoint_dir(number)
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_json(folder / f"{step}.json", data)
+        # Atomic but not fsynced: a checkpoint must survive the process (SIGKILL, crash), and the page
+        # cache does; after a power loss the step is simply paid for again. Results stay fully durable.
+        write_json(folder / f"{step}.json", data, durable=False)
 
     def load_checkpoints(self, number: int) -> dict[str, dict[str, Any]]:
         """The finished steps of an unfinished report, by step name."""

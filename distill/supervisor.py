@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from distill.claims import ClaimBook
+from distill.claims import ClaimBook, scan_input
 from distill.config import Settings, project_root
 from distill.errors import ConfigError, InputDirMissing
 from distill.state import CLAIMS_FILE, INDEX_FILE, JOB_FILE, StateDir, identity_alive, my_identity
@@ -274,7 +274,29 @@ class Supervisor:
                               begin_outputs=self.begin_outputs, beats=beats,
                               views={api: v.as_dict() for api, v in self.views.items()},
                               throughput=self.throughput, now=now)
+        if state == "stopped":
+            self._recount(status)
         self.state.write_status(status)
+
+    def _recount(self, status: dict[str, Any]) -> None:
+        """Final counts from the outputs themselves (one listing each, once per job).
+
+        Heartbeats miss a report committed by a worker killed before its next
+        beat; the last status of a job must still add up.
+        """
+        try:
+            existing = scan_input(self.settings.input_dir, self.spec.start, self.spec.end)
+        except InputDirMissing:
+            return
+        done, failed = self.store.done_numbers(), self.store.failed_numbers()
+        n_done = sum(1 for n in existing if n in done)
+        n_failed = sum(1 for n in existing if n in failed and n not in done)
+        counts = status["counts"]
+        done_job = max(0, n_done - int(self.begin_scan.get("done", 0)))
+        failed_job = max(0, n_failed - int(self.begin_scan.get("failed", 0)))
+        counts.update(done=n_done, failed=n_failed, existing=len(existing), in_flight=0,
+                      pending=len(existing) - n_done - n_failed, done_this_job=done_job, failed_this_job=failed_job)
+        status["total_processed"] = done_job + failed_job
 
     # --- the end ------------------------------------------------------------------------
 

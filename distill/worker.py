@@ -46,6 +46,9 @@ EXIT_DISABLED = 3
 EXIT_CRASHED = 70
 
 HEARTBEAT_EVERY_S = 5.0
+#: State changes reach the heartbeat file from the heartbeat thread, at most this often, so that
+#: no file write sits between a report's calls.
+BEAT_COALESCE_S = 0.2
 RECENT_KEPT = 5
 #: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
 TIMINGS_ENV = "DIAG_BENCH_DIR"
@@ -137,6 +140,9 @@ class Worker:
         self.last_error = ""
         self._lock = threading.Lock()
         self._beat_stop = threading.Event()
+        self._beat_due = threading.Event()
+        self._beat_write = threading.Lock()
+        self._beat_thread: threading.Thread | None = None
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
 
@@ -151,7 +157,13 @@ class Worker:
     def set_state(self, state: str, **details: Any) -> None:
         with self._lock:
             self.status = {"state": state, "since": time.time(), **details}
-        self.beat()
+        self._beat_soon()
+
+    def _beat_soon(self) -> None:
+        if self._beat_thread is None:
+            self.beat()
+        else:
+            self._beat_due.set()
 
     def beat(self) -> None:
         with self._lock:
@@ -164,13 +176,26 @@ class Worker:
                 "updated": time.time(), "stats": self.stats.to_dict(),
             }
         try:
-            self.state.write_heartbeat(self.api, record)
+            with self._beat_write:  # one temporary name per process: never two writers at once
+                self.state.write_heartbeat(self.api, record)
         except OutputWriteError as exc:
             self.say(f"cannot write heartbeat: {exc}")
 
     def _beat_loop(self) -> None:
-        while not self._beat_stop.wait(HEARTBEAT_EVERY_S):
+        while not self._beat_stop.is_set():
+            self._beat_due.wait(HEARTBEAT_EVERY_S)
+            self._beat_due.clear()
+            if self._beat_stop.is_set():
+                return
             self.beat()
+            self._beat_stop.wait(BEAT_COALESCE_S)
+
+    def _stop_beating(self) -> None:
+        self._beat_stop.set()
+        self._beat_due.set()
+        if self._beat_thread is not None:
+            self._beat_thread.join()
+            self._beat_thread = None
 
     # --- console ----------------------------------------------------------------------
 
@@ -188,7 +213,7 @@ class Worker:
         elif event == "step":
             with self._lock:
                 self.status.update(step=details["step"], step_since=time.time())
-            self.beat()
+            self._beat_soon()
         elif event == "repair":
             self.say(f"step {details.get('step')}: asking again after an unusable answer: {details.get('problem')}")
         elif event == "json_mode_off":
@@ -199,7 +224,7 @@ class Worker:
             self.say(f"backing off {max(0.0, until - time.time()):.1f} s: {reason}")
             with self._lock:
                 self.status.update(backing_off_until=until, backoff_reason=reason)
-            self.beat()
+            self._beat_soon()
 
     # --- signals ----------------------------------------------------------------------
 
@@ -225,7 +250,8 @@ class Worker:
         """Claim and process reports until stopped, drained or disabled."""
         self.state.ensure()
         self.store.prepare()
-        threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True).start()
+        self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
+        self._beat_thread.start()
         self.say(f"started: {self.endpoint.describe()}, output {self.settings.output_dir}")
         extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
         code, reason = EXIT_CRASHED, "crashed"
@@ -238,7 +264,7 @@ class Worker:
             code, reason = EXIT_CONFIG, str(exc)
         finally:
             extractor.close()
-            self._beat_stop.set()
+            self._stop_beating()
             self._write_timings()
             self.set_state("exited", exit_code=code, reason=reason)
             self.say(f"exited ({reason})")

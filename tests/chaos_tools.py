@@ -133,7 +133,7 @@ def stub_counts_by_report(counts: dict[str, int]) -> Counter[int]:
 
 
 def kill_worker(state: StateDir, beat: dict[str, Any]) -> set[int]:
-    """SIGKILL one worker, first freezing it to read which report it held; returns those report numbers."""
+    """SIGKILL one worker, first freezing it to read which report it held (its lease); those report numbers."""
     pid = int(beat["pid"])
     held: set[int] = set()
     if not identity_alive(beat.get("identity")):
@@ -144,10 +144,9 @@ def kill_worker(state: StateDir, beat: dict[str, Any]) -> set[int]:
         return held
     try:
         claims = read_json(state.path(CLAIMS_FILE)) or {}
+        # A lease is taken before a report's first call and dropped after its commit, so the frozen
+        # worker's lease names every report it could have a call in flight for.
         held = {int(n) for n, lease in claims.get("leases", {}).items() if lease.get("identity") == beat["identity"]}
-        fresh = state.read_heartbeat(str(beat["api"])) or {}
-        if fresh.get("report") is not None and fresh.get("state") == "working":
-            held.add(int(fresh["report"]))
     finally:
         os.kill(pid, signal.SIGKILL)
     return held

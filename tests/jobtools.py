@@ -42,8 +42,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 60.0, interval: fl
 
 
 def job_ended(state: StateDir) -> bool:
+    """The final status is written and the supervisor process is gone (it closes its own session last)."""
     status = state.read_status()
-    return state.running_job() is None and bool(status) and status.get("state") == "stopped"  # type: ignore[union-attr]
+    if state.running_job() is not None or not status or status.get("state") != "stopped":
+        return False
+    try:
+        os.kill(int(status["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def done_numbers(output: Path) -> list[int]:

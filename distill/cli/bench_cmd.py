@@ -41,15 +41,18 @@ def _write(result: dict[str, object], json_path: Path | None, name: str) -> Path
               help="Claim benchmark: processes claiming at once.")
 @click.option("--claims-each", type=click.IntRange(min=1), default=200, show_default=True,
               help="Claim benchmark: claims per claimer.")
+@click.option("--think-ms", type=click.FloatRange(min=0), default=150.0, show_default=True,
+              help="Claim benchmark: pause between a release and the next claim (0: back to back).")
 def command(apis: int, reports: int, latency_ms: float, input_dir: Path | None, baseline_reports: int | None,
             json_path: Path | None, keep: bool, timeout: float | None, claims_only: bool, files: int, max_gap: int,
-            claimers: int, claims_each: int) -> None:
+            claimers: int, claims_each: int, think_ms: float) -> None:
     """Run the real system (supervisor, tmux workers, claims, outputs) against a loopback stub
     until drained, then the predecessor's dispatch loop; print and save every figure."""
     if claims_only:
         from distill.bench_claims import ClaimBenchOptions, format_claim_result, run_claim_bench
 
-        options = ClaimBenchOptions(files=files, max_gap=max_gap, claimers=claimers, claims_each=claims_each)
+        options = ClaimBenchOptions(files=files, max_gap=max_gap, claimers=claimers, claims_each=claims_each,
+                                    think_ms=think_ms)
         result = run_claim_bench(options, say=lambda line: click.echo(line, err=True))
         lines, name = format_claim_result(result), "claims"
     else:

@@ -63,6 +63,7 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
         if not running:
             lines = [line for line in sessions.capture("supervisor", 20) if line.strip()]
             detail = next((line for line in reversed(lines) if "error" in line.lower()), lines[-1] if lines else "")
+            detail = detail.removeprefix("diag-distill: error: ")
             raise DistillError(f"the supervisor did not start: {detail or 'no output'}")
         time.sleep(0.2)
     raise DistillError(f"the supervisor did not report in within {SUPERVISOR_START_TIMEOUT_S:.0f} s; "
