@@ -39,45 +39,88 @@ def refuse_symlink(path: Path) -> None:
         raise StateDirError(f"{path} is a symbolic link; refusing to follow it (remove it and start again)")
 
 
+def _write_error(path: Path, exc: OSError) -> OutputWriteError:
+    reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return OutputWriteError(f"cannot write {path}: {reason}")
+
+
+class StagedFile:
+    """A file written under a temporary name in its folder, not yet visible.
+
+    ``publish`` makes it durable (fsync) and visible (rename); ``discard``
+    removes it. Writing and publishing may happen on different threads, so a
+    slow fsync can run while the caller goes on. Any OS error raises
+    ``OutputWriteError`` and leaves no temporary behind.
+    """
+
+    def __init__(self, path: Path, data: bytes, *, mode: int = 0o600) -> None:
+        refuse_symlink(path)
+        self.path = path
+        # One temporary per thread (a worker's heartbeat thread writes the file its main thread writes);
+        # the pid stays last, for remove_stale_temporaries.
+        self.tmp = path.with_name(f"{TMP_MARK}{path.name}.{threading.get_native_id()}.{os.getpid()}")
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.discard()
+            raise _write_error(path, exc) from None
+
+    def publish(self, *, durable: bool = True) -> None:
+        """fsync (when ``durable``), close and rename over the real name."""
+        try:
+            if self._fd is not None:
+                if durable:
+                    os.fsync(self._fd)
+                fd, self._fd = self._fd, None
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise _write_error(self.path, exc) from None
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def fsync_folders(paths: list[Path]) -> None:
+    """fsync each distinct folder of ``paths`` once, so their renames survive a power loss."""
+    for folder in dict.fromkeys(path.parent for path in paths):
+        _fsync_dir(folder)
+
+
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
     """Replace ``path`` with ``data`` atomically; raise ``OutputWriteError`` on any OS error.
 
     On failure the temporary file is removed and ``path`` is left as it was.
     ``durable=False`` skips the fsyncs, for state that a reboot wipes anyway
-    (heartbeats, claims in /tmp): the rename alone keeps readers from torn files.
+    (heartbeats, claims in /tmp) or that only has to outlive the process
+    (checkpoints): the rename alone keeps readers from torn files.
     """
-    refuse_symlink(path)
-    # One temporary per thread (a worker's heartbeat thread writes the file its main thread writes);
-    # the pid stays last, for remove_stale_temporaries.
-    tmp = path.with_name(f"{TMP_MARK}{path.name}.{threading.get_native_id()}.{os.getpid()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-        try:
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            if durable:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-        raise OutputWriteError(f"cannot write {path}: {reason}") from None
+    StagedFile(path, data, mode=mode).publish(durable=durable)
     if durable:
         _fsync_dir(path.parent)
 
 
-def dumps(obj: Any) -> bytes:
-    """The one JSON encoding of every file we write: UTF-8, indented, keys in given order."""
+def dumps(obj: Any, *, compact: bool = False) -> bytes:
+    """The JSON encoding of every file we write: UTF-8, keys in given order; indented for people to read,
+    compact for machine state (the compact form uses the C encoder: several times faster)."""
+    if compact:
+        return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
     return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
 
 
-def write_json(path: Path, obj: Any, *, mode: int = 0o600, durable: bool = True) -> None:
-    write_atomic(path, dumps(obj), mode=mode, durable=durable)
+def write_json(path: Path, obj: Any, *, mode: int = 0o600, durable: bool = True, compact: bool = False) -> None:
+    write_atomic(path, dumps(obj, compact=compact), mode=mode, durable=durable)
 
 
 def read_json(path: Path) -> Any:

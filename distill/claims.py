@@ -133,7 +133,7 @@ class ClaimBook:
         return doc
 
     def _save(self, doc: dict[str, Any]) -> None:
-        write_json(self.state.path(CLAIMS_FILE), doc, durable=False)
+        write_json(self.state.path(CLAIMS_FILE), doc, durable=False, compact=True)
         if doc["counter"] != self._loaded_counter:
             write_atomic(self.state.path(COUNTER_FILE), f"{doc['counter']}\n".encode(), durable=False)
 

@@ -9,6 +9,7 @@ per-step checkpoints, so the next attempt pays for no finished step again.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from distill.extractor import CallRecord, EventSink, Extractor, StepInput, StepR
 from distill.normalize import normalize
 from distill.report import Report, read_report, report_number
 from distill.schemas import STEP_MODELS, CombinedOutput, FindingsOutput, MappingOutput, OrgansOutput
-from distill.store import OutputStore, utc_now
+from distill.store import OutputStore, PendingCommit, utc_now
 
 RAW_FORMAT = "diag-distill/raw-v1"
 FAILED_FORMAT = "diag-distill/failed-v1"
@@ -200,12 +201,17 @@ def process_report(
     store: OutputStore,
     max_bytes: int = 2_000_000,
     events: EventSink = ignore_event,
+    publish: Callable[[PendingCommit, Outcome], None] | None = None,
 ) -> Outcome:
     """Run one report end to end and commit the result or a failure record.
 
     Raises ``EndpointAuthError`` (the endpoint must be disabled; nothing is
     written), ``StopRequested`` (checkpoints kept) and ``OutputWriteError``
     (the disk refused a write; the report is not done).
+
+    A done report's outputs are written here; making them durable and visible
+    is ``PendingCommit.finish()``, called here, or by ``publish`` when given
+    (the worker finishes commits on a thread while its next report starts).
     """
     started = time.monotonic()
     started_at = utc_now()
@@ -252,5 +258,11 @@ def process_report(
         "normalized": result.records,
     }
     log(f"saved in {duration:.2f} s")
-    store.commit_done(number, raw, result.records, log.text())
-    return Outcome(number, "done", findings=len(result.records), units=units, calls=run.calls, duration_s=duration)
+    pending = store.stage_done(number, raw, result.records, log.text())
+    outcome = Outcome(number, "done", findings=len(result.records), units=units, calls=run.calls,
+                      duration_s=duration)
+    if publish is None:
+        pending.finish()
+    else:
+        publish(pending, outcome)
+    return outcome

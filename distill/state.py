@@ -197,7 +197,7 @@ class StateDir:
         return self.path(WORKERS_DIR) / f"{api}.json"
 
     def write_heartbeat(self, api: str, record: dict[str, Any]) -> None:
-        write_json(self.heartbeat_path(api), record, durable=False)
+        write_json(self.heartbeat_path(api), record, durable=False, compact=True)
 
     def read_heartbeat(self, api: str) -> dict[str, Any] | None:
         data = read_json(self.heartbeat_path(api))

@@ -24,7 +24,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from distill.atomic import TMP_MARK, read_json_folder, remove_stale_temporaries, write_atomic, write_json
+from distill.atomic import (
+    TMP_MARK,
+    StagedFile,
+    dumps,
+    fsync_folders,
+    read_json_folder,
+    remove_stale_temporaries,
+    write_atomic,
+    write_json,
+)
+from distill.errors import OutputWriteError
 
 RAW_DIR = "diagnostic_results"
 NORMALIZED_DIR = "diagnostic_results_normalized"
@@ -44,6 +54,30 @@ def _number_of(name: str, prefix: str = "diagnostic_", suffix: str = ".json") ->
         if digits.isdigit():
             return int(digits)
     return None
+
+
+@dataclass
+class PendingCommit:
+    """A done report's outputs, written but not yet published (see ``OutputStore.stage_done``)."""
+
+    store: OutputStore
+    number: int
+    files: list[StagedFile]
+
+    def finish(self) -> None:
+        """fsync and rename each file (raw last), fsync the folders, drop checkpoints; or raise, leaving it not done."""
+        try:
+            for item in self.files:
+                item.publish()
+        except OutputWriteError:
+            self.abandon()
+            raise
+        fsync_folders([item.path for item in self.files])
+        self.store._after_done(self.number)
+
+    def abandon(self) -> None:
+        for item in self.files:
+            item.discard()
 
 
 @dataclass(frozen=True)
@@ -115,14 +149,31 @@ class OutputStore:
 
     # --- commits -------------------------------------------------------------
 
+    def stage_done(self, number: int, raw: dict[str, Any], normalized: list[dict[str, Any]],
+                   log_text: str) -> PendingCommit:
+        """Write the three outputs under temporary names; ``finish()`` on the result makes them durable and visible.
+
+        Splitting the commit lets a worker pay for the fsyncs while its next
+        report's first call is in flight; a full disk still shows here, at once.
+        """
+        staged: list[StagedFile] = []
+        try:
+            staged.append(StagedFile(self.log_path(number), log_text.encode("utf-8")))
+            staged.append(StagedFile(self.normalized_path(number), dumps(normalized)))
+            staged.append(StagedFile(self.raw_path(number), dumps(raw)))  # published last: the done marker
+        except OutputWriteError:
+            for item in staged:
+                item.discard()
+            raise
+        return PendingCommit(self, number, staged)
+
     def commit_done(self, number: int, raw: dict[str, Any], normalized: list[dict[str, Any]], log_text: str) -> None:
         """Write the three outputs (raw last), then drop checkpoints and any old failure record."""
-        write_atomic(self.log_path(number), log_text.encode("utf-8"))
-        write_json(self.normalized_path(number), normalized)
-        write_json(self.raw_path(number), raw)
+        self.stage_done(number, raw, normalized, log_text).finish()
+
+    def _after_done(self, number: int) -> None:
         self.clear_checkpoints(number)
-        failed = self.failed_path(number)
-        if failed.exists():
+        if self.failed_path(number).exists():
             self._archive_failed(number)
 
     def commit_failed(self, number: int, record: dict[str, Any], log_text: str) -> None:
@@ -152,7 +203,7 @@ class OutputStore:
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         # Atomic but not fsynced: a checkpoint must survive the process (SIGKILL, crash), and the page
         # cache does; after a power loss the step is simply paid for again. Results stay fully durable.
-        write_json(folder / f"{step}.json", data, durable=False)
+        write_json(folder / f"{step}.json", data, durable=False, compact=True)
 
     def load_checkpoints(self, number: int) -> dict[str, dict[str, Any]]:
         """The finished steps of an unfinished report, by step name."""

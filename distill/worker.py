@@ -27,9 +27,11 @@ from types import FrameType
 from typing import Any, TextIO
 
 from distill.claims import Claim, ClaimBook
+from distill.committer import Committer
 from distill.config import Endpoint, Settings
 from distill.errors import (
     ConfigError,
+    DistillError,
     EndpointAuthError,
     InputDirMissing,
     OutputWriteError,
@@ -38,7 +40,7 @@ from distill.errors import (
 from distill.extractor import Extractor
 from distill.pipeline import Outcome, process_report
 from distill.state import StateDir, my_identity
-from distill.store import OutputStore, utc_now
+from distill.store import OutputStore, PendingCommit, utc_now
 
 EXIT_OK = 0
 EXIT_CONFIG = 2
@@ -143,6 +145,8 @@ class Worker:
         self._beat_due = threading.Event()
         self._beat_write = threading.Lock()
         self._beat_thread: threading.Thread | None = None
+        self.committer: Committer | None = None
+        self._commit_error = ""  # set by the committer thread when finishing a commit failed
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
 
@@ -254,6 +258,7 @@ class Worker:
         self._beat_thread.start()
         self.say(f"started: {self.endpoint.describe()}, output {self.settings.output_dir}")
         extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
+        self.committer = Committer(self._committed, self._commit_failed)
         code, reason = EXIT_CRASHED, "crashed"
         try:
             code, reason = self._loop(extractor)
@@ -263,6 +268,7 @@ class Worker:
             self.last_error = str(exc)
             code, reason = EXIT_CONFIG, str(exc)
         finally:
+            self.committer.close()
             extractor.close()
             self._stop_beating()
             self._write_timings()
@@ -274,6 +280,11 @@ class Worker:
         while True:
             if self._stop_wanted():
                 return EXIT_OK, "stop requested"
+            if self._commit_error:
+                error, self._commit_error = self._commit_error, ""
+                self.say(f"{error}; pausing until writes succeed")
+                self._pause_until_writable(error)
+                continue
             try:
                 asked = time.perf_counter()
                 claim = self.book.claim_next(self.api, self.identity)
@@ -313,10 +324,18 @@ class Worker:
         self.set_state("working", report=claim.number, step="read", step_since=time.time())
         again = " (handed back)" if claim.handed_back else ""
         self.say(f"report {claim.number}: claimed {claim.path.name}{again}")
+        handed_off = False
+
+        def publish(pending: PendingCommit, outcome: Outcome) -> None:
+            nonlocal handed_off
+            assert self.committer is not None
+            self.committer.submit(pending, outcome)
+            handed_off = True  # from here the committer releases the claim
+
         finished = False
         write_error = ""
         try:
-            outcome = process_report(claim.path, extractor=extractor, store=self.store,
+            outcome = process_report(claim.path, extractor=extractor, store=self.store, publish=publish,
                                      max_bytes=self.settings.max_report_bytes, events=self.on_event)
             finished = True
         except EndpointAuthError as exc:
@@ -327,23 +346,42 @@ class Worker:
         except OutputWriteError as exc:
             write_error = str(exc)
         finally:
-            self.book.release(claim.number, finished=finished)
+            if not handed_off:
+                self.book.release(claim.number, finished=finished)
         if write_error:
             # Handed back before the pause, so the report does not wait on this worker.
             self.last_error = write_error
             self.say(f"report {claim.number}: {write_error}; report handed back, pausing until writes succeed")
             self._pause_until_writable(write_error)
             return None
-        size = self._size_of(claim.number) if outcome.status == "done" else 0
-        self.stats.add(outcome, size)
         if outcome.status == "failed":
+            self._count(outcome, 0)
             self.last_error = f"report {claim.number}: {outcome.error_class}: {outcome.message}"
             self.say(f"report {claim.number}: FAILED {outcome.error_class}: {outcome.message}")
-        else:
-            self.say(f"report {claim.number}: saved, {outcome.findings} findings, {outcome.units} units, "
-                     f"{len(outcome.calls)} call(s), {outcome.tokens} tokens, {outcome.duration_s:.2f} s")
         self.set_state("idle")
         return None
+
+    def _count(self, outcome: Outcome, size: int) -> None:
+        with self._lock:
+            self.stats.add(outcome, size)
+
+    def _committed(self, pending: PendingCommit, outcome: Outcome) -> None:
+        """On the committer thread: the report is done; release its claim and say so."""
+        try:
+            self.book.release(outcome.number, finished=True)
+        except DistillError as exc:  # the claim stays with this live worker; the next start recomputes it
+            self.say(f"report {outcome.number}: saved, but its claim could not be released: {exc}")
+        self._count(outcome, self._size_of(outcome.number))
+        self.say(f"report {outcome.number}: saved, {outcome.findings} findings, {outcome.units} units, "
+                 f"{len(outcome.calls)} call(s), {outcome.tokens} tokens, {outcome.duration_s:.2f} s")
+        self._beat_soon()
+
+    def _commit_failed(self, pending: PendingCommit, outcome: Outcome, error: OutputWriteError) -> None:
+        """On the committer thread: nothing was published; hand the report back and pause the worker."""
+        with contextlib.suppress(DistillError):
+            self.book.release(outcome.number, finished=False)
+        self.last_error = f"report {outcome.number}: {error}; report handed back"
+        self._commit_error = self.last_error
 
     def _size_of(self, number: int) -> int:
         total = 0

@@ -204,26 +204,6 @@ def test_a_job_with_another_state_directory_but_the_same_prefix_is_refused(job: 
     assert len(job["sessions"].roles()) == 17  # the running job's sessions are untouched
 
 
-def test_a_reboot_that_wipes_the_state_directory_loses_nothing(job: dict[str, Any]) -> None:
-    numbers = list(range(1, 41))
-    write_notes(job["input"], numbers)
-    job["stub"].latency_s = 0.3
-    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4")
-    wait_until(lambda: len(done_numbers(job["output"])) >= 4, timeout=60)
-    pids = [int(job["state"].running_job()["pid"])]
-    pids += [int(b["pid"]) for b in job["state"].read_heartbeats().values() if b.get("state") != "exited"]
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    job["sessions"].server.kill()  # a reboot ends the tmux server too (this test's own socket)
-    shutil.rmtree(job["state"].root)  # ...and wipes /tmp
-    job["stub"].latency_s = 0.02
-    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4")
-    wait_until(lambda: job_ended(job["state"]), timeout=60)
-    assert done_numbers(job["output"]) == numbers
-    counts = job["stub"].stats()["by_report_step"]
-    assert max(counts.values()) <= 2 and sum(1 for n in counts.values() if n == 2) <= 4
-
-
 def test_removing_the_stop_flag_in_time_cancels_the_stop(job: dict[str, Any]) -> None:
     write_notes(job["input"], list(range(1, 13)))
     job["stub"].latency_s = 0.7
