@@ -96,7 +96,9 @@ class ClaimBook:
         self._index: array[int] = array("q")
         self._generation = -1
         self._queue_fd: int | None = None
-        self._thread_lock = threading.Lock()  # a worker claims on one thread and releases on another
+        self._thread_lock = threading.Lock()
+        self._finished: list[int] = []  # done reports whose leases go at the next write (release(defer=True))
+        self._finished_lock = threading.Lock()  # a worker claims on one thread and releases on another
         self._loaded_counter: int | None = None  # the counter as read: the counter file is rewritten only on change
 
     def __del__(self) -> None:
@@ -205,6 +207,7 @@ class ClaimBook:
         """Hand the next report to ``api``'s worker, or ``None`` when nothing is claimable now."""
         with self._locked():
             doc = self._load()
+            self._drop_finished(doc)
             self._reap_dead(doc)
             claim = self._pick(doc)
             if claim is None and self._folder_changed(doc, force=True):
@@ -217,19 +220,47 @@ class ClaimBook:
             self._save(doc)
             return claim
 
-    def release(self, number: int, *, finished: bool) -> None:
-        """Drop the lease; an unfinished report goes back to the pool, ahead of new numbers."""
+    def release(self, number: int, *, finished: bool, defer: bool = False) -> None:
+        """Drop the lease; an unfinished report goes back to the pool, ahead of new numbers.
+
+        ``defer`` (for a finished report only) drops the lease at this book's
+        next write instead of writing now: a done report is never handed out
+        again, so its lease may linger a moment, and a worker saves one write
+        of the claims file per report. ``flush`` writes what is deferred.
+        """
+        if finished and defer:
+            with self._finished_lock:
+                self._finished.append(number)
+            return
         with self._locked():
             doc = self._load()
+            self._drop_finished(doc)
             doc["leases"].pop(str(number), None)
             if not finished and number not in doc["returned"]:
                 doc["returned"] = sorted([*doc["returned"], number])
             self._save(doc)
 
+    def flush(self) -> None:
+        """Write the releases ``release(..., defer=True)`` kept back."""
+        if self._finished:
+            with self._locked():
+                doc = self._load()
+                self._drop_finished(doc)
+                self._save(doc)
+
+    def _drop_finished(self, doc: dict[str, Any]) -> None:
+        with self._finished_lock:
+            finished, self._finished = self._finished, []
+        for number in finished:
+            doc["leases"].pop(str(number), None)
+
     def drained(self) -> bool:
         """True when nothing is claimable, handed back, or in flight."""
         with self._locked():
             doc = self._load()
+            if self._finished:
+                self._drop_finished(doc)
+                self._save(doc)
             self._reap_dead(doc)
             if doc["leases"] or self._pick(doc, dry_run=True) is not None:
                 return False

@@ -270,7 +270,11 @@ class Supervisor:
                     os.kill(int(beat["pid"]), sig)
 
     def _write_status(self, state: str, beats: dict[str, dict[str, Any]], now: float) -> None:
-        status = build_status(job=self.job, state=state, claims=self.book.snapshot(), begin_scan=self.begin_scan,
+        claims = self.book.snapshot()
+        # A done report's lease may linger until its worker's next claim (deferred release): not in flight.
+        claims["leases"] = {n: lease for n, lease in claims.get("leases", {}).items()
+                            if not self.store.is_done(int(n))}
+        status = build_status(job=self.job, state=state, claims=claims, begin_scan=self.begin_scan,
                               begin_outputs=self.begin_outputs, beats=beats,
                               views={api: v.as_dict() for api, v in self.views.items()},
                               throughput=self.throughput, now=now)

@@ -50,7 +50,7 @@ EXIT_CRASHED = 70
 HEARTBEAT_EVERY_S = 5.0
 #: State changes reach the heartbeat file from the heartbeat thread, at most this often, so that
 #: no file write sits between a report's calls.
-BEAT_COALESCE_S = 0.2
+BEAT_COALESCE_S = 1.0
 RECENT_KEPT = 5
 #: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
 TIMINGS_ENV = "DIAG_BENCH_DIR"
@@ -269,6 +269,8 @@ class Worker:
             code, reason = EXIT_CONFIG, str(exc)
         finally:
             self.committer.close()
+            with contextlib.suppress(DistillError):
+                self.book.flush()
             extractor.close()
             self._stop_beating()
             self._write_timings()
@@ -286,10 +288,7 @@ class Worker:
                 self._pause_until_writable(error)
                 continue
             try:
-                asked = time.perf_counter()
-                claim = self.book.claim_next(self.api, self.identity)
-                if claim is not None and self._timings_dir:
-                    self.claim_times.append(time.perf_counter() - asked)
+                claim = self._next_claim()
             except InputDirMissing as exc:
                 self.last_error = str(exc)
                 self.set_state("idle", note=str(exc))
@@ -305,6 +304,13 @@ class Worker:
             result = self._process(claim, extractor)
             if result is not None:
                 return result
+
+    def _next_claim(self) -> Claim | None:
+        asked = time.perf_counter()
+        claim = self.book.claim_next(self.api, self.identity)
+        if claim is not None and self._timings_dir:
+            self.claim_times.append(time.perf_counter() - asked)
+        return claim
 
     def _write_timings(self) -> None:
         if not self._timings_dir:
@@ -368,7 +374,7 @@ class Worker:
     def _committed(self, pending: PendingCommit, outcome: Outcome) -> None:
         """On the committer thread: the report is done; release its claim and say so."""
         try:
-            self.book.release(outcome.number, finished=True)
+            self.book.release(outcome.number, finished=True, defer=True)
         except DistillError as exc:  # the claim stays with this live worker; the next start recomputes it
             self.say(f"report {outcome.number}: saved, but its claim could not be released: {exc}")
         self._count(outcome, self._size_of(outcome.number))

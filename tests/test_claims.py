@@ -158,3 +158,24 @@ def test_concurrent_claimers_never_get_the_same_report(tmp_path: Path) -> None:
         results = pool.map(_claim_all, jobs)
     claimed = [n for part in results for n in part]
     assert sorted(claimed) == numbers
+
+
+def test_a_deferred_release_is_written_with_the_next_claim(tmp_path: Path) -> None:
+    book = make_book(tmp_path, [1, 2])
+    book.claim_next("api_1", my_identity())
+    mark_done(book, 1)
+    book.release(1, finished=True, defer=True)
+    assert "1" in book.snapshot()["leases"]  # not written yet
+    book.claim_next("api_1", my_identity())
+    assert list(book.snapshot()["leases"]) == ["2"]
+
+
+def test_flush_writes_deferred_releases_and_drained_sees_them(tmp_path: Path) -> None:
+    book = make_book(tmp_path, [1])
+    book.claim_next("api_1", my_identity())
+    mark_done(book, 1)
+    book.release(1, finished=True, defer=True)
+    assert book.drained()
+    book.release(1, finished=True, defer=True)
+    book.flush()
+    assert book.snapshot()["leases"] == {}
