@@ -21,7 +21,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-from distill.bench import p50_p99
+from distill.bench_figures import p50_p99
 from distill.claims import ClaimBook
 from distill.state import StateDir, my_identity
 from distill.store import OutputStore

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from distill.bench import busy_time, percentile, phase_figures, report_overheads, steady_window
 from distill.bench_claims import ClaimBenchOptions, format_claim_result, report_numbers, run_claim_bench
+from distill.bench_figures import busy_time, percentile, phase_figures, report_overheads, steady_window
 from distill.cli.bench_cmd import command
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

@@ -17,6 +17,7 @@ from distill.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, wor
 from distill.tmux import TmuxSessions
 
 SUPERVISOR_START_TIMEOUT_S = 20.0
+SESSION_START_ALLOWANCE_S = 0.5  # more per endpoint: the supervisor opens every session before it reports in
 IN_SESSION_ENV = "DIAG_SUPERVISOR_SESSION"  # set when the supervisor runs in its own tmux session
 
 
@@ -54,7 +55,8 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
     environment = {**worker_environment(settings), IN_SESSION_ENV: sessions.name("supervisor")}
     sessions.start("supervisor", supervisor_command(spec.start, spec, settings), environment=environment,
                    cwd=project_root())
-    deadline = time.monotonic() + SUPERVISOR_START_TIMEOUT_S
+    timeout = SUPERVISOR_START_TIMEOUT_S + SESSION_START_ALLOWANCE_S * len(spec.apis or settings.endpoints)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = state.running_job()
         if job and job != previous and state.read_status():
@@ -66,7 +68,7 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
             detail = detail.removeprefix("diag-distill: error: ")
             raise DistillError(f"the supervisor did not start: {detail or 'no output'}")
         time.sleep(0.2)
-    raise DistillError(f"the supervisor did not report in within {SUPERVISOR_START_TIMEOUT_S:.0f} s; "
+    raise DistillError(f"the supervisor did not report in within {timeout:.0f} s; "
                        f"see tmux -L {sessions.socket} attach -t {sessions.name('supervisor')}")
 
 
