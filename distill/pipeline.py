@@ -160,8 +160,12 @@ class _Run:
             assert isinstance(mapping, MappingOutput)
             return findings, organs, mapping, False
         except InvalidOutput as exc:
-            self.log(f"falling back to a single call after invalid output: {exc}")
-        combined = self.step("combined", StepInput(report, report.text))
+            return self.single_call(f"invalid output: {exc}")
+
+    def single_call(self, why: str) -> tuple[FindingsOutput, OrgansOutput, MappingOutput, bool]:
+        """The fallback: all three steps in one call."""
+        self.log(f"falling back to a single call after {why}")
+        combined = self.step("combined", StepInput(self.report, self.report.text))
         assert isinstance(combined, CombinedOutput)
         return (FindingsOutput(findings=combined.findings), OrgansOutput(diagnoses=combined.diagnoses),
                 MappingOutput(mappings=combined.mappings), True)
@@ -227,6 +231,10 @@ def process_report(
         run = _Run(report, extractor, store, log, events)
         findings, organs, mapping, fallback = run.three_steps()
         result = normalize(report.text, findings, organs, mapping)
+        if findings.findings and not result.records and not fallback:
+            quoted = len(findings.findings)
+            findings, organs, mapping, fallback = run.single_call(f"none of the {quoted} quoted findings occur in the note")
+            result = normalize(report.text, findings, organs, mapping)
         if findings.findings and not result.records:
             raise InvalidOutput(f"none of the {len(findings.findings)} findings the teacher quoted occur in the note")
     except (EndpointAuthError, StopRequested, OutputWriteError):

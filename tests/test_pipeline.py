@@ -196,3 +196,39 @@ def test_an_unexpected_defect_costs_one_report_recorded_as_internal(setup: tuple
     assert outcome.status == "failed" and outcome.error_class == "internal"
     record = read_json(store.failed_path(42))
     assert record["error_class"] == "internal" and "KeyError" in record["message"]
+
+
+class InventingExtractor(FakeExtractor):
+    """Quotes findings that are not in the note in the three steps; the single call is grounded."""
+
+    def run(self, step: str, data: StepInput) -> StepResult:
+        result = super().run(step, data)
+        if step == "findings":
+            result.output = FindingsOutput(findings=[Finding(quote="crushing chest pain radiating to the jaw")])
+        return result
+
+
+def test_ungrounded_findings_get_the_single_call_fallback_before_a_failure(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+    extractor = InventingExtractor()
+    outcome = process_report(note, extractor=extractor, store=store)
+    assert outcome.status == "done" and extractor.calls["combined"] == 1
+    assert read_json(store.raw_path(42))["fallback_used"] is True
+
+
+def test_ungrounded_findings_everywhere_are_an_invalid_output_failure(setup: tuple[Path, OutputStore]) -> None:
+    note, store = setup
+
+    class AlwaysInventing(FakeExtractor):
+        def run(self, step: str, data: StepInput) -> StepResult:
+            result = super().run(step, data)
+            invented = [Finding(quote="crushing chest pain radiating to the jaw")]
+            if step == "findings":
+                result.output = FindingsOutput(findings=invented)
+            if step == "combined":
+                result.output = CombinedOutput(findings=invented, diagnoses=[], mappings=[])
+            return result
+
+    outcome = process_report(note, extractor=AlwaysInventing(), store=store)
+    assert outcome.status == "failed" and outcome.error_class == "invalid_output"
+    assert "occur in the note" in read_json(store.failed_path(42))["message"]
