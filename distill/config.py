@@ -90,6 +90,7 @@ class Settings:
     tmux_socket: str | None = None
     session_prefix: str = "continuous_diag"
     notices: tuple[str, ...] = ()
+    endpoint_problems: dict[str, str] = field(default_factory=dict)  # misconfigured endpoints, left out
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -253,7 +254,15 @@ def load_settings(
         table = endpoint_table()
     if not isinstance(table, Mapping) or not table:
         raise ConfigError("MULTI_API_CONFIG must be a non-empty dict of endpoints")
-    endpoints = {name: parse_endpoint(name, entry) for name, entry in table.items()}
+    endpoints: dict[str, Endpoint] = {}
+    problems: dict[str, str] = {}
+    for name, entry in table.items():
+        try:
+            endpoints[name] = parse_endpoint(name, entry)
+        except ConfigError as exc:  # one misconfigured endpoint is left out; the others run
+            problems[name] = str(exc)
+    if not endpoints:
+        raise ConfigError("no usable endpoint: " + "; ".join(problems.values()))
     check = _as_number(raw.get("CHECK_INTERVAL", 5), "CHECK_INTERVAL")
     max_bytes = int(_as_number(raw.get("MAX_REPORT_BYTES", DEFAULT_MAX_REPORT_BYTES), "MAX_REPORT_BYTES", integer=True))
     root = project_root()
@@ -266,6 +275,7 @@ def load_settings(
         out_dir, notices = resolve_output_dir(requested_out)
     else:
         out_dir = Path(requested_out).expanduser()
+    notices += tuple(f"{name} left out: {problem}" for name, problem in problems.items())
     state_dir = Path(os.environ.get("DIAG_STATE_DIR") or "/tmp")
     prefix = os.environ.get("DIAG_SESSION_PREFIX") or "continuous_diag"
     if not prefix.replace("_", "").replace("-", "").isalnum():
@@ -280,4 +290,5 @@ def load_settings(
         tmux_socket=os.environ.get("DIAG_TMUX_SOCKET") or None,
         session_prefix=prefix,
         notices=notices,
+        endpoint_problems=problems,
     )

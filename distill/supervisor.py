@@ -97,12 +97,12 @@ class Supervisor:
     def __init__(self, settings: Settings, spec: JobSpec, *, out: Callable[[str], None] = print,
                  sessions: TmuxSessions | None = None, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None) -> None:
-        unknown = [api for api in spec.apis if api not in settings.endpoints]
+        unknown = [api for api in spec.apis if api not in settings.endpoints and api not in settings.endpoint_problems]
         if unknown:
             raise ConfigError(f"--apis: unknown endpoint(s) {', '.join(unknown)} (known: {', '.join(settings.endpoints)})")
         self.settings = settings
         self.spec = spec
-        self.apis = list(spec.apis or settings.endpoints)
+        self.apis = list(spec.apis or [*settings.endpoints, *settings.endpoint_problems])
         self.out = out
         self.clock = clock
         self.sleep = sleep
@@ -112,6 +112,9 @@ class Supervisor:
         self.book = ClaimBook(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
         self.sessions = sessions or TmuxSessions(settings.tmux_socket, settings.session_prefix)
         self.views = {api: WorkerView() for api in self.apis}
+        for api, problem in settings.endpoint_problems.items():
+            if api in self.views:  # never started: its row says why
+                self.views[api] = WorkerView(state="failed", reason=problem, finished=True)
         self.throughput = Throughput()
         self.signals = 0
         self.job: dict[str, Any] = {}
@@ -175,8 +178,14 @@ class Supervisor:
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             for api in self.apis:
-                self._spawn(api)
-            self.out(f"started {len(self.apis)} worker session(s): {self.sessions.name(self.apis[0])} ...")
+                if not self.views[api].finished:
+                    self._spawn(api)
+            started = [api for api in self.apis if not self.views[api].finished]
+            self.out(f"started {len(started)} worker session(s): "
+                     f"{', '.join(self.sessions.name(api) for api in started[:2])} ...")
+            for api, view in self.views.items():
+                if view.state == "failed":
+                    self.out(f"{api}: not started: {view.reason}")
             self._watch()
         finally:
             self._finish()

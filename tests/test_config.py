@@ -80,3 +80,22 @@ def test_the_shipped_configuration_has_sixteen_endpoints() -> None:
     settings = load_settings(create_output=False)
     assert list(settings.endpoints) == [f"api_{i}" for i in range(1, 17)]
     assert settings.check_interval == 5.0
+
+
+def test_one_misconfigured_endpoint_is_left_out_with_a_line_naming_it(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIAG_API_3_KEY", CANARY)
+    monkeypatch.setenv("DIAG_API_3_BASE_URL", "ftp://nowhere")
+    monkeypatch.setenv("DIAG_API_3_MODEL", "m")
+    settings = load_settings(output_dir=tmp_path / "out")
+    assert "api_3" not in settings.endpoints and len(settings.endpoints) == 15
+    assert "base_url" in settings.endpoint_problems["api_3"]
+    assert any(n.startswith("api_3 left out:") and "base_url" in n for n in settings.notices)
+    assert CANARY not in " ".join(settings.notices)
+
+
+def test_no_usable_endpoint_at_all_is_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "system_config.py"
+    config.write_text("MULTI_API_CONFIG = {'api_1': {'provider': 'magic'}}\n")
+    with pytest.raises(ConfigError, match="no usable endpoint"):
+        load_settings(config, output_dir=tmp_path / "out")

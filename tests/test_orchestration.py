@@ -214,3 +214,17 @@ def test_removing_the_stop_flag_in_time_cancels_the_stop(job: dict[str, Any]) ->
     job["state"].stop_flag.unlink()
     wait_until(lambda: job_ended(job["state"]), timeout=90)
     assert done_numbers(job["output"]) == list(range(1, 13))  # far more than the two in flight
+
+
+def test_a_misconfigured_endpoint_is_reported_and_the_others_run(job: dict[str, Any],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    write_notes(job["input"], list(range(1, 9)))
+    monkeypatch.setenv("DIAG_API_2_BASE_URL", "not-a-url")
+    result = cli("start", "1", "--until-drained", "--apis", "api_1,api_2,api_3", "--input-dir", str(job["input"]),
+                 "--output-dir", str(job["output"]))
+    assert result.returncode == 0, result.stderr
+    assert "api_2 left out" in result.stderr and "base_url" in result.stderr
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    assert done_numbers(job["output"]) == list(range(1, 9))
+    row = status(job["state"])["apis_status"]["api_2"]
+    assert row["state"] == "failed" and "base_url" in row["reason"]
