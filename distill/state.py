@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -230,6 +229,3 @@ def describe_running_job(state: StateDir) -> str:
         f"stop it with {state.stop_script} or use another DIAG_STATE_DIR"
     )
 
-
-def wall_time() -> float:
-    return time.time()

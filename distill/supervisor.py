@@ -17,7 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
@@ -65,7 +65,6 @@ class WorkerView:
     started_at: float = 0.0
     respawn_at: float | None = None
     finished: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         shown = self.state if self.state in ("failed", "disabled", "exited", "respawning", "stopped") else ""
