@@ -56,6 +56,7 @@ class StagedFile:
     def __init__(self, path: Path, data: bytes, *, mode: int = 0o600) -> None:
         refuse_symlink(path)
         self.path = path
+        self.size = len(data)
         # One temporary per thread (a worker's heartbeat thread writes the file its main thread writes);
         # the pid stays last, for remove_stale_temporaries.
         self.tmp = path.with_name(f"{TMP_MARK}{path.name}.{threading.get_native_id()}.{os.getpid()}")

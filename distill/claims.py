@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.atomic import read_json, refuse_symlink, write_atomic, write_json
-from distill.errors import InputDirMissing, StateDirError
+from distill.errors import InputDirMissing, JobNotStarted, StateDirError
 from distill.state import CLAIMS_FILE, CLAIMS_LOCK, COUNTER_FILE, INDEX_FILE, StateDir, identity_alive
 from distill.store import OutputStore
 
@@ -51,15 +51,25 @@ class Claim:
     handed_back: bool  # it had been handed out before (owner died or released it)
 
 
+def missing_input(folder: Path, what: str = "does not exist") -> InputDirMissing:
+    return InputDirMissing(f"input folder {folder} {what} (INPUT_DIR / --input-dir)")
+
+
+def require_input_dir(folder: Path) -> None:
+    """Raise ``InputDirMissing`` naming the folder unless it is a folder."""
+    if not folder.is_dir():
+        raise missing_input(folder, "is not a folder" if folder.exists() else "does not exist")
+
+
 def scan_input(folder: Path, start: int, end: int | None) -> array[int]:
     """Sorted report numbers in ``folder`` within ``[start, end]`` (one listing)."""
     found = array("q")
     try:
         entries = os.scandir(folder)
     except FileNotFoundError:
-        raise InputDirMissing(f"input folder {folder} does not exist (INPUT_DIR / --input-dir)") from None
+        raise missing_input(folder) from None
     except NotADirectoryError:
-        raise InputDirMissing(f"input folder {folder} is not a folder (INPUT_DIR / --input-dir)") from None
+        raise missing_input(folder, "is not a folder") from None
     top = end if end is not None else sys.maxsize
     with entries:
         for entry in entries:
@@ -74,6 +84,29 @@ def scan_input(folder: Path, start: int, end: int | None) -> array[int]:
     return ordered
 
 
+@dataclass(frozen=True)
+class RangeScan:
+    """The reports of a range as the folders show them now: in the input folder, done, failed."""
+
+    existing: array[int]
+    done: set[int]
+    failed: set[int]
+
+    def pending(self) -> array[int]:
+        return array("q", (n for n in self.existing if n not in self.done and n not in self.failed))
+
+    def counts(self) -> dict[str, int]:
+        done = sum(1 for n in self.existing if n in self.done)
+        failed = sum(1 for n in self.existing if n in self.failed and n not in self.done)
+        return {"existing": len(self.existing), "pending": len(self.existing) - done - failed,
+                "done": done, "failed": failed}
+
+
+def scan_range(folder: Path, store: OutputStore, start: int, end: int | None) -> RangeScan:
+    """One listing of the input folder and of the done and failed outputs."""
+    return RangeScan(scan_input(folder, start, end), store.done_numbers(), store.failed_numbers())
+
+
 def report_path(folder: Path, number: int) -> Path | None:
     """The file of report ``number`` (``.txt`` preferred), or ``None`` when neither exists."""
     for suffix in _SUFFIXES:
@@ -81,6 +114,21 @@ def report_path(folder: Path, number: int) -> Path | None:
         if os.path.lexists(path):
             return path
     return None
+
+
+def _hand_back(doc: dict[str, Any], number: int) -> None:
+    """Put ``number`` among the reports handed out again before any new number."""
+    if number not in doc["returned"]:
+        doc["returned"] = sorted([*doc["returned"], number])
+
+
+def _little_endian(numbers: array[int]) -> array[int]:
+    """The index file's byte order is little-endian on every machine (a swap is its own inverse)."""
+    if sys.byteorder == "little":
+        return numbers
+    swapped = array("q", numbers)
+    swapped.byteswap()
+    return swapped
 
 
 class ClaimBook:
@@ -97,10 +145,10 @@ class ClaimBook:
         self._index: array[int] = array("q")
         self._generation = -1
         self._queue_fd: int | None = None
-        self._thread_lock = threading.Lock()
+        self._thread_lock = threading.Lock()  # a worker claims on one thread and releases on another
         self._finished: list[int] = []  # done reports whose leases go at the next write (release(defer=True))
         self._finished_lock = threading.Lock()
-        self._alive_until: dict[str, float] = {}  # lease owner identity -> trusted alive until (monotonic)  # a worker claims on one thread and releases on another
+        self._alive_until: dict[str, float] = {}  # lease owner identity -> trusted alive until (monotonic)
         self._loaded_counter: int | None = None  # the counter as read: the counter file is rewritten only on change
 
     def __del__(self) -> None:
@@ -132,7 +180,7 @@ class ClaimBook:
     def _load(self) -> dict[str, Any]:
         doc = read_json(self.state.path(CLAIMS_FILE))
         if not isinstance(doc, dict) or "start" not in doc:
-            raise InputDirMissing(f"no job has been started on state directory {self.state.root} (run start first)")
+            raise JobNotStarted(f"no job has been started on state directory {self.state.root} (run start first)")
         self._loaded_counter = doc.get("counter")
         return doc
 
@@ -150,37 +198,27 @@ class ClaimBook:
                     index.frombytes(handle.read())
             except OSError:
                 index = array("q")
-            if sys.byteorder != "little":
-                index.byteswap()
-            self._index, self._generation = index, generation
+            self._index, self._generation = _little_endian(index), generation
         return self._index
 
     def _rescan(self, doc: dict[str, Any]) -> None:
         """Rebuild the index from the folder and the outputs; hand back unclaimed numbers below the counter."""
         mtime = self._input_mtime()
-        existing = scan_input(self.input_dir, doc["start"], doc["end"])
-        done, failed = self.store.done_numbers(), self.store.failed_numbers()
-        pending = array("q", (n for n in existing if n not in done and n not in failed))
-        data = array("q", pending)
-        if sys.byteorder != "little":
-            data.byteswap()
-        write_atomic(self.state.path(INDEX_FILE), data.tobytes(), durable=False)
+        scan = scan_range(self.input_dir, self.store, doc["start"], doc["end"])
+        pending = scan.pending()
+        write_atomic(self.state.path(INDEX_FILE), _little_endian(pending).tobytes(), durable=False)
         leased = {int(n) for n in doc["leases"]}
         below = pending[: bisect.bisect_right(pending, doc["counter"])]
         doc["returned"] = sorted(set(doc["returned"]) | {n for n in below if n not in leased})
         generation = doc["scan"]["generation"] + 1
-        doc["scan"] = {
-            "generation": generation, "mtime_ns": mtime, "at": self.clock(), "existing": len(existing),
-            "pending": len(pending), "done": sum(1 for n in existing if n in done),
-            "failed": sum(1 for n in existing if n in failed and n not in done),
-        }
+        doc["scan"] = {"generation": generation, "mtime_ns": mtime, "at": self.clock(), **scan.counts()}
         self._index, self._generation = pending, generation
 
     def _input_mtime(self) -> int:
         try:
             return os.stat(self.input_dir).st_mtime_ns
         except FileNotFoundError:
-            raise InputDirMissing(f"input folder {self.input_dir} does not exist (INPUT_DIR / --input-dir)") from None
+            raise missing_input(self.input_dir) from None
 
     # --- the job's life ----------------------------------------------------------
 
@@ -238,8 +276,8 @@ class ClaimBook:
             doc = self._load()
             self._drop_finished(doc)
             doc["leases"].pop(str(number), None)
-            if not finished and number not in doc["returned"]:
-                doc["returned"] = sorted([*doc["returned"], number])
+            if not finished:
+                _hand_back(doc, number)
             self._save(doc)
 
     def flush(self) -> None:
@@ -247,21 +285,22 @@ class ClaimBook:
         if self._finished:
             with self._locked():
                 doc = self._load()
-                self._drop_finished(doc)
-                self._save(doc)
+                if self._drop_finished(doc):
+                    self._save(doc)
 
-    def _drop_finished(self, doc: dict[str, Any]) -> None:
+    def _drop_finished(self, doc: dict[str, Any]) -> bool:
+        """Apply the deferred releases to ``doc``; True when there were any."""
         with self._finished_lock:
             finished, self._finished = self._finished, []
         for number in finished:
             doc["leases"].pop(str(number), None)
+        return bool(finished)
 
     def drained(self) -> bool:
         """True when nothing is claimable, handed back, or in flight."""
         with self._locked():
             doc = self._load()
-            if self._finished:
-                self._drop_finished(doc)
+            if self._drop_finished(doc):
                 self._save(doc)
             self._reap_dead(doc)
             if doc["leases"] or self._pick(doc, dry_run=True) is not None:
@@ -297,9 +336,8 @@ class ClaimBook:
         for key, lease in list(doc["leases"].items()):
             if not self._owner_alive(lease.get("identity")):
                 del doc["leases"][key]
-                number = int(key)
-                if not self.store.is_done(number) and number not in doc["returned"]:
-                    doc["returned"] = sorted([*doc["returned"], number])
+                if not self.store.is_done(int(key)):
+                    _hand_back(doc, int(key))
 
     def _folder_changed(self, doc: dict[str, Any], *, force: bool) -> bool:
         if self._input_mtime() == doc["scan"]["mtime_ns"]:

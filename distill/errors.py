@@ -32,6 +32,10 @@ class JobAlreadyRunning(StateDirError):
     """Another job holds the same state directory."""
 
 
+class JobNotStarted(StateDirError):
+    """The state directory holds no job (its claims file is missing): ``start`` sets one up."""
+
+
 class InputDirMissing(ConfigError):
     """The input folder does not exist or is not a folder."""
 

@@ -75,6 +75,11 @@ class PendingCommit:
         fsync_folders([item.path for item in self.files])
         self.store._after_done(self.number)
 
+    @property
+    def size(self) -> int:
+        """Bytes of the three outputs."""
+        return sum(item.size for item in self.files)
+
     def abandon(self) -> None:
         for item in self.files:
             item.discard()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Any
 
-from distill.claims import ClaimBook, scan_input
+from distill.claims import ClaimBook, require_input_dir, scan_range
 from distill.config import Settings, project_root
 from distill.errors import ConfigError, InputDirMissing
 from distill.state import CLAIMS_FILE, INDEX_FILE, JOB_FILE, StateDir, identity_alive, my_identity
@@ -127,8 +127,7 @@ class Supervisor:
         self.state.ensure()
         self._lock = self.state.acquire_job_lock()
         refuse_foreign_sessions(self.sessions, self.settings)
-        if not self.settings.input_dir.is_dir():
-            raise InputDirMissing(f"input folder {self.settings.input_dir} does not exist (INPUT_DIR / --input-dir)")
+        require_input_dir(self.settings.input_dir)
         self.store.prepare()
         if self.spec.retry_failed:
             retried = self.store.release_failed()
@@ -297,17 +296,13 @@ class Supervisor:
         beat; the last status of a job must still add up.
         """
         try:
-            existing = scan_input(self.settings.input_dir, self.spec.start, self.spec.end)
+            scan = scan_range(self.settings.input_dir, self.store, self.spec.start, self.spec.end).counts()
         except InputDirMissing:
             return
-        done, failed = self.store.done_numbers(), self.store.failed_numbers()
-        n_done = sum(1 for n in existing if n in done)
-        n_failed = sum(1 for n in existing if n in failed and n not in done)
         counts = status["counts"]
-        done_job = max(0, n_done - int(self.begin_scan.get("done", 0)))
-        failed_job = max(0, n_failed - int(self.begin_scan.get("failed", 0)))
-        counts.update(done=n_done, failed=n_failed, existing=len(existing), in_flight=0,
-                      pending=len(existing) - n_done - n_failed, done_this_job=done_job, failed_this_job=failed_job)
+        done_job = max(0, scan["done"] - int(self.begin_scan.get("done", 0)))
+        failed_job = max(0, scan["failed"] - int(self.begin_scan.get("failed", 0)))
+        counts.update(**scan, in_flight=0, done_this_job=done_job, failed_this_job=failed_job)
         status["total_processed"] = done_job + failed_job
 
     # --- the end ------------------------------------------------------------------------

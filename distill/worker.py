@@ -18,14 +18,13 @@ import signal
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+from distill.atomic import write_atomic
 from distill.claims import Claim, ClaimBook
 from distill.committer import Committer
 from distill.config import Endpoint, Settings
@@ -34,10 +33,12 @@ from distill.errors import (
     DistillError,
     EndpointAuthError,
     InputDirMissing,
+    JobNotStarted,
     OutputWriteError,
     StopRequested,
 )
 from distill.extractor import Extractor
+from distill.heartbeat import Heartbeat, WorkerStats
 from distill.pipeline import Outcome, process_report
 from distill.state import StateDir, my_identity
 from distill.store import OutputStore, PendingCommit, utc_now
@@ -47,11 +48,6 @@ EXIT_CONFIG = 2
 EXIT_DISABLED = 3
 EXIT_CRASHED = 70
 
-HEARTBEAT_EVERY_S = 5.0
-#: State changes reach the heartbeat file from the heartbeat thread, at most this often, so that
-#: no file write sits between a report's calls.
-BEAT_COALESCE_S = 1.0
-RECENT_KEPT = 5
 #: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
 TIMINGS_ENV = "DIAG_BENCH_DIR"
 
@@ -66,51 +62,6 @@ def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]]
     from distill.llm import LLMExtractor
 
     return LLMExtractor(endpoint, events=events, should_stop=should_stop)
-
-
-@dataclass
-class WorkerStats:
-    """What a worker has done in this job; carried across its restarts."""
-
-    done: int = 0
-    failed: int = 0
-    calls: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    latency_s: float = 0.0
-    bytes_written: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
-    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))
-
-    def add(self, outcome: Outcome, size: int) -> None:
-        if outcome.status == "done":
-            self.done += 1
-        else:
-            self.failed += 1
-            self.failures[outcome.error_class] = self.failures.get(outcome.error_class, 0) + 1
-        self.calls += len(outcome.calls)
-        self.bytes_written += size
-        self.prompt_tokens += sum(c.prompt_tokens for c in outcome.calls)
-        self.completion_tokens += sum(c.completion_tokens for c in outcome.calls)
-        self.latency_s += sum(c.latency_s for c in outcome.calls)
-        self.recent.append({"report": outcome.number, "status": outcome.status, "at": utc_now(),
-                            "findings": outcome.findings, "units": outcome.units, "bytes": size,
-                            "error_class": outcome.error_class, "duration_s": round(outcome.duration_s, 3)})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"done": self.done, "failed": self.failed, "calls": self.calls,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "latency_s": round(self.latency_s, 3), "bytes_written": self.bytes_written, "failures": dict(self.failures), "recent": list(self.recent)}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> WorkerStats:
-        stats = cls()
-        for name in ("done", "failed", "calls", "prompt_tokens", "completion_tokens", "bytes_written"):
-            setattr(stats, name, int(data.get(name, 0)))
-        stats.latency_s = float(data.get("latency_s", 0.0))
-        stats.failures = dict(data.get("failures", {}))
-        stats.recent.extend(data.get("recent", []))
-        return stats
 
 
 class Worker:
@@ -141,10 +92,7 @@ class Worker:
         self.status: dict[str, Any] = {"state": "idle", "since": time.time()}
         self.last_error = ""
         self._lock = threading.Lock()
-        self._beat_stop = threading.Event()
-        self._beat_due = threading.Event()
-        self._beat_write = threading.Lock()
-        self._beat_thread: threading.Thread | None = None
+        self.heartbeat = Heartbeat(self.state, api, self._record, self.say)
         self.committer: Committer | None = None
         self._commit_error = ""  # set by the committer thread when finishing a commit failed
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
@@ -161,45 +109,17 @@ class Worker:
     def set_state(self, state: str, **details: Any) -> None:
         with self._lock:
             self.status = {"state": state, "since": time.time(), **details}
-        self._beat_soon()
+        self.heartbeat.soon()
 
-    def _beat_soon(self) -> None:
-        if self._beat_thread is None:
-            self.beat()
-        else:
-            self._beat_due.set()
-
-    def beat(self) -> None:
+    def _record(self) -> dict[str, Any]:
         with self._lock:
-            record = {
+            return {
                 "api": self.api, "job_id": self.job_id, "pid": os.getpid(), "identity": self.identity,
                 "endpoint": self.endpoint.describe(), "model": self.endpoint.model,
                 "teacher": "local" if self.endpoint.is_local else "llm",
                 **self.status, "last_error": self.last_error, "started": self.started,
-                "started_epoch": self.started_epoch,
-                "updated": time.time(), "stats": self.stats.to_dict(),
+                "started_epoch": self.started_epoch, "updated": time.time(), "stats": self.stats.to_dict(),
             }
-        try:
-            with self._beat_write:  # one temporary name per process: never two writers at once
-                self.state.write_heartbeat(self.api, record)
-        except OutputWriteError as exc:
-            self.say(f"cannot write heartbeat: {exc}")
-
-    def _beat_loop(self) -> None:
-        while not self._beat_stop.is_set():
-            self._beat_due.wait(HEARTBEAT_EVERY_S)
-            self._beat_due.clear()
-            if self._beat_stop.is_set():
-                return
-            self.beat()
-            self._beat_stop.wait(BEAT_COALESCE_S)
-
-    def _stop_beating(self) -> None:
-        self._beat_stop.set()
-        self._beat_due.set()
-        if self._beat_thread is not None:
-            self._beat_thread.join()
-            self._beat_thread = None
 
     # --- console ----------------------------------------------------------------------
 
@@ -217,7 +137,7 @@ class Worker:
         elif event == "step":
             with self._lock:
                 self.status.update(step=details["step"], step_since=time.time())
-            self._beat_soon()
+            self.heartbeat.soon()
         elif event == "repair":
             self.say(f"step {details.get('step')}: asking again after an unusable answer: {details.get('problem')}")
         elif event == "json_mode_off":
@@ -228,7 +148,7 @@ class Worker:
             self.say(f"backing off {max(0.0, until - time.time()):.1f} s: {reason}")
             with self._lock:
                 self.status.update(backing_off_until=until, backoff_reason=reason)
-            self._beat_soon()
+            self.heartbeat.soon()
 
     # --- signals ----------------------------------------------------------------------
 
@@ -254,8 +174,7 @@ class Worker:
         """Claim and process reports until stopped, drained or disabled."""
         self.state.ensure()
         self.store.prepare()
-        self._beat_thread = threading.Thread(target=self._beat_loop, name="heartbeat", daemon=True)
-        self._beat_thread.start()
+        self.heartbeat.start()
         self.say(f"started: {self.endpoint.describe()}, output {self.settings.output_dir}")
         extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
         self.committer = Committer(self._committed, self._commit_failed)
@@ -272,7 +191,7 @@ class Worker:
             with contextlib.suppress(DistillError):
                 self.book.flush()
             extractor.close()
-            self._stop_beating()
+            self.heartbeat.stop()
             self._write_timings()
             self.set_state("exited", exit_code=code, reason=reason)
             self.say(f"exited ({reason})")
@@ -289,7 +208,7 @@ class Worker:
                 continue
             try:
                 claim = self._next_claim()
-            except InputDirMissing as exc:
+            except (InputDirMissing, JobNotStarted) as exc:  # a folder gone, /tmp wiped: wait and look again
                 self.last_error = str(exc)
                 self.set_state("idle", note=str(exc))
                 self.say(str(exc))
@@ -377,10 +296,10 @@ class Worker:
             self.book.release(outcome.number, finished=True, defer=True)
         except DistillError as exc:  # the claim stays with this live worker; the next start recomputes it
             self.say(f"report {outcome.number}: saved, but its claim could not be released: {exc}")
-        self._count(outcome, self._size_of(outcome.number))
+        self._count(outcome, pending.size)
         self.say(f"report {outcome.number}: saved, {outcome.findings} findings, {outcome.units} units, "
                  f"{len(outcome.calls)} call(s), {outcome.tokens} tokens, {outcome.duration_s:.2f} s")
-        self._beat_soon()
+        self.heartbeat.soon()
 
     def _commit_failed(self, pending: PendingCommit, outcome: Outcome, error: OutputWriteError) -> None:
         """On the committer thread: nothing was published; hand the report back and pause the worker."""
@@ -389,21 +308,12 @@ class Worker:
         self.last_error = f"report {outcome.number}: {error}; report handed back"
         self._commit_error = self.last_error
 
-    def _size_of(self, number: int) -> int:
-        total = 0
-        for path in (self.store.raw_path(number), self.store.normalized_path(number), self.store.log_path(number)):
-            with contextlib.suppress(OSError):
-                total += path.stat().st_size
-        return total
-
     def _pause_until_writable(self, reason: str) -> None:
         probe = self.settings.output_dir / ".write_probe"
         while not self._stop_wanted():
             self.set_state("paused", reason=reason)
             self._wait(self.settings.check_interval)
             try:
-                from distill.atomic import write_atomic
-
                 write_atomic(probe, b"x" * 65536)
                 probe.unlink()
                 self.say("writes succeed again; resuming")

@@ -100,7 +100,7 @@ def flat(text: str) -> str:
 
 
 def test_fixture_heartbeats_have_the_worker_format() -> None:
-    from distill.worker import WorkerStats
+    from distill.heartbeat import WorkerStats
 
     assert set(stats()) == set(WorkerStats().to_dict())
 

@@ -9,9 +9,10 @@ from pathlib import Path
 
 import click
 
+from distill.claims import require_input_dir
 from distill.cli.options import input_dir_option, output_dir_option, settings_from
 from distill.config import Settings, project_root
-from distill.errors import DistillError, InputDirMissing, JobAlreadyRunning
+from distill.errors import DistillError, JobAlreadyRunning
 from distill.state import StateDir, describe_running_job
 from distill.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
 from distill.tmux import TmuxSessions
@@ -47,8 +48,7 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
     state.ensure()
     if not state.job_lock_free():
         raise JobAlreadyRunning(describe_running_job(state))
-    if not settings.input_dir.is_dir():
-        raise InputDirMissing(f"input folder {settings.input_dir} does not exist (INPUT_DIR / --input-dir)")
+    require_input_dir(settings.input_dir)
     sessions = TmuxSessions(settings.tmux_socket, settings.session_prefix)
     refuse_foreign_sessions(sessions, settings)
     previous = state.running_job()
