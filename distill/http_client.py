@@ -307,13 +307,13 @@ class ChatClient:
             return
         self._events("backing_off", {"endpoint": self.endpoint.name, "until": time.time() + max(0.0, remaining),
                                      "reason": reason, "attempt": attempt})
-        while remaining > 0:
+        while True:
             if self._should_stop():
                 raise StopRequested(f"stop requested while endpoint {self.endpoint.name} was backing off")
+            if remaining <= 0:
+                return
             self._sleep(min(SLEEP_SLICE_S, remaining))
             remaining = deadline - self._clock()
-        if self._should_stop():
-            raise StopRequested(f"stop requested while endpoint {self.endpoint.name} was backing off")
 
 
 def _as_int(value: Any) -> int:

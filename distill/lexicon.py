@@ -121,7 +121,7 @@ def term_key(text: str) -> str:
 
 def is_latin(text: str) -> bool:
     """True when the term matches as English words (ASCII), False for Chinese (matched as written)."""
-    return all(ord(char) < 128 for char in text)
+    return text.isascii()
 
 
 @dataclass(frozen=True)

@@ -94,10 +94,9 @@ class LLMExtractor:
 
         Raises ``InvalidOutput`` after a failed repair, or the ``EndpointError``
         / ``StopRequested`` the client raised. A raised ``ReportError`` carries
-        the step's attempts as ``exc.calls``.
+        the step's attempts as ``exc.calls``; an unknown ``step`` raises ``ValueError``
+        (from ``build_messages``) before any request.
         """
-        if step not in STEP_MODELS:
-            raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEP_MODELS)}")
         calls: list[CallRecord] = []
         try:
             if step == "mapping" or len(data.text) <= MAX_NOTE_CHARS:
@@ -111,17 +110,18 @@ class LLMExtractor:
             raise
 
     def _run(self, step: str, data: StepInput, calls: list[CallRecord]) -> StepResult:
-        reply = self._client.chat(build_messages(step, data), step=step, calls=calls)
-        try:
-            return StepResult(output=parse_answer(step, reply), calls=calls, raw_text=reply.text)
-        except InvalidOutput as exc:
-            problem = str(exc)
-        self._events("repair", {"endpoint": self.endpoint.name, "step": step, "problem": problem})
-        reply = self._client.chat(build_repair_messages(step, data, reply.text, problem), step=step, calls=calls)
-        try:
-            return StepResult(output=parse_answer(step, reply), calls=calls, raw_text=reply.text)
-        except InvalidOutput as exc:
-            second = str(exc)
+        messages = build_messages(step, data)
+        problems: list[str] = []
+        for _attempt in ("answer", "repair"):
+            reply = self._client.chat(messages, step=step, calls=calls)
+            try:
+                return StepResult(output=parse_answer(step, reply), calls=calls, raw_text=reply.text)
+            except InvalidOutput as exc:
+                problems.append(str(exc))
+            if len(problems) == 1:
+                self._events("repair", {"endpoint": self.endpoint.name, "step": step, "problem": problems[0]})
+                messages = build_repair_messages(step, data, reply.text, problems[0])
+        problem, second = problems
         first = "the first answer had the same problem" if second == problem else f"first answer: {problem}"
         raise InvalidOutput(f"endpoint {self.endpoint.name}: {second} (after one repair retry; {first})")
 

@@ -58,8 +58,27 @@ def quote_in_text(quote: str, text: str) -> bool:
     their plain forms), CRLF and every other whitespace are ignored, and
     typographic quotes and dashes compare as ASCII. An empty quote is never found.
     """
+    return _grounded_in(quote, _ground(text))
+
+
+def find_quote(quote: str, text: str) -> tuple[int, int] | None:
+    """The ``(start, end)`` span of ``text`` where ``quote`` first occurs, or ``None``.
+
+    The quote's words must appear in order, separated by any run of whitespace
+    (spaces, tabs, line breaks), in any case. Unlike ``quote_in_text`` no
+    Unicode or punctuation folding is done, so the span is exact in ``text``.
+    An empty quote is never found.
+    """
+    words = quote.split()
+    if not words:
+        return None
+    found = re.search(r"\s+".join(map(re.escape, words)), text, re.IGNORECASE)
+    return found.span() if found is not None else None
+
+
+def _grounded_in(quote: str, grounded_text: str) -> bool:
     needle = _ground(quote)
-    return bool(needle) and needle in _ground(text)
+    return bool(needle) and needle in grounded_text
 
 
 @dataclass
@@ -83,6 +102,7 @@ class _Finding:
 class _Diagnosis:
     diagnosis: str
     quote: str
+    key: str
 
 
 @dataclass
@@ -137,8 +157,7 @@ class _Run:
         self.stats: dict[str, int] = {}
 
     def in_text(self, quote: str) -> bool:
-        needle = _ground(quote)
-        return bool(needle) and needle in self.grounded_text
+        return _grounded_in(quote, self.grounded_text)
 
     def drop(self, step: str, item: dict[str, Any], code: str, explanation: str) -> None:
         self.dropped.append({"step": step, "item": item, "reason": f"{code}: {explanation}"})
@@ -163,6 +182,7 @@ class _Run:
         by_organ: dict[str, list[_Diagnosis]] = {}
         for diagnosis in diagnoses:
             item = {"organ": _short(diagnosis.organ), "diagnosis": _short(diagnosis.diagnosis)}
+            key = _ground(diagnosis.diagnosis)
             organ = self.vocabulary.match_organ(diagnosis.organ)
             if organ is None:
                 self.drop("organs", item, ORGAN_NOT_IN_VOCABULARY, "the organ is not in the organ vocabulary")
@@ -172,10 +192,10 @@ class _Run:
                 self.drop(
                     "organs", item, DIAGNOSIS_NOT_IN_TEXT, "no quote, and the diagnosis is not worded in the note"
                 )
-            elif any(_ground(d.diagnosis) == _ground(diagnosis.diagnosis) for d in by_organ.get(organ, [])):
+            elif any(other.key == key for other in by_organ.get(organ, [])):
                 self.drop("organs", item, DUPLICATE, f"the same diagnosis of {organ} is already kept")
             else:
-                by_organ.setdefault(organ, []).append(_Diagnosis(diagnosis.diagnosis, diagnosis.quote))
+                by_organ.setdefault(organ, []).append(_Diagnosis(diagnosis.diagnosis, diagnosis.quote, key))
         return by_organ
 
     def keep_units(
@@ -296,10 +316,9 @@ def _choose_diagnosis(wanted: str, kept: list[_Diagnosis]) -> _Diagnosis:
     target = _ground(wanted)
     if target:
         for diagnosis in kept:
-            if _ground(diagnosis.diagnosis) == target:
+            if diagnosis.key == target:
                 return diagnosis
         for diagnosis in kept:
-            candidate = _ground(diagnosis.diagnosis)
-            if target in candidate or candidate in target:
+            if target in diagnosis.key or diagnosis.key in target:
                 return diagnosis
     return kept[0]

@@ -24,7 +24,9 @@ from functools import cache
 from typing import Any
 
 from distill.extractor import StepInput
+from distill.normalize import find_quote
 from distill.schemas import STEP_MODELS
+from distill.vocabulary import load_vocabulary
 
 PROMPT_VERSION = "diag-prompts-1"
 #: A note up to this many characters goes into every prompt whole (about 6,000 tokens).
@@ -107,21 +109,15 @@ _SHAPES = {"findings": _FINDINGS_SHAPE, "organs": _ORGANS_SHAPE, "mapping": _MAP
 # --- vocabulary --------------------------------------------------------------------
 
 
-def _load_vocabulary() -> Any:
-    from distill.vocabulary import load_vocabulary  # imported late: prompts load before the vocabulary data
-
-    return load_vocabulary()
-
-
 def organ_names() -> list[str]:
     """The allowed organ names, spelled as the vocabulary spells them."""
-    return list(_load_vocabulary().organs)
+    return list(load_vocabulary().organs)
 
 
 def organ_locations(organ: str) -> list[str]:
     """The allowed anatomical locations of ``organ`` (empty for an organ the vocabulary does not know)."""
     try:
-        return list(_load_vocabulary().locations(organ))
+        return list(load_vocabulary().locations(organ))
     except KeyError:
         return []
 
@@ -132,7 +128,7 @@ def _organ_list_text() -> str:
 
 
 def _allowed_locations_text(data: StepInput) -> str:
-    vocabulary = _load_vocabulary()
+    vocabulary = load_vocabulary()
     organs: list[str] = []
     for diagnosis in data.organs.diagnoses if data.organs else []:
         organ = vocabulary.match_organ(diagnosis.organ) or diagnosis.organ
@@ -164,13 +160,12 @@ def split_note(text: str, limit: int = MAX_NOTE_CHARS) -> list[str]:
 
 
 def _quote_spans(text: str, quotes: list[str], context: int) -> list[tuple[int, int]]:
-    lowered = text.lower()
     spans = []
     for quote in quotes:
-        needle = " ".join(quote.lower().split())[:80]
-        at = lowered.find(needle) if needle else -1
-        if at >= 0:
-            spans.append((max(0, at - context), min(len(text), at + len(needle) + context)))
+        # The opening words place a long quote well enough, and still match when its tail was reworded.
+        found = find_quote(" ".join(quote.split())[:80], text)
+        if found is not None:
+            spans.append((max(0, found[0] - context), min(len(text), found[1] + context)))
     spans.sort()
     merged: list[tuple[int, int]] = []
     for begin, end in spans:
@@ -185,7 +180,7 @@ def mapping_excerpt(text: str, quotes: list[str], limit: int = MAX_NOTE_CHARS,
                     context: int = EXCERPT_CONTEXT_CHARS) -> str:
     """The note for the mapping step: whole up to ``limit`` characters; otherwise the passages around each
     quote (``context`` characters each side, merged, in note order, ``[...]`` between them), at most
-    ``limit`` characters. A quote not found verbatim contributes no passage."""
+    ``limit`` characters. A quote not found (see ``distill.normalize.find_quote``) contributes no passage."""
     if len(text) <= limit:
         return text
     spans = _quote_spans(text, quotes, context)

@@ -22,7 +22,9 @@ from pydantic import BaseModel
 from distill.errors import ReportError
 from distill.extractor import CallRecord, StepInput, StepResult, TeacherInfo
 from distill.lexicon import Hit, Matcher, compiled_lexicon, is_latin, term_key
+from distill.normalize import find_quote
 from distill.schemas import (
+    STEP_MODELS,
     CombinedOutput,
     Finding,
     FindingKind,
@@ -35,7 +37,7 @@ from distill.schemas import (
 from distill.vocabulary import Vocabulary, load_vocabulary
 
 TEACHER_VERSION = "local-rules-1"
-STEPS = ("findings", "organs", "mapping", "combined")
+STEPS = tuple(STEP_MODELS)
 MAX_FINDINGS = 40
 MAX_DIAGNOSES = 30
 MAX_MAPPINGS = 80
@@ -143,7 +145,7 @@ def _extend_left(text: str, start: int, latin: re.Pattern[str], other: re.Patter
     """Where a term's leading modifiers start ("mild bilateral" + "edema")."""
     window_start = max(0, start - 60)
     window = text[window_start:start]
-    pattern = latin if ord(text[start]) < 128 else other
+    pattern = latin if is_latin(text[start]) else other
     found = pattern.search(window)
     return window_start + found.start() if found else start
 
@@ -170,9 +172,12 @@ class LocalTeacher:
             diagnoses = data.organs.diagnoses if data.organs is not None else self.diagnoses(data.text)
             output = MappingOutput(mappings=self.mappings(findings, diagnoses, _note_text(data)))
         elif step == "combined":
-            findings = self.findings(data.text)
-            diagnoses = self.diagnoses(data.text)
-            mappings = self.mappings(findings, diagnoses, _note_text(data))
+            context = _Context(data.text, self._lex.cues)
+            findings = self._findings(context)
+            diagnoses = self._diagnoses(context)
+            note = _note_text(data)
+            # Sentences do not depend on the cues, so the mapping step can reuse the same context.
+            mappings = self._mappings(findings, diagnoses, context if note == data.text else _Context(note))
             output = CombinedOutput(findings=findings, diagnoses=diagnoses, mappings=mappings)
         else:
             raise ReportError(f"the offline teacher has no step {step!r}; use one of {', '.join(STEPS)}")
@@ -186,8 +191,10 @@ class LocalTeacher:
 
     def findings(self, text: str) -> list[Finding]:
         """Lexicon findings of ``text`` with their status, in order of first mention, deduplicated."""
-        lex = self._lex
-        context = _Context(text, lex.cues)
+        return self._findings(_Context(text, self._lex.cues))
+
+    def _findings(self, context: _Context) -> list[Finding]:
+        lex, text = self._lex, context.text
         found: list[Finding] = []
         seen: set[tuple[str, str]] = set()
         for hit in lex.findings.find(text):
@@ -211,8 +218,10 @@ class LocalTeacher:
 
     def diagnoses(self, text: str) -> list[OrganDiagnosis]:
         """Diagnoses of ``text`` that are not negated, each with its vocabulary organ and sentence."""
-        lex = self._lex
-        context = _Context(text, lex.cues)
+        return self._diagnoses(_Context(text, self._lex.cues))
+
+    def _diagnoses(self, context: _Context) -> list[OrganDiagnosis]:
+        lex, text = self._lex, context.text
         found: list[tuple[int, OrganDiagnosis]] = []
         seen: set[tuple[str, str]] = set()
         covered: set[tuple[int, int]] = set()
@@ -258,10 +267,7 @@ class LocalTeacher:
     def resolve_organ(self, key: str) -> str | None:
         """The vocabulary organ a lexicon organ key (``heart``) names, or ``None``."""
         if key not in self._organ_of_key:
-            organ = self.vocabulary.match_organ(key)
-            if organ is None:
-                organ = next((name for name in self.vocabulary.organs if name.lower().startswith(key)), None)
-            self._organ_of_key[key] = organ
+            self._organ_of_key[key] = self.vocabulary.match_organ(key)
         return self._organ_of_key[key]
 
     # --- step 3 ---------------------------------------------------------------
@@ -272,12 +278,14 @@ class LocalTeacher:
         Only organs of ``diagnoses`` are used. Locations are those the finding's
         sentence in ``note`` names, or else those the diagnosis names; never guessed.
         """
+        return self._mappings(findings, diagnoses, _Context(note))
+
+    def _mappings(self, findings: list[Finding], diagnoses: list[OrganDiagnosis], context: _Context) -> list[Mapping]:
         diagnosed: dict[str, list[OrganDiagnosis]] = {}
         for diagnosis in diagnoses:
             organ = self._canonical(diagnosis.organ)
             if organ is not None:
                 diagnosed.setdefault(organ, []).append(diagnosis)
-        context = _Context(note)
         out: list[Mapping] = []
         for finding in findings:
             if finding.status == "absent":
@@ -342,12 +350,9 @@ def _note_text(data: StepInput) -> str:
 
 
 def _near(context: _Context, quote: str) -> str:
-    """The sentence of ``note`` where ``quote`` first occurs (any case and spacing), or the quote itself."""
-    words = quote.split()
-    if not words:
-        return quote
-    found = re.search(r"\s+".join(map(re.escape, words)), context.text, re.IGNORECASE)
+    """The sentence of the context's text where ``quote`` first occurs (any case and spacing), or the quote."""
+    found = find_quote(quote, context.text)
     if found is None:
         return quote
-    left, right = context.sentence(found.start(), found.end())
+    left, right = context.sentence(*found)
     return context.text[left:right]

@@ -184,12 +184,14 @@ def test_unknown_path_is_a_bad_request(fake: FakeTime) -> None:
 
 
 def test_endpoint_refusing_json_mode_is_asked_again_without_it(stub: StubServer, fake: FakeTime) -> None:
-    stub.fault_plan = lambda call: Fault("no_json_mode")
+    asked_json_mode: list[bool] = []
+    stub.fault_plan = lambda call: (asked_json_mode.append(call.json_mode), Fault("no_json_mode"))[1]
     calls: list[CallRecord] = []
     client = _client(stub, fake, max_attempts=1)
     client.chat(MESSAGES, step="findings", calls=calls)
     client.chat(MESSAGES, step="findings", calls=calls)
     assert [c.status for c in calls] == ["api_bad_request", "ok", "ok"]  # asks with JSON mode once only
+    assert asked_json_mode == [True, False, False]
 
 
 def test_length_finish_reason_is_returned_not_retried(stub: StubServer, fake: FakeTime) -> None:
@@ -237,12 +239,15 @@ def test_stop_request_interrupts_backoff(stub: StubServer, fake: FakeTime) -> No
     assert sum(fake.sleeps) < 600 and max(fake.sleeps) <= 1.0
 
 
-def test_request_carries_model_json_mode_and_limits(fake: FakeTime) -> None:
+@pytest.mark.parametrize("json_mode", [True, False])
+def test_request_carries_model_key_and_json_mode(fake: FakeTime, json_mode: bool) -> None:
     bodies: list[CallInfo] = []
     with StubServer(fault_plan=lambda call: (bodies.append(call), Fault())[1]) as server:
-        ep = Endpoint("api_2", base_url=server.url, model="teacher-x", api_key=Secret("k"), provider="openai")
+        ep = Endpoint("api_2", base_url=server.url, model="teacher-x", api_key=Secret("k"), provider="openai",
+                      json_mode=json_mode)
         ChatClient(ep, sleep=fake.sleep, clock=fake.clock).chat(MESSAGES, step="findings", calls=[])
     assert bodies[0].model == "teacher-x" and bodies[0].api_key == "k"
+    assert bodies[0].json_mode is json_mode
 
 
 @pytest.mark.parametrize(

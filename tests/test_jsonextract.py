@@ -85,9 +85,10 @@ def test_no_json_raises_invalid_output(text: str) -> None:
         extract_json(text)
 
 
-def test_error_message_quotes_at_most_80_characters_of_the_answer() -> None:
+def test_error_message_quotes_at_most_60_characters_of_the_answer() -> None:
     answer = "x" * 500 + " no json here " + "y" * 500
     with pytest.raises(InvalidOutput) as caught:
         extract_json(answer)
     assert "x" * 81 not in str(caught.value)
+    assert "x" * 60 in str(caught.value) and "x" * 61 not in str(caught.value)
     assert len(str(caught.value)) < 200

@@ -174,10 +174,16 @@ def test_mapping_prompt_lists_locations_of_step_two_organs_only() -> None:
     assert "Frontal Lobe" not in user  # Brain was not a step-2 organ
 
 
-def test_note_longer_than_2000_characters_is_sent_whole() -> None:
+def test_note_up_to_max_note_chars_is_sent_whole_and_a_longer_one_is_not() -> None:
     note = "Line of the history with dyspnea.\n" * 300  # about 10,000 characters
     user = build_messages("mapping", _mapping_input(note))[1]["content"]
     assert note.strip("\n") in user
+    at_limit = (note * 3)[:MAX_NOTE_CHARS]
+    call = parse_call({"messages": build_messages("mapping", _mapping_input(at_limit))}, 0, "")
+    assert len(at_limit) == MAX_NOTE_CHARS and call.note == at_limit.strip("\n")
+    over = at_limit + "x"
+    call = parse_call({"messages": build_messages("mapping", _mapping_input(over))}, 0, "")
+    assert call.note != over.strip("\n") and len(call.note) <= MAX_NOTE_CHARS
 
 
 def test_very_long_note_gets_passages_around_findings_for_mapping() -> None:
@@ -187,6 +193,15 @@ def test_very_long_note_gets_passages_around_findings_for_mapping() -> None:
     assert len(note) > MAX_NOTE_CHARS and len(call.note) <= MAX_NOTE_CHARS + 20
     assert "Exam reveals a systolic murmur at the apex." in call.note
     assert call.note.startswith("[...]") and call.note.endswith("[...]")
+
+
+def test_quote_split_by_a_line_break_is_found_for_a_long_note_excerpt() -> None:
+    filler = "Unremarkable sentence about nothing in particular.\n" * 500
+    note = filler + "Exam reveals a systolic\nmurmur at the apex.\n" + filler
+    assert len(filler) > MAX_NOTE_CHARS  # a passage at the quote is the only way the murmur gets in
+    call = parse_call({"messages": build_messages("mapping", _mapping_input(note))}, 0, "")
+    assert "Exam reveals a systolic\nmurmur at the apex." in call.note
+    assert call.note.startswith("[...]")
 
 
 def test_mapping_excerpt_keeps_short_notes_whole() -> None:

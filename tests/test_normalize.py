@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from distill.normalize import Normalization, normalize, quote_in_text
+from distill.normalize import Normalization, find_quote, normalize, quote_in_text
 from distill.schemas import (
     Finding,
     FindingsOutput,
@@ -87,6 +87,24 @@ def _units(record: dict[str, Any]) -> list[dict[str, Any]]:
 )
 def test_quote_in_text(quote: str, text: str, found: bool) -> None:
     assert quote_in_text(quote, text) is found
+
+
+@pytest.mark.parametrize(
+    ("quote", "text", "span"),
+    [
+        pytest.param("chest pain", "Has chest pain.", (4, 14), id="exact"),
+        pytest.param("chest pain", "Has Chest\npain.", (4, 14), id="line-break-and-case"),
+        pytest.param("  shortness of   breath ", "SOB: shortness\r\nof\u00a0 breath", (5, 26), id="crlf-and-nbsp"),
+        pytest.param("pain", "no PAIN, then pain", (3, 7), id="first-occurrence"),
+        pytest.param("a+b (c)", "x a+b  (c) y", (2, 10), id="regex-characters-are-literal"),
+        pytest.param("chest pain", "chest wall pain", None, id="not-contained"),
+        pytest.param("   ", "anything", None, id="empty-quote"),
+    ],
+)
+def test_find_quote_gives_the_span_in_the_original_text(quote: str, text: str, span: tuple[int, int] | None) -> None:
+    assert find_quote(quote, text) == span
+    if span is not None:
+        assert quote_in_text(quote, text[span[0]:span[1]])
 
 
 def test_invented_finding_is_dropped_with_reason() -> None:
@@ -253,11 +271,20 @@ def _dump(result: Normalization) -> str:
     return json.dumps([result.records, result.dropped, result.stats], ensure_ascii=False, sort_keys=False)
 
 
-def test_same_input_gives_identical_json() -> None:
+def test_same_inputs_in_any_order_give_identical_json() -> None:
     findings, organs, mappings = _rich_inputs()
     first = _dump(normalize(NOTE, findings, organs, _mappings(*mappings)))
     second = _dump(normalize(NOTE, findings, organs, _mappings(*mappings)))
     assert first == second
+    shuffler = random.Random(11)
+    for _ in range(5):
+        finding_list, diagnosis_list, mapping_list = list(findings.findings), list(organs.diagnoses), list(mappings)
+        shuffler.shuffle(finding_list)
+        shuffler.shuffle(diagnosis_list)
+        shuffler.shuffle(mapping_list)
+        again = normalize(NOTE, FindingsOutput(findings=finding_list), OrgansOutput(diagnoses=diagnosis_list),
+                          _mappings(*mapping_list))
+        assert _dump(again) == first
 
 
 def test_mapping_order_does_not_change_the_output() -> None:

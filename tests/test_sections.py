@@ -239,6 +239,7 @@ def test_physician_and_patient_split() -> None:
 def test_section_kinds(name: str, kind: str, narrative: bool) -> None:
     assert section_kind(name) == kind
     assert (kind == "physician" and is_narrative(name)) == narrative
+    assert is_narrative(name) == narrative
 
 
 def test_every_mtsamples_note_is_sectioned_without_error() -> None:

@@ -246,13 +246,13 @@ def test_from_data_rejects_a_broken_vocabulary(data: dict[str, Any], message: st
         Vocabulary.from_data(data, source="test vocabulary")
 
 
-def test_real_notes_scan_into_vocabulary_organs(vocab: Vocabulary) -> None:
+def test_real_notes_mostly_name_organs_each_listed_once(vocab: Vocabulary) -> None:
     if not NOTES.is_dir():
         pytest.skip(f"sample notes not present at {NOTES}")
     notes = sorted(NOTES.glob("report_*.txt"))[:100]
-    for note in notes:
-        text = note.read_text(encoding="utf-8", errors="replace")
-        assert set(vocab.organs_in_text(text)) <= set(vocab.organs)
+    found = [vocab.organs_in_text(note.read_text(encoding="utf-8", errors="replace")) for note in notes]
+    assert all(len(organs) == len(set(organs)) for organs in found)  # first mentions only
+    assert sum(1 for organs in found if organs) >= len(notes) * 3 // 4  # 91 of the first 100 name an organ
     echo = NOTES / "report_20001.txt"
     if echo.is_file():
         assert vocab.organs_in_text(echo.read_text(encoding="utf-8", errors="replace"))[0] == HEART
