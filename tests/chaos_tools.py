@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import shutil
@@ -14,6 +15,7 @@ from typing import Any
 
 from distill.atomic import read_json
 from distill.state import CLAIMS_FILE, StateDir, identity_alive
+from distill.store import OutputStore
 from distill.stub_server import CallInfo, Fault
 from tests.conftest import SHARED_NOTES, write_notes
 
@@ -132,24 +134,50 @@ def stub_counts_by_report(counts: dict[str, int]) -> Counter[int]:
     return per_report
 
 
-def kill_worker(state: StateDir, beat: dict[str, Any]) -> set[int]:
-    """SIGKILL one worker, first freezing it to read which report it held (its lease); those report numbers."""
+def kill_worker(state: StateDir, beat: dict[str, Any], output: Path) -> set[int] | None:
+    """SIGKILL one worker, first freezing it to read which reports it held; ``None`` when it was already gone.
+
+    A lease is taken before a report's first call and dropped after its commit, so the frozen
+    worker's leases name every report it could have a call in flight for; a lease whose report is
+    already done (its release is deferred to the next claim) holds no call and is left out.
+    """
     pid = int(beat["pid"])
-    held: set[int] = set()
     if not identity_alive(beat.get("identity")):
-        return held
+        return None
     try:
         os.kill(pid, signal.SIGSTOP)
     except ProcessLookupError:
-        return held
+        return None
     try:
-        claims = read_json(state.path(CLAIMS_FILE)) or {}
-        # A lease is taken before a report's first call and dropped after its commit, so the frozen
-        # worker's lease names every report it could have a call in flight for.
-        held = {int(n) for n, lease in claims.get("leases", {}).items() if lease.get("identity") == beat["identity"]}
+        held = _leases_of(state, {beat["identity"]})
     finally:
         os.kill(pid, signal.SIGKILL)
-    return held
+    store = OutputStore(output)
+    return {n for n in held if not store.is_done(n)}
+
+
+def kill_all(state: StateDir, output: Path) -> tuple[list[int], set[int]]:
+    """Freeze the supervisor and every live worker, read the reports they held, SIGKILL them all (a power cut).
+
+    Returns the pids killed and the held reports that were not done (those a call may be in flight for).
+    """
+    beats = [b for b in state.read_heartbeats().values() if identity_alive(b.get("identity"))]
+    job = state.running_job()
+    pids = ([int(job["pid"])] if job else []) + [int(b["pid"]) for b in beats]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    held = _leases_of(state, {b["identity"] for b in beats})
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    store = OutputStore(output)
+    return pids, {n for n in held if not store.is_done(n)}
+
+
+def _leases_of(state: StateDir, identities: set[str]) -> set[int]:
+    claims = read_json(state.path(CLAIMS_FILE)) or {}
+    return {int(n) for n, lease in claims.get("leases", {}).items() if lease.get("identity") in identities}
 
 
 def files_containing(needle: bytes, *folders: Path) -> list[Path]:

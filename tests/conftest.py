@@ -23,12 +23,12 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
     state.mkdir(mode=0o700)
     socket = f"diagtest_{tag}"
     prefix = f"t{tag}"
+    for name in list(os.environ):
+        if name.startswith("DIAG_"):  # nothing from the developer's shell (keys, config, folders) leaks in
+            monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("DIAG_STATE_DIR", str(state))
     monkeypatch.setenv("DIAG_TMUX_SOCKET", socket)
     monkeypatch.setenv("DIAG_SESSION_PREFIX", prefix)
-    for name in list(os.environ):
-        if name.startswith("DIAG_API") or name in ("DIAG_BASE_URL", "DIAG_MODEL", "DIAG_OUTPUT_DIR", "DIAG_INPUT_DIR"):
-            monkeypatch.delenv(name, raising=False)
     yield {"state": state, "socket": socket, "prefix": prefix, "tmp": tmp_path}
     if shutil.which("tmux"):
         # Only the server on this test's own socket, which this test started.

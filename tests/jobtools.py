@@ -12,6 +12,7 @@ from typing import Any
 
 from distill.atomic import read_json
 from distill.state import StateDir
+from distill.store import OutputStore
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +55,9 @@ def job_ended(state: StateDir) -> bool:
 
 
 def done_numbers(output: Path) -> list[int]:
-    folder = output / "diagnostic_results"
-    return sorted(int(p.stem.split("_")[1]) for p in folder.glob("diagnostic_*.json")) if folder.is_dir() else []
+    """Reports with all three outputs: raw, normalized and log."""
+    store = OutputStore(output)
+    return sorted(n for n in store.done_numbers() if store.is_done(n) and store.log_path(n).is_file())
 
 
 def stray_files(*folders: Path) -> list[Path]:

@@ -12,7 +12,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -24,13 +23,14 @@ import pytest
 
 from distill.atomic import TMP_MARK, read_json, write_json
 from distill.errors import OutputWriteError
-from distill.state import CLAIMS_FILE, STATUS_FILE, WORKERS_DIR, StateDir, identity_alive
+from distill.state import CLAIMS_FILE, STATUS_FILE, WORKERS_DIR, StateDir
 from distill.store import OutputStore
 from distill.stub_server import StubServer
 from tests.chaos_tools import (
     FAILURE_CLASSES,
     RandomFaults,
     copy_notes,
+    kill_all,
     kill_worker,
     read_outputs,
     stub_counts_by_report,
@@ -51,9 +51,9 @@ STEPS = ("findings", "organs", "mapping", "combined")
 
 @pytest.fixture
 def chaos(isolated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
-    faults = RandomFaults(rate=FAULT_RATE, kinds=CHAOS_KINDS, seed=20240611, hang_s=1.0)
+    faults = RandomFaults(rate=FAULT_RATE, kinds=CHAOS_KINDS, seed=20240611, hang_s=2.0)
     stub = StubServer(latency_s=0.01, fault_plan=faults, require_key=KEY).start()
-    monkeypatch.setenv("DIAG_CONFIG", str(write_endpoint_config(tmp_path, endpoints=ENDPOINTS, timeout=0.5,
+    monkeypatch.setenv("DIAG_CONFIG", str(write_endpoint_config(tmp_path, endpoints=ENDPOINTS, timeout=1.0,
                                                                 max_attempts=5, backoff_base=0.05,
                                                                 backoff_cap=0.2)))
     monkeypatch.setenv("DIAG_API_KEY", KEY)
@@ -67,7 +67,8 @@ def chaos(isolated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPa
     stub.stop()
 
 
-def _kill_some_workers(state: StateDir, kills: int, rng: random.Random) -> tuple[list[str], set[int]]:
+def _kill_some_workers(state: StateDir, output: Path, kills: int,
+                       rng: random.Random) -> tuple[list[str], set[int]]:
     """SIGKILL ``kills`` busy workers (different endpoints) at random moments; the reports they held."""
     killed: list[str] = []
     held: set[int] = set()
@@ -78,8 +79,10 @@ def _kill_some_workers(state: StateDir, kills: int, rng: random.Random) -> tuple
         if not busy:
             continue
         beat = rng.choice(busy)
-        held |= kill_worker(state, beat)
-        killed.append(str(beat["api"]))
+        frozen = kill_worker(state, beat, output)
+        if frozen is not None:  # only a worker that was still alive counts as a kill
+            held |= frozen
+            killed.append(str(beat["api"]))
     return killed, held
 
 
@@ -92,7 +95,7 @@ def test_chaos_run_loses_nothing_repeats_no_finished_step_and_leaves_no_partial_
     result = cli("start", str(numbers[0]), "--until-drained", "--input-dir", str(chaos["input"]),
                  "--output-dir", str(chaos["output"]))
     assert result.returncode == 0, result.stderr + result.stdout
-    killed, held = _kill_some_workers(state, KILLS, random.Random(7))
+    killed, held = _kill_some_workers(state, chaos["output"], KILLS, random.Random(7))
     wait_until(lambda: job_ended(state), timeout=150, interval=0.25)
     elapsed = time.monotonic() - started
 
@@ -156,13 +159,7 @@ def test_a_reboot_that_wipes_the_state_directory_loses_nothing_and_repeats_no_fi
     assert cli("start", "1", *args).returncode == 0
     wait_until(lambda: len(read_outputs(chaos["output"]).done) >= 8, timeout=60)
     # The power goes: every process stops at once, then tmux and /tmp are gone.
-    pids = [int(state.running_job()["pid"])] + [int(b["pid"]) for b in state.read_heartbeats().values()
-                                                if identity_alive(b.get("identity"))]
-    for pid in pids:
-        os.kill(pid, signal.SIGSTOP)
-    in_flight = {int(n) for n in (read_json(state.path(CLAIMS_FILE)) or {}).get("leases", {})}
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
+    _pids, in_flight = kill_all(state, chaos["output"])
     subprocess.run(["tmux", "-L", chaos["socket"], "kill-server"], capture_output=True, check=False)
     shutil.rmtree(state.root)
     assert cli("start", "1", *args).returncode == 0

@@ -3,6 +3,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,9 +142,10 @@ def test_claim_state_files_are_private(tmp_path: Path) -> None:
     assert (book.state.path(CLAIMS_FILE).stat().st_mode & 0o777) == 0o600
 
 
-def _claim_all(args: tuple[str, str, str, str]) -> list[int]:
-    state_dir, out_dir, in_dir, api = args
+def _claim_all(args: tuple[str, str, str, str, Any]) -> list[int]:
+    state_dir, out_dir, in_dir, api, barrier = args
     book = ClaimBook(StateDir(Path(state_dir)), OutputStore(Path(out_dir)), Path(in_dir))
+    barrier.wait()  # all claimers start together, so they contend
     got = []
     while (claim := book.claim_next(api, my_identity())) is not None:
         got.append(claim.number)
@@ -153,11 +155,15 @@ def _claim_all(args: tuple[str, str, str, str]) -> list[int]:
 def test_concurrent_claimers_never_get_the_same_report(tmp_path: Path) -> None:
     numbers = list(range(1, 400, 2))
     book = make_book(tmp_path, numbers)
-    jobs = [(str(book.state.root), str(book.store.root), str(book.input_dir), f"api_{i}") for i in range(8)]
-    with multiprocessing.get_context("spawn").Pool(8) as pool:
+    context = multiprocessing.get_context("spawn")
+    with context.Manager() as manager, context.Pool(8) as pool:
+        barrier = manager.Barrier(8)
+        jobs = [(str(book.state.root), str(book.store.root), str(book.input_dir), f"api_{i}", barrier)
+                for i in range(8)]
         results = pool.map(_claim_all, jobs)
     claimed = [n for part in results for n in part]
     assert sorted(claimed) == numbers
+    assert sum(1 for part in results if part) >= 2  # they really claimed side by side
 
 
 def test_a_deferred_release_is_written_with_the_next_claim(tmp_path: Path) -> None:

@@ -10,6 +10,11 @@ from distill.errors import ConfigError
 CANARY = "sk-canary-7f3e9a"
 
 
+@pytest.fixture(autouse=True)
+def _clean_environment(isolated: dict[str, object]) -> None:
+    """No DIAG_* variable of the developer's shell reaches these tests."""
+
+
 def test_without_keys_every_endpoint_is_the_offline_teacher() -> None:
     table = endpoint_table(16, environ={})
     assert list(table) == [f"api_{i}" for i in range(1, 17)]
@@ -49,7 +54,7 @@ def test_a_malformed_endpoint_setting_is_named(entry: dict[str, object], named: 
     assert "api_2" in str(info.value)
 
 
-def test_config_file_values_and_a_malformed_check_interval(tmp_path: Path) -> None:
+def test_a_malformed_check_interval_in_the_config_file_is_named(tmp_path: Path) -> None:
     config = tmp_path / "system_config.py"
     config.write_text("CHECK_INTERVAL = 'often'\n")
     with pytest.raises(ConfigError, match="CHECK_INTERVAL"):

@@ -148,7 +148,7 @@ def test_an_auth_error_writes_nothing_and_propagates(setup: tuple[Path, OutputSt
     assert not store.is_done(42) and not store.is_failed(42)
 
 
-@pytest.mark.parametrize(("content", "reason"), [(b"", "empty"), (b"   \n\t ", "empty"), (b"\x00\x01\x02" * 50, "binary")],
+@pytest.mark.parametrize(("content", "reason"), [(b"", "empty"), (b"   \n\t ", "whitespace"), (b"\x00\x01\x02" * 50, "binary")],
                          ids=["empty", "whitespace", "binary"])
 def test_bad_input_is_a_bad_input_failure(tmp_path: Path, content: bytes, reason: str) -> None:
     note = tmp_path / "report_7.txt"
@@ -158,7 +158,8 @@ def test_bad_input_is_a_bad_input_failure(tmp_path: Path, content: bytes, reason
     extractor = FakeExtractor()
     outcome = process_report(note, extractor=extractor, store=store)
     assert outcome.status == "failed" and outcome.error_class == "bad_input"
-    assert "report_7.txt" in read_json(store.failed_path(7))["message"]
+    message = read_json(store.failed_path(7))["message"]
+    assert "report_7.txt" in message and reason in message
     assert sum(extractor.calls.values()) == 0
 
 

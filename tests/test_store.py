@@ -58,6 +58,7 @@ def test_success_after_failure_archives_the_old_failure(tmp_path: Path) -> None:
     store.commit_failed(5, {"error_class": "api_unavailable"}, "failed\n")
     store.commit_done(5, {}, [], "ok\n")
     assert store.is_done(5) and not store.is_failed(5)
+    assert len(list((store.root / "failed" / "retried").glob("diagnostic_5.*.json"))) == 1
 
 
 def test_number_listings_ignore_temporaries_and_other_files(tmp_path: Path) -> None:

@@ -1,23 +1,14 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import pytest
 
 from distill.tmux import TmuxSessions
+from tests.jobtools import wait_until
 
 pytestmark = [pytest.mark.tmux, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_killing_api_1_leaves_api_10_alone(isolated: dict[str, object], tmp_path: Path) -> None:
@@ -31,7 +22,7 @@ def test_killing_api_1_leaves_api_10_alone(isolated: dict[str, object], tmp_path
 def test_a_fast_failing_command_keeps_its_last_words(isolated: dict[str, object], tmp_path: Path) -> None:
     sessions = TmuxSessions(str(isolated["socket"]), str(isolated["prefix"]))
     sessions.start("api_2", ["sh", "-c", "echo 'configuration error: api_2 broken'; exit 3"], environment={}, cwd=tmp_path)
-    assert wait_for(lambda: not sessions.pane_state("api_2")[0])
+    wait_until(lambda: not sessions.pane_state("api_2")[0], timeout=10)
     assert any("api_2 broken" in line for line in sessions.capture("api_2"))
 
 
@@ -40,7 +31,7 @@ def test_environment_is_passed_explicitly(isolated: dict[str, object], tmp_path:
     out = tmp_path / "env.txt"
     sessions.start("api_3", ["sh", "-c", f"echo \"$DIAG_PROBE\" > {out}"], environment={"DIAG_PROBE": "passed"},
                    cwd=tmp_path)
-    assert wait_for(lambda: out.exists() and out.read_text().strip() == "passed")
+    wait_until(lambda: out.exists() and out.read_text().strip() == "passed", timeout=10)
 
 
 def test_sessions_are_named_with_the_prefix(isolated: dict[str, object], tmp_path: Path) -> None:

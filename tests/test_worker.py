@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,14 @@ def test_the_stop_flag_ends_the_worker_before_it_claims(tmp_path: Path) -> None:
     StateDir(settings.state_dir).request_stop()
     extractor = FakeExtractor()
     worker = Worker("api_1", settings, job_id="j1", out=io.StringIO(), extractor_factory=factory(extractor))
-    assert worker.run() == EXIT_OK
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker.run()), daemon=True)
+    thread.start()
+    thread.join(timeout=20)  # a worker that ignored the flag would wait for reports for ever
+    assert codes == [EXIT_OK]
     assert sum(extractor.calls.values()) == 0
+    claims = ClaimBook(StateDir(settings.state_dir), OutputStore(settings.output_dir), settings.input_dir).snapshot()
+    assert claims["leases"] == {} and claims["counter"] == 0  # nothing was claimed
 
 
 def test_counts_carry_over_when_a_worker_restarts_in_the_same_job(tmp_path: Path) -> None:
