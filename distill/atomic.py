@@ -44,6 +44,15 @@ def _write_error(path: Path, exc: OSError) -> OutputWriteError:
     return OutputWriteError(f"cannot write {path}: {reason}")
 
 
+def temporary_name(path: Path) -> Path:
+    """The temporary a writer in this thread uses for ``path``: same folder, hidden, ending in our pid.
+
+    One per thread (a worker's heartbeat thread writes the file its main thread writes); the pid
+    stays last, for ``remove_stale_temporaries``.
+    """
+    return path.with_name(f"{TMP_MARK}{path.name}.{threading.get_native_id()}.{os.getpid()}")
+
+
 class StagedFile:
     """A file written under a temporary name in its folder, not yet visible.
 
@@ -57,9 +66,7 @@ class StagedFile:
         refuse_symlink(path)
         self.path = path
         self.size = len(data)
-        # One temporary per thread (a worker's heartbeat thread writes the file its main thread writes);
-        # the pid stays last, for remove_stale_temporaries.
-        self.tmp = path.with_name(f"{TMP_MARK}{path.name}.{threading.get_native_id()}.{os.getpid()}")
+        self.tmp = temporary_name(path)
         self._fd: int | None = None
         try:
             self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)

@@ -33,10 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from distill.atomic import read_json
-from distill.bench_figures import ProcessSampler, Row, p50_p99, phase_figures
+from distill.bench_figures import ProcessSampler, Row, format_ms, p50_p99, phase_figures
 from distill.config import project_root
 from distill.errors import DistillError
 from distill.state import StateDir
+from distill.store import RAW_DIR, OutputStore
 from distill.tmux import TmuxError
 
 MODEL_PREFIX = "bench-api-"
@@ -129,6 +130,11 @@ def _numbers_in(folder: Path) -> list[int]:
 # --- the two phases ----------------------------------------------------------------------------
 
 
+def socket_name(tag: str) -> str:
+    """The tmux socket of the run tagged ``tag``: the only tmux server that run may kill."""
+    return f"diagbench_{tag}"
+
+
 @dataclass
 class Workspace:
     """Everything one benchmark run owns: folders, socket, prefix, environment."""
@@ -139,7 +145,7 @@ class Workspace:
 
     @property
     def socket(self) -> str:
-        return f"diagbench_{self.tag}"
+        return socket_name(self.tag)
 
     def folder(self, name: str) -> Path:
         path = self.root / name
@@ -154,7 +160,7 @@ def make_workspace(apis: int, stub_url: str, root: Path) -> Workspace:
                       f"MULTI_API_CONFIG = endpoint_table({apis})\nCHECK_INTERVAL = 0.5\n", encoding="utf-8")
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("DIAG_") and k not in ("TMUX", "TMUX_PANE")}
-    env.update(DIAG_CONFIG=str(config), DIAG_STATE_DIR=str(root / "state"), DIAG_TMUX_SOCKET=f"diagbench_{tag}",
+    env.update(DIAG_CONFIG=str(config), DIAG_STATE_DIR=str(root / "state"), DIAG_TMUX_SOCKET=socket_name(tag),
                DIAG_SESSION_PREFIX=f"bench{tag}", DIAG_API_KEY="bench-key", DIAG_BASE_URL=stub_url,
                DIAG_MODEL="bench-model", DIAG_BENCH_DIR=str(root / "timings"))
     env.update({f"DIAG_API_{i}_MODEL": f"{MODEL_PREFIX}{i}" for i in range(1, apis + 1)})
@@ -167,17 +173,13 @@ def _raw_figures(output: Path) -> tuple[list[float], float]:
     """Per-report time outside calls inside the pipeline (duration_s - usage.latency_s), and all call latency."""
     inside: list[float] = []
     latency = 0.0
-    for path in (output / "diagnostic_results").glob("diagnostic_*.json"):
+    for path in (output / RAW_DIR).glob("diagnostic_*.json"):
         raw = read_json(path)
         if isinstance(raw, dict):
             used = float(raw["usage"]["latency_s"])
             latency += used
             inside.append(max(0.0, float(raw["timings"]["duration_s"]) - used))
     return inside, latency
-
-
-def _count(folder: Path) -> int:
-    return sum(1 for _ in folder.glob("diagnostic_*.json")) if folder.is_dir() else 0
 
 
 def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: Path, apis: int,
@@ -214,12 +216,12 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
             tail = (ws.root / "supervisor.log").read_text(errors="replace").strip().splitlines()[-3:]
             raise BenchError(f"the job ended with exit status {code}: {' | '.join(tail)}")
     rows = [r for r in stub.timeline() if r[3] >= t0]
-    done = _count(output / "diagnostic_results")
-    figures = phase_figures(rows, apis, t0, t1, done)
+    counts = OutputStore(output).counts()
+    figures = phase_figures(rows, apis, t0, t1, counts["raw"])
     pipeline_overhead, client_latency = _raw_figures(output)
     claims = [s for p in (ws.root / "timings").glob("*.json") for s in (read_json(p) or {}).get("claim_s", [])]
     figures.update(
-        failed=_count(output / "failed"),
+        failed=counts["failed"],
         client_utilisation_whole_run=round(client_latency / (apis * max(t1 - t0, 1e-9)), 4),
         pipeline_overhead_ms=p50_p99(pipeline_overhead, 1000.0),
         claim_latency_ms=p50_p99(claims, 1000.0),
@@ -244,8 +246,9 @@ def run_baseline(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir
     if result.returncode != 0:
         raise BenchError(f"the baseline script failed: {(result.stderr or result.stdout).strip()[-300:]}")
     rows = [r for r in stub.timeline() if t0 <= r[3] <= t1]
-    figures = phase_figures(rows, apis, t0, t1, _count(output / "diagnostic_results"))
-    figures["failed"] = _count(output / "failed")
+    counts = OutputStore(output).counts()
+    figures = phase_figures(rows, apis, t0, t1, counts["raw"])
+    figures["failed"] = counts["failed"]
     return figures
 
 
@@ -295,10 +298,6 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _ms(block: dict[str, Any]) -> str:
-    return f"p50 {block['p50']} ms, p99 {block['p99']} ms (n={block['n']})"
-
-
 def format_result(result: dict[str, Any]) -> list[str]:
     """The figures as printed lines."""
     s = result["system"]
@@ -311,9 +310,9 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"calls per second:          {s['calls_per_s']:.2f}",
         f"endpoint utilisation:      steady {s['utilisation']['steady']} over {s['utilisation']['steady_window_s']} s, "
         f"whole run {s['utilisation']['whole_run']}",
-        f"per-report overhead:       {_ms(s['overhead_ms'])} (outside calls, endpoint side)",
-        f"pipeline overhead:         {_ms(s['pipeline_overhead_ms'])} (read, parse, normalize; no commit)",
-        f"claim latency:             {_ms(s['claim_latency_ms'])}",
+        f"per-report overhead:       {format_ms(s['overhead_ms'])} (outside calls, endpoint side)",
+        f"pipeline overhead:         {format_ms(s['pipeline_overhead_ms'])} (read, parse, normalize; no commit)",
+        f"claim latency:             {format_ms(s['claim_latency_ms'])}",
         f"supervisor CPU share:      {s['supervisor_cpu_share']} of one core",
         f"peak RSS:                  {s['peak_rss_mib']} MiB ({s['peak_rss_processes']} processes)",
     ]

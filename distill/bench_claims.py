@@ -21,7 +21,7 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-from distill.bench_figures import p50_p99
+from distill.bench_figures import format_ms, p50_p99
 from distill.claims import ClaimBook
 from distill.state import StateDir, my_identity
 from distill.store import OutputStore
@@ -150,7 +150,7 @@ def format_claim_result(result: dict[str, Any]) -> list[str]:
         f"{result['think_ms']:g} ms between a release and the next claim",
         f"folder scan at start:      {result['scan_s']:.3f} s (creating the files took {result['make_files_s']:.1f} s)",
         f"first claim after start:   {result['first_claim_after_start_s']} s",
-        f"claim latency:             p50 {claim['p50']} ms, p99 {claim['p99']} ms (n={claim['n']})",
-        f"release latency:           p50 {release['p50']} ms, p99 {release['p99']} ms (n={release['n']})",
+        f"claim latency:             {format_ms(claim)}",
+        f"release latency:           {format_ms(release)}",
         f"handed out in order, none twice: {result['in_order_no_repeat']}",
     ]

@@ -15,8 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from distill.atomic import read_json
-from distill.state import JOB_FILE, StateDir
+from distill.state import StateDir, proc_stat_fields
 
 Row = tuple[str, int | None, str, float, float]  # model, report, step, started, ended (wall clock)
 SAMPLE_EVERY_S = 0.2
@@ -36,6 +35,11 @@ def p50_p99(values: Sequence[float], scale: float = 1.0) -> dict[str, float | No
         return None if v is None else round(v * scale, 3)
 
     return {"p50": fmt(percentile(values, 50)), "p99": fmt(percentile(values, 99)), "n": len(values)}
+
+
+def format_ms(block: dict[str, Any]) -> str:
+    """A ``p50_p99`` block of milliseconds as one printed phrase."""
+    return f"p50 {block['p50']} ms, p99 {block['p99']} ms (n={block['n']})"
 
 
 def busy_time(rows: Iterable[Row], t0: float, t1: float) -> float:
@@ -105,11 +109,10 @@ def phase_figures(rows: Sequence[Row], endpoints: int, t0: float, t1: float, rep
 
 
 def _cpu_ticks(pid: int) -> int | None:
+    fields = proc_stat_fields(pid)
     try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().decode("ascii", "replace").rsplit(")", 1)[-1].split()
-        return int(fields[11]) + int(fields[12])  # utime + stime
-    except (OSError, IndexError, ValueError):
+        return int(fields[11]) + int(fields[12]) if fields is not None else None  # utime + stime
+    except (IndexError, ValueError):
         return None
 
 
@@ -144,8 +147,8 @@ class ProcessSampler:
         self._thread.join()
 
     def sample(self) -> None:
-        job = read_json(self.state.path(JOB_FILE))
-        supervisor = int(job["pid"]) if isinstance(job, dict) and "pid" in job else None
+        job = self.state.running_job()
+        supervisor = int(job["pid"]) if job is not None and "pid" in job else None
         pids = {int(b["pid"]) for b in self.state.read_heartbeats().values()
                 if isinstance(b.get("pid"), int) and b.get("state") != "exited"}
         if supervisor is not None:

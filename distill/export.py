@@ -24,17 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import IO, Any, Literal
 
-from distill.atomic import TMP_MARK
+from distill.atomic import fsync_folders, temporary_name
 from distill.config import DEFAULT_MAX_REPORT_BYTES
 from distill.errors import BadInput, ConfigError, OutputWriteError
-from distill.outputs import OutputEntry, ProgressSink, iter_outputs, require_output_dir
+from distill.outputs import MAX_PROBLEMS, OutputEntry, ProgressSink, iter_outputs, require_output_dir, teacher_fields
 from distill.schemas import NormalizedFinding
 
 logger = logging.getLogger(__name__)
 
 FORMATS = ("sft-chat", "records")
-MAX_PROBLEMS = 100  # problems kept by name; all of them are counted
-
 
 
 # --- the split ---------------------------------------------------------------------
@@ -67,7 +65,7 @@ class _AtomicLines:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f"{TMP_MARK}{path.name}.{os.getpid()}")
+        self.tmp = temporary_name(path)
         self.lines = 0
         try:
             fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
@@ -91,12 +89,7 @@ class _AtomicLines:
         except OSError as exc:
             self.abort()
             raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
-        with contextlib.suppress(OSError):  # the rename is done; a folder fsync is best effort on some filesystems
-            fd = os.open(self.path.parent, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        fsync_folders([self.path])
 
     def abort(self) -> None:
         with contextlib.suppress(OSError):
@@ -168,18 +161,6 @@ def _read_note(entry: OutputEntry, source_dir: Path | None, summary: ExportSumma
             entry.number, "source_changed", f"{path} differs from the note the results were made from"))
         return None
     return report.text
-
-
-def teacher_fields(raw: dict[str, Any]) -> dict[str, str]:
-    """``teacher`` (endpoint name), ``teacher_kind`` and ``model`` of a raw result; empty strings when absent."""
-    teacher = raw.get("teacher")
-    if not isinstance(teacher, dict):
-        teacher = {}
-    return {
-        "teacher": str(teacher.get("endpoint") or teacher.get("name") or ""),
-        "teacher_kind": str(teacher.get("kind") or ""),
-        "model": str(teacher.get("model") or ""),
-    }
 
 
 def sft_line(entry: OutputEntry, findings: list[NormalizedFinding], note: str, split: str, *,

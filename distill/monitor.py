@@ -10,14 +10,15 @@ status file becomes a ``problem`` line, never an exception.
 
 from __future__ import annotations
 
-import re
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from distill.atomic import read_json
+from distill.redact import scrub_secrets
 from distill.state import JOB_FILE, STATUS_FILE, StateDir, identity_alive
 from distill.status import STATUS_FORMAT, iso
 
@@ -29,22 +30,6 @@ RECENT_SHOWN = 5
 SUPERVISOR_STATES = ("failed", "disabled", "respawning", "stopped")
 ACTIVE_STATES = ("working", "backing_off")
 
-_SECRET_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+"), "Bearer [redacted]"),
-    (re.compile(r"(?i)\b(authorization|x-api-key)(\s*[:=]\s*|\s+)[\"']?[^\s\"',;]+"), r"\1\2[redacted]"),
-    (re.compile(r"(?i)\b(api[_-]?key|access[_-]?token|token|secret|password)(\s*[:=]\s*)[\"']?[^\s\"',;&]+"),
-     r"\1\2[redacted]"),
-    (re.compile(r"\bsk-[A-Za-z0-9_-]{4,}"), "sk-[redacted]"),
-    # Long mixed letter-and-digit runs are keys far more often than anything else an error holds.
-    (re.compile(r"\b(?=[A-Za-z0-9_-]*\d)(?=[A-Za-z0-9_-]*[A-Za-z])[A-Za-z0-9_-]{32,}\b"), "[redacted]"),
-)
-
-
-def scrub_secrets(text: str) -> str:
-    """``text`` with anything shaped like a bearer token, ``sk-...`` key or ``key=value`` secret masked."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 @dataclass(frozen=True)
@@ -106,8 +91,7 @@ class Snapshot:
     problems: list[str]
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        return {"format": SNAPSHOT_FORMAT, **data}
+        return {"format": SNAPSHOT_FORMAT, **asdict(self)}
 
 
 # --- defensive readers: a status file from another program must not crash the monitor ---------------------
@@ -128,16 +112,12 @@ def _count(value: Any) -> int:
 
 
 def _float(value: Any) -> float | None:
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
-    if isinstance(value, (int, float)):
+    try:
         return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
-    return None
+    except ValueError:
+        return None
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -189,12 +169,10 @@ def read_status_file(state: StateDir) -> tuple[dict[str, Any] | None, str | None
 def _job_record(state: StateDir) -> tuple[dict[str, Any] | None, bool]:
     """The job record (possibly of a dead job) and whether its supervisor is alive."""
     path = state.path(JOB_FILE)
-    if path.is_symlink():
-        return None, False
-    job = read_json(path)
+    job = None if path.is_symlink() else read_json(path)
     if not isinstance(job, dict):
         return None, False
-    return job, identity_alive(job.get("identity") if isinstance(job.get("identity"), str) else None)
+    return job, identity_alive(job.get("identity"))
 
 
 # --- building the snapshot ---------------------------------------------------------------------------------------
@@ -219,8 +197,10 @@ def _row_from_status(api: str, row: dict[str, Any], now: float) -> EndpointRow:
     )
 
 
-def _row_from_beat(api: str, beat: dict[str, Any], status_row: dict[str, Any], now: float) -> EndpointRow:
-    """The heartbeat is fresher than the status row, except for what only the supervisor decides."""
+def _row_from_beat(api: str, beat: dict[str, Any], alive: bool, status_row: dict[str, Any],
+                   now: float) -> EndpointRow:
+    """The heartbeat (its process ``alive`` or not) is fresher than the status row, except for what only
+    the supervisor decides."""
     stats = _dict(beat.get("stats"))
     calls = _count(stats.get("calls"))
     latency = _float(stats.get("latency_s")) or 0.0
@@ -228,9 +208,8 @@ def _row_from_beat(api: str, beat: dict[str, Any], status_row: dict[str, Any], n
     beat_state = _text(beat.get("state")) or "idle"
     supervisor_state = _text(status_row.get("state"))
     reason = _text(beat.get("reason")) or _text(beat.get("note"))
-    identity = beat.get("identity") if isinstance(beat.get("identity"), str) else None
     state = beat_state
-    if beat_state != "exited" and not identity_alive(identity):
+    if beat_state != "exited" and not alive:
         state, reason = "died", "the worker process ended without writing an exit record"
     elif beat_state == "working":
         until = _float(beat.get("backing_off_until"))
@@ -281,15 +260,16 @@ def _recent(status: dict[str, Any], beats: dict[str, dict[str, Any]]) -> list[di
     return sorted(seen.values(), key=lambda e: e["at"], reverse=True)[:RECENT_SHOWN]
 
 
-def _system(job: dict[str, Any] | None, alive: bool, status: dict[str, Any] | None, state: StateDir,
-            config: MonitorConfig, beats: dict[str, dict[str, Any]], now: float, problems: list[str]) -> dict[str, Any]:
+def _system(job: dict[str, Any] | None, alive: bool, status: dict[str, Any] | None, status_kind: str,
+            state: StateDir, config: MonitorConfig, live_workers: int, stop_requested: bool, now: float,
+            problems: list[str]) -> dict[str, Any]:
     source = status or {}
     record = job if alive and job else {}
     interval = _float(source.get("check_interval")) or _float(record.get("check_interval")) or config.check_interval
     if alive:
-        stopping = state.stop_requested() or source.get("state") == "stopping"
+        stopping = stop_requested or source.get("state") == "stopping"
         run_state = "stopping" if stopping else "running"
-    elif status is not None or state.status_path.exists():
+    elif status_kind != "missing":
         run_state = "stopped"
         if source.get("state") in ("running", "stopping"):
             problems.append("the supervisor is not running, but its last status said "
@@ -297,8 +277,6 @@ def _system(job: dict[str, Any] | None, alive: bool, status: dict[str, Any] | No
                             "start the job again to resume where it stopped")
     else:
         run_state = "never_started"
-    live_workers = sum(1 for b in beats.values() if b.get("state") != "exited"
-                       and identity_alive(b.get("identity") if isinstance(b.get("identity"), str) else None))
     if not alive and live_workers:
         problems.append(f"{live_workers} worker(s) still running without a supervisor")
     started = _epoch(record.get("started_at")) or _epoch(source.get("start_time"))
@@ -308,7 +286,7 @@ def _system(job: dict[str, Any] | None, alive: bool, status: dict[str, Any] | No
     stale = bool(alive and age is not None and age > STALE_AFTER_INTERVALS * interval)
     if alive and status is None and not problems:
         problems.append("the job has just started: its first status is not written yet")
-    if status is not None and source.get("format") != STATUS_FORMAT:
+    if status_kind == "foreign":
         problems.append(f"status file {state.status_path} was not written by diag-distill "
                         f"(format {source.get('format')!r}); showing what can be read from it")
     output_dir = source.get("output_dir") or record.get("output_dir") or (config.output_dir and str(config.output_dir))
@@ -341,14 +319,15 @@ def _progress(status: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _control(state: StateDir, job: dict[str, Any], config: MonitorConfig, apis: list[str]) -> dict[str, Any]:
+def _control(state: StateDir, job: dict[str, Any], config: MonitorConfig, apis: list[str],
+             stop_requested: bool) -> dict[str, Any]:
     socket = job.get("tmux_socket") if isinstance(job.get("tmux_socket"), str) else config.tmux_socket
     prefix = job.get("session_prefix") if isinstance(job.get("session_prefix"), str) else config.session_prefix
     tmux = "tmux" if not socket or socket == "default" else f"tmux -L {socket}"
     example = apis[0] if apis else "api_1"
     return {
         "stop_script": str(state.stop_script), "stop_flag": str(state.stop_flag),
-        "stop_requested": state.stop_requested(), "cancel_stop": f"rm {state.stop_flag}",
+        "stop_requested": stop_requested, "cancel_stop": f"rm {state.stop_flag}",
         "attach": f"{tmux} attach -t {prefix}_{example}", "attach_template": f"{tmux} attach -t {prefix}_api_<N>",
         "detach": "Ctrl-b d", "quit": "Ctrl-C", "session_prefix": prefix, "tmux_socket": socket,
     }
@@ -372,7 +351,11 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
         status, status_kind = None, "previous_job"  # until the new job writes its first status
     job_id = (job or {}).get("job_id") if alive else (status or {}).get("job_id")
     beats = {api: b for api, b in state.read_heartbeats().items() if job_id is None or b.get("job_id") == job_id}
-    system = {"status_read": status_kind, **_system(job, alive, status, state, config, beats, now, problems)}
+    beat_alive = {api: identity_alive(b.get("identity")) for api, b in beats.items()}
+    live_workers = sum(1 for api, b in beats.items() if b.get("state") != "exited" and beat_alive[api])
+    stop_requested = state.stop_requested()
+    system = {"status_read": status_kind, **_system(job, alive, status, status_kind, state, config, live_workers,
+                                                    stop_requested, now, problems)}
     if system["state"] == "never_started" and not problems:
         problems.append(f"no job has run on state directory {config.state_dir} yet (no {STATUS_FILE}); "
                         "start one with: make start START=<first report number>")
@@ -381,11 +364,13 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
     names = set(rows) | set(beats)
     if alive and job and isinstance(job.get("apis"), list):
         names |= {a for a in job["apis"] if isinstance(a, str)}
-    control = _control(state, job or {}, config, sorted(names, key=_api_order))
+    apis = sorted(names, key=_api_order)
+    control = _control(state, job or {}, config, apis, stop_requested)
     endpoints: list[EndpointRow] = []
-    for api in sorted(names, key=_api_order):
+    for api in apis:
         row = _dict(rows.get(api))
-        endpoint = _row_from_beat(api, beats[api], row, now) if api in beats else _row_from_status(api, row, now)
+        endpoint = (_row_from_beat(api, beats[api], beat_alive[api], row, now) if api in beats
+                    else _row_from_status(api, row, now))
         if api not in beats and endpoint.state not in SUPERVISOR_STATES:
             if alive:
                 endpoint.state, endpoint.report, endpoint.step = "not_started", None, None
@@ -395,12 +380,10 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
                 endpoint.reason = endpoint.reason or "the job is not running"
         endpoint.session = f"{control['session_prefix']}_{api}"
         endpoints.append(endpoint)
-    by_state: dict[str, int] = {}
-    failures: dict[str, int] = {}
+    by_state = dict(Counter(endpoint.state for endpoint in endpoints))
+    failures: Counter[str] = Counter()
     for endpoint in endpoints:
-        by_state[endpoint.state] = by_state.get(endpoint.state, 0) + 1
-        for name, count in endpoint.failures.items():
-            failures[name] = failures.get(name, 0) + count
+        failures.update(endpoint.failures)
     outputs = _dict(source.get("outputs"))
     return Snapshot(
         taken_at=iso(now) or "", taken_at_epoch=now, state_dir=str(config.state_dir),

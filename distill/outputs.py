@@ -23,6 +23,8 @@ State = Literal["done", "failed", "incomplete", "corrupt"]
 #: Called with (reports looked at, reports in the folder).
 ProgressSink = Callable[[int, int], None]
 
+MAX_PROBLEMS = 100  # problems a report keeps by name; all of them are counted
+
 _NORMALIZED = TypeAdapter(list[NormalizedFinding])
 
 
@@ -140,3 +142,15 @@ def _entry(store: OutputStore, number: int, has_failure: bool) -> OutputEntry:
         return OutputEntry(number, "incomplete", path=raw_path)
     except _UnusableError as bad:
         return OutputEntry(number, "corrupt", problem=f"{bad.path}: {bad.reason}", path=bad.path)
+
+
+def teacher_fields(raw: dict[str, Any]) -> dict[str, str]:
+    """``teacher`` (endpoint name), ``teacher_kind`` and ``model`` of a raw result; empty strings when absent."""
+    teacher = raw.get("teacher")
+    if not isinstance(teacher, dict):
+        teacher = {}
+    return {
+        "teacher": str(teacher.get("endpoint") or teacher.get("name") or ""),
+        "teacher_kind": str(teacher.get("kind") or ""),
+        "model": str(teacher.get("model") or ""),
+    }

@@ -40,26 +40,35 @@ INDEX_FILE = "continuous_diag_index.bin"
 WORKERS_DIR = "continuous_diag_workers"
 
 
-def process_identity(pid: int) -> str | None:
-    """``"<pid>:<start time>"`` of a live process, ``None`` when it is gone.
+def proc_stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (``[0]`` is the state), ``None`` when gone.
 
-    The start time defeats pid reuse: a lease whose pid now belongs to some
-    other process is recognised as dead.
+    The command name may hold spaces and parentheses, so the split is after its last ``)``.
     """
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             stat = handle.read().decode("ascii", "replace")
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[-1].split()
+    return stat.rsplit(")", 1)[-1].split()
+
+
+def process_identity(pid: int) -> str | None:
+    """``"<pid>:<start time>"`` of a live process, ``None`` when it is gone.
+
+    The start time defeats pid reuse: a lease whose pid now belongs to some
+    other process is recognised as dead.
+    """
+    fields = proc_stat_fields(pid)
     # fields[0] is the state; a zombie has finished running.
     if not fields or fields[0] == "Z":
         return None
     return f"{pid}:{fields[19]}" if len(fields) > 19 else str(pid)
 
 
-def identity_alive(identity: str | None) -> bool:
-    if not identity:
+def identity_alive(identity: object) -> bool:
+    """Whether ``identity`` (from ``process_identity``) names a process still running; ``False`` for non-strings."""
+    if not isinstance(identity, str) or not identity:
         return False
     pid_text = identity.split(":", 1)[0]
     return pid_text.isdigit() and process_identity(int(pid_text)) == identity

@@ -1,6 +1,6 @@
 """A summary of one output folder: what is done, what failed and why, what the teachers found, what it cost.
 
-``collect_stats`` reads the folder one report at a time (``distill.export.iter_outputs``);
+``collect_stats`` reads the folder one report at a time (``distill.outputs.iter_outputs``);
 memory stays flat in the number of reports. ``RunStats.to_dict`` is the
 ``stats --json`` object (fields documented in docs/export.md).
 """
@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.export import MAX_PROBLEMS, teacher_fields
 from distill.normalize import DUPLICATE
-from distill.outputs import OutputEntry, ProgressSink, iter_outputs
+from distill.outputs import MAX_PROBLEMS, OutputEntry, ProgressSink, iter_outputs, teacher_fields
 
 TOP_FINDINGS = 20
 #: Distinct findings tracked exactly; beyond this the rarest are pruned and the top list becomes approximate.

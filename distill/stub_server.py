@@ -324,6 +324,12 @@ class StubServer:
                 "max_concurrent": self.max_concurrent,
             }
 
+    @property
+    def active(self) -> int:
+        """Calls being handled right now (a hanging call counts until ``stop`` ends it)."""
+        with self._lock:
+            return self._active
+
     def timeline_rows(self) -> list[list[Any]]:
         """The recorded calls as ``[model, report, step, started, ended]`` rows, in the order they ended."""
         with self._lock:
@@ -351,6 +357,7 @@ class StubServer:
             self.total += 1
             self._active += 1
             self.max_concurrent = max(self.max_concurrent, self._active)
+        row: tuple[str, int | None, str, float, float] | None = None
         try:
             call = parse_call(body, n, api_key)
             with self._lock:
@@ -358,13 +365,14 @@ class StubServer:
                 self.by_path[handler.path] += 1
                 self.by_report_step[(call.report, call.step)] += 1
             self._answer(handler, call)
+            if self.record_timeline:
+                row = (call.model, call.report, call.step, started, time.time())
         finally:
+            # Recorded with the same lock that ends the call: once ``active`` is 0, the timeline is complete.
             with self._lock:
+                if row is not None:
+                    self.timeline.append(row)
                 self._active -= 1
-        if self.record_timeline:
-            row = (call.model, call.report, call.step, started, time.time())
-            with self._lock:
-                self.timeline.append(row)
 
     def _answer(self, handler: _Handler, call: CallInfo) -> None:
         if handler.path.rstrip("/") not in ("/v1/chat/completions", "/chat/completions"):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -11,8 +12,17 @@ import pytest
 from click.testing import CliRunner
 
 from distill.bench_claims import ClaimBenchOptions, format_claim_result, report_numbers, run_claim_bench
-from distill.bench_figures import busy_time, percentile, phase_figures, report_overheads, steady_window
+from distill.bench_figures import (
+    ProcessSampler,
+    busy_time,
+    format_ms,
+    percentile,
+    phase_figures,
+    report_overheads,
+    steady_window,
+)
 from distill.cli.bench_cmd import command
+from distill.state import StateDir, my_identity
 
 needs_tmux = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -51,6 +61,34 @@ def test_phase_figures_hold_throughput_and_both_utilisations() -> None:
     assert figures["utilisation"]["whole_run"] == pytest.approx(5.0 / 8.0)
     assert figures["utilisation"]["steady"] == pytest.approx(4.0 / 6.0, abs=1e-4)
     assert figures["overhead_ms"]["p50"] == 1000.0
+
+
+@pytest.mark.parametrize("recorded_as", ["supervisor", "worker"])
+def test_process_sampler_measures_the_processes_the_state_directory_names(tmp_path: Path, recorded_as: str) -> None:
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    if recorded_as == "supervisor":
+        state.write_job({"job_id": "j", "pid": os.getpid(), "identity": my_identity()})
+    else:
+        state.write_heartbeat("api_1", {"pid": os.getpid(), "state": "working"})
+    sampler = ProcessSampler(state)
+    sampler.sample()
+    sampler.sample()
+    assert sampler.peak_rss > 0 and sampler.peak_processes == 1
+    assert list(sampler.cpu) == ([os.getpid()] if recorded_as == "supervisor" else [])
+
+
+def test_process_sampler_ignores_a_job_record_whose_supervisor_is_gone(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    state.write_job({"job_id": "j", "pid": os.getpid(), "identity": f"{os.getpid()}:0"})  # an earlier process
+    sampler = ProcessSampler(state)
+    sampler.sample()
+    assert (sampler.peak_rss, sampler.cpu) == (0, {})
+
+
+def test_format_ms_prints_both_percentiles_and_the_count() -> None:
+    assert format_ms({"p50": 1.5, "p99": 9.0, "n": 4}) == "p50 1.5 ms, p99 9.0 ms (n=4)"
 
 
 def test_report_numbers_start_one_gap_up_increase_and_keep_gaps_bounded() -> None:

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from distill.cli.export_cmd import command as export_command
-from distill.cli.export_cmd import progress_bar
+from distill.cli.options import progress_bar
 from distill.errors import ConfigError
 from distill.export import ExportOptions, export_dataset, split_of, validation_path
 from distill.outputs import iter_outputs

@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from distill.cli.monitor_cmd import command as monitor_command
-from distill.monitor import MonitorConfig, Snapshot, scrub_secrets, take_snapshot
+from distill.monitor import MonitorConfig, Snapshot, take_snapshot
 from distill.monitor_view import duration, render, watch
+from distill.redact import scrub_secrets
 from distill.state import JOB_FILE, StateDir, my_identity
 from distill.status import Throughput, build_status, iso
 
@@ -219,6 +220,15 @@ def test_dead_supervisor_is_stopped_and_says_so(tmp_path: Path) -> None:
     assert any("supervisor is not running" in p for p in snap.problems)
 
 
+@pytest.mark.parametrize("identity", [None, 12345, ["x"]], ids=["null", "number", "list"])
+def test_heartbeat_with_a_foreign_identity_is_shown_died(tmp_path: Path, identity: Any) -> None:
+    now = time.time()
+    write_job_state(tmp_path, {"api_1": heartbeat("api_1", "working", now=now, identity=identity)}, now=now)
+    snap = snapshot_of(tmp_path, now)
+    assert snap.system["state"] == "running"
+    assert snap.endpoints[0].state == "died"
+
+
 def test_finished_job_without_heartbeats_shows_endpoints_exited(tmp_path: Path) -> None:
     now = time.time()
     folder = write_job_state(tmp_path, {"api_1": heartbeat("api_1", "working", now=now, report=10003)},
@@ -417,9 +427,11 @@ def test_watch_repaints_each_tick_and_quits_on_ctrl_c(tmp_path: Path) -> None:
         if len(sleeps) == 3:
             raise KeyboardInterrupt
 
-    console = Console(width=80, file=io.StringIO(), force_terminal=True)
+    screen = io.StringIO()
+    console = Console(width=80, file=screen, force_terminal=True)
     assert watch(take, interval=10.0, console=console, sleep=sleep) == 0
     assert (len(taken), sleeps) == (3, [10.0, 10.0, 10.0])
+    assert "api_1" in screen.getvalue()
 
 
 def test_wrapper_help_prints_usage_without_building() -> None:

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import socket
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -24,6 +26,16 @@ def _messages(step: str, report: int, note: str = NOTE, extra: str = "") -> list
 def _post(server: StubServer, messages: list[dict[str, str]], key: str = "k", model: str = "m") -> requests.Response:
     return requests.post(f"{server.url}/chat/completions", json={"model": model, "messages": messages},
                          headers={"Authorization": f"Bearer {key}"}, timeout=5)
+
+
+def _wait_until(condition: Callable[[], bool], limit_s: float = 10.0) -> bool:
+    """Whether ``condition`` holds within ``limit_s`` (checked every 10 ms)."""
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _content(response: requests.Response) -> tuple[str, str]:
@@ -125,9 +137,12 @@ def test_hang_fault_outlasts_client_timeout_and_ends_when_server_stops() -> None
     try:
         with pytest.raises(requests.Timeout):
             requests.post(f"{server.url}/chat/completions", json={"messages": _messages("findings", 1)}, timeout=0.3)
+        assert _wait_until(lambda: server.active == 1)  # the client gave up; the call still hangs on the server
     finally:
         server.stop()
     assert server.faults["hang"] == 1
+    # The hang lasts 60 s unless stopping ends it: it must be over well before that.
+    assert _wait_until(lambda: server.active == 0)
 
 
 def test_bad_body_fault_is_not_json() -> None:
@@ -178,8 +193,22 @@ def test_latency_fault_and_plan_see_call_index() -> None:
 
     with StubServer(fault_plan=plan) as server:
         for _ in range(3):
+            started = time.monotonic()
             assert _post(server, _messages("findings", 1)).status_code == 200
+            assert time.monotonic() - started >= 0.01  # the injected latency was waited out
     assert indexes == [0, 1, 2]
+
+
+def test_record_timeline_keeps_each_call_and_serves_it() -> None:
+    with StubServer(record_timeline=True) as server:
+        for model, report in (("m1", 7), ("m2", 8)):
+            assert _post(server, _messages("findings", report), model=model).status_code == 200
+        # A client has its answer a moment before the server has finished the call and recorded it.
+        assert _wait_until(lambda: server.active == 0)
+        served = requests.get(server.url.rsplit("/v1", 1)[0] + "/timeline", timeout=5).json()["calls"]
+    assert sorted(row[:3] for row in served) == [["m1", 7, "findings"], ["m2", 8, "findings"]]
+    assert all(len(row) == 5 and row[3] <= row[4] for row in served)
+    assert served == server.timeline_rows()
 
 
 def test_unknown_fault_kind_is_refused() -> None:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from distill.atomic import dumps
+from distill.atomic import write_json
 
 
 def _write(result: dict[str, object], json_path: Path | None, name: str) -> Path:
     path = json_path or Path("bench_results") / f"{name}_{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(dumps(result))
+    write_json(path, result)
     return path
 
 

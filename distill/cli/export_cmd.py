@@ -2,38 +2,16 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
+from distill.cli.options import progress_bar
 from distill.errors import ConfigError, DistillError
-from distill.export import FORMATS, ExportOptions, ExportSummary, ProgressSink, export_dataset
+from distill.export import FORMATS, ExportOptions, ExportSummary, export_dataset
 
 SHOWN_PROBLEMS = 10
 PROBLEM_KINDS = ("corrupt", "source_missing", "source_changed", "source_unreadable")
-
-
-@contextmanager
-def progress_bar(label: str) -> Iterator[ProgressSink | None]:
-    """A rich progress bar on stderr when stderr is a terminal; otherwise no progress sink at all."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=None)
-
-        def advance(done: int, total: int) -> None:
-            if done == 1 or done == total or done % 200 == 0:
-                bar.update(task, completed=done, total=total)
-
-        yield advance
 
 
 def describe(summary: ExportSummary) -> list[str]:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from distill.config import Settings, load_settings
+
+if TYPE_CHECKING:  # the output reader is only needed by the commands that show progress
+    from distill.outputs import ProgressSink
 
 
 def input_dir_option() -> Callable[[Any], Any]:
@@ -27,3 +32,23 @@ def settings_from(input_dir: Path | None, output_dir: Path | None, *, create_out
     for notice in settings.notices:
         click.echo(f"note: {notice}", err=True)
     return settings
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[ProgressSink | None]:
+    """A rich progress bar on stderr when stderr is a terminal; otherwise no progress sink at all."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+
+        def advance(done: int, total: int) -> None:
+            if done == 1 or done == total or done % 200 == 0:
+                bar.update(task, completed=done, total=total)
+
+        yield advance

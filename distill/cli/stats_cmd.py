@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from distill.cli.export_cmd import progress_bar
+from distill.cli.options import progress_bar
 from distill.errors import ConfigError
-from distill.stats import RunStats, collect_stats
+from distill.stats import TOP_FINDINGS, RunStats, collect_stats
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Any:
@@ -52,7 +52,7 @@ def render(stats: RunStats) -> list[Any]:
 @click.option("--output-dir", required=True, type=click.Path(path_type=Path),
               help="The job's output folder (the one holding diagnostic_results/).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
-@click.option("--top", type=click.IntRange(min=1), default=20, show_default=True,
+@click.option("--top", type=click.IntRange(min=1), default=TOP_FINDINGS, show_default=True,
               help="How many of the most frequent findings to list.")
 @click.pass_context
 def command(ctx: click.Context, output_dir: Path, as_json: bool, top: int) -> None:
