@@ -9,7 +9,7 @@ these. An endpoint with no key is served by the offline teacher.
 
 import os
 
-from distill.config import endpoint_table
+from distill.core.config import endpoint_table
 
 #: api_1 ... api_16: name, base_url, model, api_key (from the environment),
 #: provider ("openai" or "local"), json_mode, timeout (seconds per request),

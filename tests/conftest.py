@@ -11,9 +11,6 @@ from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parents[1]
-SHARED_NOTES = PROJECT.parent / "shared" / "data" / "mtsamples_dev"
-
 
 @pytest.fixture
 def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Path | str]]:
@@ -33,16 +30,3 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
     if shutil.which("tmux"):
         # Only the server on this test's own socket, which this test started.
         subprocess.run(["tmux", "-L", socket, "kill-server"], capture_output=True, check=False)
-
-
-def write_notes(folder: Path, numbers: list[int], text: str | None = None) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for n in numbers:
-        body = text or (
-            f"CHIEF COMPLAINT: Chest pain and shortness of breath for {n % 7 + 1} days.\n"
-            "HISTORY OF PRESENT ILLNESS: The patient reports chest pain on exertion and denies fever.\n"
-            "PHYSICAL EXAMINATION: Mild bilateral lower extremity edema. A systolic murmur is heard.\n"
-            "ASSESSMENT: Congestive heart failure with left ventricular dysfunction.\n"
-            "PLAN: Start diuretics.\n"
-        )
-        (folder / f"report_{n}.txt").write_text(body, encoding="utf-8")

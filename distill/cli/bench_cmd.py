@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from distill.atomic import write_json
+from distill.results.atomic import write_json
 
 
 def _write(result: dict[str, object], json_path: Path | None, name: str) -> Path:
@@ -49,14 +49,14 @@ def command(apis: int, reports: int, latency_ms: float, input_dir: Path | None, 
     """Run the real system (supervisor, tmux workers, claims, outputs) against a loopback stub
     until drained, then the predecessor's dispatch loop; print and save every figure."""
     if claims_only:
-        from distill.bench_claims import ClaimBenchOptions, format_claim_result, run_claim_bench
+        from distill.bench.claim_bench import ClaimBenchOptions, format_claim_result, run_claim_bench
 
         options = ClaimBenchOptions(files=files, max_gap=max_gap, claimers=claimers, claims_each=claims_each,
                                     think_ms=think_ms)
         result = run_claim_bench(options, say=lambda line: click.echo(line, err=True))
         lines, name = format_claim_result(result), "claims"
     else:
-        from distill.bench import BenchOptions, format_result, run_bench
+        from distill.bench.system import BenchOptions, format_result, run_bench
 
         bench = BenchOptions(apis=apis, reports=reports, latency_ms=latency_ms, input_dir=input_dir,
                              baseline_reports=baseline_reports, keep=keep, timeout_s=timeout)

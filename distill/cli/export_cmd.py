@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from distill.cli.options import progress_bar
-from distill.errors import ConfigError, DistillError
-from distill.export import FORMATS, ExportOptions, ExportSummary, export_dataset
+from distill.core.errors import ConfigError, DistillError
+from distill.results.export import FORMATS, ExportOptions, ExportSummary, export_dataset
 
 SHOWN_PROBLEMS = 10
 PROBLEM_KINDS = ("corrupt", "source_missing", "source_changed", "source_unreadable")

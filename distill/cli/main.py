@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from distill import __version__
-from distill.errors import ConfigError, DistillError
+from distill.core.errors import ConfigError, DistillError
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -39,7 +39,7 @@ def _register() -> None:
 
     for module in (start_cmd, stop_cmd, worker_cmd, run_one_cmd):
         cli.add_command(module.command)
-    optional = ("monitor_cmd", "export_cmd", "stats_cmd", "bench_cmd")
+    optional = ("monitor_cmd", "export_cmd", "stats_cmd", "bench_cmd", "stub_cmd")
     for name in optional:
         try:
             module = __import__(f"distill.cli.{name}", fromlist=["command"])

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from distill.config import load_settings
-from distill.errors import ConfigError
-from distill.monitor import MonitorConfig, take_snapshot
+from distill.core.config import load_settings
+from distill.core.errors import ConfigError
+from distill.monitor.snapshot import MonitorConfig, take_snapshot
 
 DEFAULT_INTERVAL_S = 10.0
 
@@ -50,7 +50,7 @@ def command(once: bool, interval: float, as_json: bool) -> None:
         return
     from rich.console import Console
 
-    from distill.monitor_view import render, watch
+    from distill.monitor.view import render, watch
 
     console = Console()
     if once:

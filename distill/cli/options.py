@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from distill.config import Settings, load_settings
+from distill.core.config import Settings, load_settings
 
 if TYPE_CHECKING:  # the output reader is only needed by the commands that show progress
-    from distill.outputs import ProgressSink
+    from distill.results.outputs import ProgressSink
 
 
 def input_dir_option() -> Callable[[Any], Any]:

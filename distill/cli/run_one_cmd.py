@@ -8,11 +8,11 @@ from pathlib import Path
 import click
 
 from distill.cli.options import output_dir_option, settings_from
-from distill.errors import ConfigError
-from distill.pipeline import process_report
-from distill.report import report_number
-from distill.store import OutputStore
-from distill.worker import make_extractor
+from distill.core.errors import ConfigError
+from distill.extraction.pipeline import process_report
+from distill.extraction.report import report_number
+from distill.job.worker import make_extractor
+from distill.results.store import OutputStore
 
 
 @click.command("run-one")

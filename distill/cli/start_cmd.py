@@ -9,13 +9,13 @@ from pathlib import Path
 
 import click
 
-from distill.claims import require_input_dir
 from distill.cli.options import input_dir_option, output_dir_option, settings_from
-from distill.config import Settings, project_root
-from distill.errors import DistillError, JobAlreadyRunning
-from distill.state import StateDir, describe_running_job
-from distill.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
-from distill.tmux import TmuxSessions
+from distill.core.config import Settings, project_root
+from distill.core.errors import DistillError, JobAlreadyRunning
+from distill.job.claims import require_input_dir
+from distill.job.state import StateDir, describe_running_job
+from distill.job.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
+from distill.job.tmux import TmuxSessions
 
 SUPERVISOR_START_TIMEOUT_S = 20.0
 SESSION_START_ALLOWANCE_S = 0.5  # more per endpoint: the supervisor opens every session before it reports in

@@ -9,8 +9,8 @@ from typing import Any
 import click
 
 from distill.cli.options import progress_bar
-from distill.errors import ConfigError
-from distill.stats import TOP_FINDINGS, RunStats, collect_stats
+from distill.core.errors import ConfigError
+from distill.results.stats import TOP_FINDINGS, RunStats, collect_stats
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Any:

@@ -9,8 +9,8 @@ import time
 
 import click
 
-from distill.config import load_settings
-from distill.state import StateDir
+from distill.core.config import load_settings
+from distill.job.state import StateDir
 
 
 @click.command("stop")

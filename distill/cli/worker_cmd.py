@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from distill.cli.options import input_dir_option, output_dir_option, settings_from
-from distill.worker import Worker
+from distill.job.worker import Worker
 
 
 @click.command("worker")

@@ -1,0 +1,175 @@
+"""The benchmark's measurements: utilisation and overhead from the stub's call timeline, and
+the supervisor's CPU share and the job's peak memory from ``/proc``.
+
+A timeline row is one call as the stub saw it: (model, report, step, started, ended), wall clock.
+Each endpoint calls with its own model name, so rows say which endpoint was inside a call when.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from distill.job.state import StateDir, proc_stat_fields
+
+Row = tuple[str, int | None, str, float, float]  # model, report, step, started, ended (wall clock)
+SAMPLE_EVERY_S = 0.2
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100), ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def p50_p99(values: Sequence[float], scale: float = 1.0) -> dict[str, float | None]:
+    def fmt(v: float | None) -> float | None:
+        return None if v is None else round(v * scale, 3)
+
+    return {"p50": fmt(percentile(values, 50)), "p99": fmt(percentile(values, 99)), "n": len(values)}
+
+
+def format_ms(block: dict[str, Any]) -> str:
+    """A ``p50_p99`` block of milliseconds as one printed phrase."""
+    return f"p50 {block['p50']} ms, p99 {block['p99']} ms (n={block['n']})"
+
+
+def busy_time(rows: Iterable[Row], t0: float, t1: float) -> float:
+    """Seconds of calls inside the window ``[t0, t1]``, summed over calls."""
+    return sum(max(0.0, min(end, t1) - max(start, t0)) for _m, _r, _s, start, end in rows)
+
+
+def steady_window(rows: Sequence[Row]) -> tuple[float, float] | None:
+    """From the last endpoint's first call to the first endpoint's last call; ``None`` when empty."""
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for model, _r, _s, start, end in rows:
+        first[model] = min(first.get(model, start), start)
+        last[model] = max(last.get(model, end), end)
+    if not first:
+        return None
+    t0, t1 = max(first.values()), min(last.values())
+    return (t0, t1) if t1 > t0 else None
+
+
+def report_overheads(rows: Sequence[Row]) -> list[float]:
+    """Per report, the endpoint's time outside calls: from its first call to the next report's first call,
+    minus the time inside its calls. Each endpoint's last report has no next one and is left out."""
+    by_model: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_model[row[0]].append(row)
+    overheads: list[float] = []
+    for calls in by_model.values():
+        calls.sort(key=lambda r: r[3])
+        groups: list[tuple[float, float]] = []  # (first call's start, time inside calls) per report
+        current: int | None = None
+        for _m, report, _s, start, end in calls:
+            if report != current or not groups:
+                groups.append((start, 0.0))
+                current = report
+            first, inside = groups[-1]
+            groups[-1] = (first, inside + (end - start))
+        for (start, inside), (next_start, _) in itertools.pairwise(groups):
+            overheads.append(max(0.0, next_start - start - inside))
+    return overheads
+
+
+def phase_figures(rows: Sequence[Row], endpoints: int, t0: float, t1: float, reports: int) -> dict[str, Any]:
+    """Throughput and utilisation of one phase (the system or the baseline)."""
+    wall = max(t1 - t0, 1e-9)
+    window = steady_window(rows)
+    steady = None
+    steady_s = 0.0
+    if window is not None:
+        steady_s = window[1] - window[0]
+        steady = round(busy_time(rows, *window) / (endpoints * steady_s), 4)
+    overheads = report_overheads(rows)
+    return {
+        "wall_s": round(wall, 3),
+        "reports": reports,
+        "calls": len(rows),
+        "reports_per_s": round(reports / wall, 3),
+        "calls_per_s": round(len(rows) / wall, 3),
+        "utilisation": {"whole_run": round(busy_time(rows, t0, t1) / (endpoints * wall), 4),
+                        "steady": steady, "steady_window_s": round(steady_s, 3)},
+        "overhead_ms": p50_p99(overheads, 1000.0),
+        "first_call_after_s": round(min(r[3] for r in rows) - t0, 3) if rows else None,
+    }
+
+
+# --- the pieces the benchmark starts ---------------------------------------------------------
+
+
+def _cpu_ticks(pid: int) -> int | None:
+    fields = proc_stat_fields(pid)
+    try:
+        return int(fields[11]) + int(fields[12]) if fields is not None else None  # utime + stime
+    except (IndexError, ValueError):
+        return None
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+class ProcessSampler:
+    """Samples the supervisor's CPU time and the RSS of supervisor plus workers, on a thread."""
+
+    def __init__(self, state: StateDir) -> None:
+        self.state = state
+        self.peak_rss = 0
+        self.peak_processes = 0
+        self.cpu: dict[int, tuple[float, int, float, int]] = {}  # pid -> first (time, ticks), last (time, ticks)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
+
+    def __enter__(self) -> ProcessSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> None:
+        job = self.state.running_job()
+        supervisor = int(job["pid"]) if job is not None and "pid" in job else None
+        pids = {int(b["pid"]) for b in self.state.read_heartbeats().values()
+                if isinstance(b.get("pid"), int) and b.get("state") != "exited"}
+        if supervisor is not None:
+            pids.add(supervisor)
+            ticks = _cpu_ticks(supervisor)
+            if ticks is not None:
+                now = time.monotonic()
+                first_t, first_ticks = self.cpu.get(supervisor, (now, ticks, now, ticks))[:2]
+                self.cpu[supervisor] = (first_t, first_ticks, now, ticks)
+        total = sum(_rss_bytes(pid) for pid in pids)
+        if total > self.peak_rss:
+            self.peak_rss, self.peak_processes = total, len(pids)
+
+    def supervisor_cpu_share(self) -> float | None:
+        """CPU seconds over wall seconds of the supervisor while it was sampled (1.0 = one core)."""
+        spans = [(t1 - t0, k1 - k0) for t0, k0, t1, k1 in self.cpu.values() if t1 > t0]
+        if not spans:
+            return None
+        wall = sum(s for s, _ in spans)
+        return sum(k for _, k in spans) / os.sysconf("SC_CLK_TCK") / wall
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY_S):
+            self.sample()

@@ -1,0 +1,146 @@
+"""What the stub endpoint reads from a call and what it answers: the call's markers, the faults it can
+inject, and a valid answer grounded in the note for each step."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+#: Kinds whose 200 answer is a valid completion of the step's schema (``ungrounded`` included:
+#: its quotes are invented, but its shape is right, so a client accepts it).
+ACCEPTED_KINDS = ("ok", "latency", "ungrounded", "no_json_mode")
+FAULT_KINDS = ("ok", "latency", "400", "429", "500", "502", "503", "hang", "reset", "not_json", "bad_body", "length",
+               "bad_schema", "ungrounded", "no_json_mode")
+STUB_ORGAN = "Heart (Cor)"
+_STEP = re.compile(r"\[diag-distill step: ([a-z_]+)\]")
+_REPORT = re.compile(r"^\[report: (-?\d+)\]$", re.MULTILINE)
+_PHRASE = re.compile(r"[^\W\d_]+(?: [^\W\d_]+){1,3}")
+
+
+@dataclass
+class Fault:
+    """What the server does with one call.
+
+    ``kind`` is one of ``FAULT_KINDS``: ``not_json`` answers prose instead of
+    JSON; ``bad_body`` sends an HTTP 200 whose body is not JSON at all;
+    ``hang`` holds the call ``delay_s`` seconds (default 30) then closes;
+    ``latency`` adds ``delay_s`` before a normal answer; ``no_json_mode``
+    refuses a request that sets ``response_format`` (400) and answers one that
+    does not. ``retry_after`` / ``retry_after_ms`` set the 429's headers.
+    """
+
+    kind: str = "ok"
+    retry_after: float | None = None
+    delay_s: float = 0.0
+    retry_after_ms: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {', '.join(FAULT_KINDS)}")
+
+
+@dataclass
+class CallInfo:
+    """One call as the server understood it."""
+
+    step: str
+    report: int | None
+    note: str
+    n: int  # 0-based index of this call among all calls the server received
+    model: str
+    api_key: str
+    findings_json: str = ""
+    diagnoses_json: str = ""
+    json_mode: bool = False  # the request asked for response_format json_object
+
+
+def _between(text: str, start: str, end: str, *, last: bool = False) -> str:
+    i = text.find(start + "\n")
+    if i < 0:
+        return ""
+    i += len(start) + 1
+    j = text.rfind("\n" + end) if last else text.find("\n" + end, i)
+    return text[i:j] if j >= i else ""
+
+
+def parse_call(body: dict[str, Any], n: int, api_key: str) -> CallInfo:
+    """Read the step, report number, note and earlier outputs from a chat request."""
+    messages = body.get("messages") or []
+    system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
+    user = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
+    step = _STEP.search(system)
+    report = _REPORT.search(user)
+    return CallInfo(
+        step=step.group(1) if step else "",
+        report=int(report.group(1)) if report else None,
+        note=_between(user, "<<<NOTE", "NOTE>>>", last=True),
+        n=n,
+        model=str(body.get("model", "")),
+        api_key=api_key,
+        findings_json=_between(user, "<<<FINDINGS", "FINDINGS>>>"),
+        diagnoses_json=_between(user, "<<<DIAGNOSES", "DIAGNOSES>>>"),
+        json_mode=bool(body.get("response_format")),
+    )
+
+
+def _phrases(note: str, limit: int = 5) -> list[str]:
+    """Up to ``limit`` short word runs copied verbatim from the start of the note."""
+    head = note[:800]
+    found = [m.group(0)[:60].strip() for m in _PHRASE.finditer(head)]
+    if not found:  # scripts without spaces between words (Chinese): take short slices
+        found = [w[:12] for w in re.findall(r"[^\W\d_]{2,}", head)]
+    seen: list[str] = []
+    for phrase in found:
+        if phrase and phrase not in seen:
+            seen.append(phrase)
+        if len(seen) >= limit:
+            break
+    return seen
+
+
+def _finding_quotes(call: CallInfo) -> list[str]:
+    try:
+        data = json.loads(call.findings_json)
+        return [str(f["quote"]) for f in data["findings"] if f.get("quote")]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return _phrases(call.note)
+
+
+def default_answer(call: CallInfo) -> dict[str, Any]:
+    """A valid, grounded answer for the call's step, built cheaply from the note."""
+    phrases = _phrases(call.note)
+    findings = [{"quote": p, "status": "present", "kind": "symptom"} for p in phrases]
+    diagnoses = [{"organ": STUB_ORGAN, "diagnosis": phrases[0], "quote": phrases[0]}] if phrases else []
+    if call.step == "findings":
+        return {"findings": findings}
+    if call.step == "organs":
+        return {"diagnoses": diagnoses}
+    quotes = _finding_quotes(call) if call.step == "mapping" else phrases
+    mappings = [{"finding": q, "organ": STUB_ORGAN, "diagnosis": phrases[0] if phrases else q, "locations": [],
+                 "basis": q, "inference": ""} for q in quotes]
+    if call.step == "mapping":
+        return {"mappings": mappings}
+    return {"findings": findings, "diagnoses": diagnoses, "mappings": mappings}
+
+
+def faulty_answer(kind: str, call: CallInfo, answer: dict[str, Any]) -> tuple[str, str]:
+    """The answer text and finish_reason for answer-level faults."""
+    text = json.dumps(answer)
+    if kind == "not_json":
+        return "Sorry, I cannot produce JSON for this note.", "stop"
+    if kind == "length":
+        return text[: max(1, len(text) // 2)], "length"
+    if kind == "bad_schema":
+        return json.dumps({"result": "done", "items": [{"text": "no quote field"}]}), "stop"
+    if kind == "ungrounded":
+        fake = "zzq invented finding"
+        made_up = {
+            "findings": [{"quote": fake, "status": "present", "kind": "symptom"}],
+            "diagnoses": [{"organ": STUB_ORGAN, "diagnosis": fake, "quote": fake}],
+            "mappings": [{"finding": fake, "organ": STUB_ORGAN, "locations": ["Left ventricle"], "basis": fake}],
+        }
+        keys = {"findings": ["findings"], "organs": ["diagnoses"], "mapping": ["mappings"]}.get(call.step)
+        return json.dumps({k: v for k, v in made_up.items() if keys is None or k in keys}), "stop"
+    return text, "stop"

@@ -1,0 +1,335 @@
+"""The one module that talks HTTP: chat completions against one endpoint.
+
+``ChatClient.chat`` sends one OpenAI-compatible ``POST {base_url}/chat/completions``
+over a keep-alive ``requests.Session`` and retries on its own (urllib3's
+``Retry`` leaves POST alone):
+
+- 401/403 raise ``EndpointAuthError`` at once;
+- 429 waits as long as ``Retry-After`` / ``retry-after-ms`` asks, then retries;
+  the wait belongs to this client (one endpoint), other endpoints keep going;
+- 5xx, timeouts, connection errors and a 200 whose body is not a chat
+  completion ("malformed response body") back off exponentially with full
+  jitter (base 1 s, cap 60 s; the endpoint's ``backoff_base`` / ``backoff_cap``);
+- after ``endpoint.max_attempts`` attempts: ``EndpointRateLimited`` when the
+  last failure was a 429, else ``EndpointUnavailable``;
+- other 4xx raise ``EndpointBadRequest`` (once, after dropping
+  ``response_format`` if the endpoint refuses JSON mode).
+
+Every attempt appends a ``CallRecord``. No message, record or repr built here
+holds the API key: errors are described from their type and status, never from
+``str()`` of a requests exception, and server text is scrubbed of the key.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from distill.core.config import Endpoint
+from distill.core.errors import (
+    EndpointAuthError,
+    EndpointBadRequest,
+    EndpointError,
+    EndpointRateLimited,
+    EndpointUnavailable,
+    StopRequested,
+)
+from distill.extraction.extractor import CallRecord, EventSink, ignore_event
+
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 60.0
+#: A Retry-After longer than this is treated as this long: a misbehaving proxy
+#: must not park an endpoint for hours; a later 429 simply asks again.
+RETRY_AFTER_CAP_S = 900.0
+CONNECT_TIMEOUT_S = 10.0
+SLEEP_SLICE_S = 0.5
+_ERROR_BODY_CHARS = 200
+
+
+@dataclass
+class ChatReply:
+    """One successful completion."""
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    http_status: int
+
+
+class _AttemptError(Exception):
+    """One failed attempt, described without secrets."""
+
+    def __init__(self, status: str, error: str, http_status: int | None = None, wait_s: float | None = None,
+                 *, json_mode_refused: bool = False) -> None:
+        super().__init__(error)
+        self.json_mode_refused = json_mode_refused
+        self.status = status  # the CallRecord status: a failure class
+        self.error = error
+        self.http_status = http_status
+        self.wait_s = wait_s  # the server's Retry-After, when it gave one
+
+
+def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date), or None."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(0.0, float(millis) / 1000.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def backoff_delay(attempt: int, rng: random.Random, *, base: float = BACKOFF_BASE_S,
+                  cap: float = BACKOFF_CAP_S) -> float:
+    """Full-jitter backoff before retry ``attempt`` (1-based): uniform in [0, min(cap, base * 2**(attempt-1))]."""
+    ceiling = min(cap, base * (2 ** min(attempt - 1, 30)))
+    return rng.uniform(0.0, ceiling)
+
+
+class ChatClient:
+    """Chat completions for one endpoint; one instance per worker.
+
+    ``sleep``, ``clock`` and ``rng`` are injected so tests replay backoff
+    without waiting. ``should_stop`` is polled during every wait; when it
+    returns true the wait ends with ``StopRequested``.
+    """
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+        events: EventSink = ignore_event,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.endpoint = endpoint
+        self._session = session or requests.Session()
+        self._owns_session = session is None
+        self._sleep = sleep
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._events = events
+        self._should_stop = should_stop
+        self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        self._secret = endpoint.api_key  # revealed only into the Authorization header
+        self._json_mode = endpoint.json_mode
+        self._not_before = 0.0  # clock() value before which this endpoint must not be called (429)
+
+    def __repr__(self) -> str:
+        return f"ChatClient({self.endpoint.name!r}, model={self.endpoint.model!r})"
+
+    def close(self) -> None:
+        """Close the session's pooled connections (when this client created the session)."""
+        if self._owns_session:
+            self._session.close()
+
+    # --- public ----------------------------------------------------------------
+
+    def chat(self, messages: list[dict[str, str]], *, step: str, calls: list[CallRecord]) -> ChatReply:
+        """Send ``messages`` until one attempt succeeds; append a ``CallRecord`` per attempt to ``calls``.
+
+        Raises ``EndpointAuthError``, ``EndpointBadRequest``, ``EndpointRateLimited``,
+        ``EndpointUnavailable`` or ``StopRequested``; messages name the endpoint, never its key.
+        """
+        attempts = max(1, self.endpoint.max_attempts)
+        attempt = 0
+        while True:
+            attempt += 1
+            self._wait_until(self._not_before, reason="rate limited (Retry-After)", attempt=attempt)
+            started = self._clock()
+            failure: _AttemptError | None = None
+            try:
+                reply = self._attempt(messages, started)
+            except _AttemptError as exc:
+                failure = exc
+            # Handled outside the except block, so no error raised here chains to a requests exception.
+            if failure is None:
+                calls.append(CallRecord(step=step, attempt=attempt, latency_s=reply.latency_s, status="ok",
+                                        prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
+                                        http_status=reply.http_status))
+                return reply
+            calls.append(CallRecord(step=step, attempt=attempt, latency_s=self._clock() - started,
+                                    status=failure.status, http_status=failure.http_status, error=failure.error))
+            if failure.json_mode_refused:
+                # The endpoint does not know response_format: ask again without it, once.
+                self._json_mode = False
+                self._events("json_mode_off", {"endpoint": self.endpoint.name})
+                attempts += 1
+                continue
+            if failure.wait_s is not None:
+                # Kept even when this was the last attempt: the next call to this endpoint waits too.
+                self._not_before = self._clock() + min(failure.wait_s, RETRY_AFTER_CAP_S)
+            self._raise_if_final(failure, attempt, attempts)
+            self._back_off(failure, attempt)
+
+    # --- one attempt -------------------------------------------------------------
+
+    def _payload(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.endpoint.model,
+            "messages": messages,
+            "temperature": self.endpoint.temperature,
+            "max_tokens": self.endpoint.max_tokens,
+        }
+        if self._json_mode:
+            payload["response_format"] = {"type": "json_object"}
+        return payload
+
+    def _attempt(self, messages: list[dict[str, str]], started: float) -> ChatReply:
+        timeout = (min(CONNECT_TIMEOUT_S, self.endpoint.timeout_s), self.endpoint.timeout_s)
+        key = self._secret.reveal() if self._secret else ""
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        failure: _AttemptError | None = None
+        try:
+            response = self._session.post(self._url, data=json.dumps(self._payload(messages)), headers=headers,
+                                          timeout=timeout)
+            body = response.content
+        except requests.Timeout:
+            failure = _AttemptError("api_unavailable", f"no answer within {self.endpoint.timeout_s:g} s (timeout)")
+        except requests.ConnectionError as exc:
+            failure = _AttemptError("api_unavailable", f"connection failed ({_cause_name(exc)})")
+        except requests.RequestException as exc:
+            failure = _AttemptError("api_unavailable", f"request failed ({type(exc).__name__})")
+        if failure is not None:
+            # Raised outside the except block: requests exceptions carry the request, headers included.
+            raise failure
+        latency = self._clock() - started
+        status = response.status_code
+        if status == 200:
+            return self._parse(body, latency)
+        detail = self._error_detail(body)
+        if status in (401, 403):
+            raise _AttemptError("api_auth", f"HTTP {status}{detail}", status)
+        if status == 429:
+            raise _AttemptError("api_rate_limited", f"HTTP 429{detail}", status, parse_retry_after(response.headers))
+        if status >= 500 or status in (408, 409):
+            raise _AttemptError("api_unavailable", f"HTTP {status}{detail}", status)
+        if self._json_mode and status in (400, 422) and b"response_format" in body:
+            raise _AttemptError("api_bad_request", f"HTTP {status}: response_format refused", status, json_mode_refused=True)
+        raise _AttemptError("api_bad_request", f"HTTP {status}{detail}", status)
+
+    def _parse(self, body: bytes, latency: float) -> ChatReply:
+        try:
+            data = json.loads(body)
+            choice = data["choices"][0]
+            text = choice["message"]["content"]
+            if not isinstance(text, str):
+                raise TypeError("content is not text")
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise _AttemptError("api_unavailable", "malformed response body (not a chat completion)", 200) from None
+        usage = data.get("usage") or {}
+        return ChatReply(
+            text=text,
+            finish_reason=str(choice.get("finish_reason") or ""),
+            prompt_tokens=_as_int(usage.get("prompt_tokens")),
+            completion_tokens=_as_int(usage.get("completion_tokens")),
+            latency_s=latency,
+            http_status=200,
+        )
+
+    def _error_detail(self, body: bytes) -> str:
+        """A short, key-free excerpt of the server's error message."""
+        try:
+            data = json.loads(body)
+            error = data.get("error", data) if isinstance(data, dict) else data
+            message = error.get("message", "") if isinstance(error, dict) else str(error)
+        except ValueError:
+            message = body[:_ERROR_BODY_CHARS].decode("utf-8", "replace")
+        message = " ".join(self._scrub(str(message)).split())[:_ERROR_BODY_CHARS]
+        return f": {message}" if message else ""
+
+    def _scrub(self, text: str) -> str:
+        key = self._secret.reveal() if self._secret else ""
+        return text.replace(key, "***") if key else text
+
+    # --- failure handling ----------------------------------------------------------
+
+    def _raise_if_final(self, failure: _AttemptError, attempt: int, attempts: int) -> None:
+        name = self.endpoint.name
+        where = f"endpoint {name} ({self.endpoint.model})"
+        error: EndpointError | None = None
+        if failure.status == "api_auth":
+            error = EndpointAuthError(
+                f"{where} refused the API key ({failure.error}); check DIAG_API_<i>_KEY for {name}",
+                endpoint=name, status=failure.http_status)
+        elif failure.status == "api_bad_request":
+            error = EndpointBadRequest(
+                f"{where} rejected the request ({failure.error}); check its model name and max_tokens",
+                endpoint=name, status=failure.http_status)
+        elif attempt >= attempts:
+            summary = f"{where} failed {attempt} attempt(s); last: {failure.error}"
+            if failure.status == "api_rate_limited":
+                error = EndpointRateLimited(f"{summary}; the endpoint keeps rate limiting",
+                                            endpoint=name, status=failure.http_status)
+            else:
+                error = EndpointUnavailable(summary, endpoint=name, status=failure.http_status)
+        if error is not None:
+            raise error
+
+    def _back_off(self, failure: _AttemptError, attempt: int) -> None:
+        if failure.wait_s is not None:
+            self._wait_until(self._not_before, reason=f"rate limited: {failure.error}", attempt=attempt)
+            return
+        delay = backoff_delay(attempt, self._rng, base=self.endpoint.backoff_base_s, cap=self.endpoint.backoff_cap_s)
+        self._wait_until(self._clock() + delay, reason=failure.error, attempt=attempt, announce_zero=True)
+
+    def _wait_until(self, deadline: float, *, reason: str, attempt: int, announce_zero: bool = False) -> None:
+        """Sleep until ``clock() >= deadline`` in slices, so a stop request ends the wait early."""
+        remaining = deadline - self._clock()
+        if remaining <= 0 and not announce_zero:
+            return
+        self._events("backing_off", {"endpoint": self.endpoint.name, "until": time.time() + max(0.0, remaining),
+                                     "reason": reason, "attempt": attempt})
+        while True:
+            if self._should_stop():
+                raise StopRequested(f"stop requested while endpoint {self.endpoint.name} was backing off")
+            if remaining <= 0:
+                return
+            self._sleep(min(SLEEP_SLICE_S, remaining))
+            remaining = deadline - self._clock()
+
+
+def _as_int(value: Any) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _cause_name(exc: BaseException) -> str:
+    """The innermost cause's class name ("ConnectionResetError"): descriptive and free of URLs or headers."""
+    current = exc
+    for _ in range(10):
+        nested = [a for a in current.args if isinstance(a, BaseException)]
+        nxt = current.__cause__ or getattr(current, "reason", None) or (nested[0] if nested else None)
+        if not isinstance(nxt, BaseException) or nxt is current:
+            break
+        current = nxt
+    return type(current).__name__

@@ -1,0 +1,300 @@
+"""One report through the three steps: report file -> steps -> normalized result -> store.
+
+``process_report`` never leaves a report half-written: it ends ``done`` (all
+outputs committed), ``failed`` (a failure record naming the reason), or raises
+``EndpointAuthError`` / ``StopRequested`` with the report untouched except for
+per-step checkpoints, so the next attempt pays for no finished step again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ValidationError
+
+from distill.core.clock import utc_now
+from distill.core.errors import (
+    BadInput,
+    EndpointAuthError,
+    InvalidOutput,
+    OutputWriteError,
+    ReportError,
+    StopRequested,
+)
+from distill.extraction.extractor import CallRecord, EventSink, Extractor, StepInput, StepResult, ignore_event
+from distill.extraction.normalize import normalize
+from distill.extraction.report import Report, read_report, report_number
+from distill.extraction.schemas import STEP_MODELS, CombinedOutput, FindingsOutput, MappingOutput, OrgansOutput
+
+RAW_FORMAT = "diag-distill/raw-v1"
+FAILED_FORMAT = "diag-distill/failed-v1"
+MIN_STEP_TEXT = 40  # characters: a shorter section is not worth a call of its own
+
+
+class StagedCommit(Protocol):
+    """A done report's outputs, written under temporary names, not yet visible."""
+
+    @property
+    def size(self) -> int: ...
+
+    def finish(self) -> None: ...
+
+    def abandon(self) -> None: ...
+
+
+class ReportStore(Protocol):
+    """Where the pipeline keeps checkpoints and commits outcomes (the output store implements it)."""
+
+    def load_checkpoints(self, number: int) -> dict[str, dict[str, Any]]: ...
+
+    def save_checkpoint(self, number: int, step: str, data: dict[str, Any]) -> None: ...
+
+    def commit_failed(self, number: int, record: dict[str, Any], log_text: str) -> None: ...
+
+    def stage_done(self, number: int, raw: dict[str, Any], normalized: list[dict[str, Any]],
+                   log_text: str) -> StagedCommit: ...
+
+
+def _prompt_version() -> str:
+    from distill.extraction.prompts import PROMPT_VERSION
+
+    return PROMPT_VERSION
+
+
+@dataclass
+class Outcome:
+    """What happened to one report."""
+
+    number: int
+    status: str  # "done" or "failed"
+    findings: int = 0
+    units: int = 0
+    error_class: str = ""
+    message: str = ""
+    calls: list[CallRecord] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def tokens(self) -> int:
+        return sum(c.prompt_tokens + c.completion_tokens for c in self.calls)
+
+
+class ReportLog:
+    """The per-report log: what happened, step by step; never a key, never the whole note."""
+
+    def __init__(self, number: int, events: EventSink) -> None:
+        self.number = number
+        self.lines: list[str] = []
+        self._events = events
+
+    def __call__(self, message: str, **details: Any) -> None:
+        self.lines.append(f"{utc_now()} report {self.number}: {message}")
+        self._events("log", {"report": self.number, "message": message, **details})
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def _step_text(report: Report, step: str) -> str:
+    sections = report.sections
+    candidates: tuple[str, ...]
+    if step == "findings":
+        candidates = (sections.patient_text(), sections.narrative_physician_text())
+    elif step == "organs":
+        candidates = (sections.physician_text(),)
+    else:
+        candidates = ()
+    for text in candidates:
+        if len(text.strip()) >= MIN_STEP_TEXT:
+            return text
+    return report.text
+
+
+def _usage(calls: list[CallRecord]) -> dict[str, Any]:
+    return {
+        "calls": len(calls),
+        "prompt_tokens": sum(c.prompt_tokens for c in calls),
+        "completion_tokens": sum(c.completion_tokens for c in calls),
+        "latency_s": round(sum(c.latency_s for c in calls), 4),
+    }
+
+
+class _Run:
+    """The state of one attempt at one report."""
+
+    def __init__(self, report: Report, extractor: Extractor, store: ReportStore, log: ReportLog,
+                 events: EventSink) -> None:
+        self.report = report
+        self.extractor = extractor
+        self.store = store
+        self.log = log
+        self.events = events
+        self.calls: list[CallRecord] = []
+        self.outputs: dict[str, BaseModel] = {}
+        self.checkpoints = {
+            step: data
+            for step, data in store.load_checkpoints(report.number).items()
+            if data.get("sha256") == report.sha256 and step in STEP_MODELS
+        }
+
+    def step(self, step: str, data: StepInput) -> BaseModel:
+        saved = self.checkpoints.get(step)
+        if saved is not None:
+            try:
+                output = STEP_MODELS[step].model_validate(saved["output"])
+            except (KeyError, ValidationError):
+                output = None
+            if output is not None:
+                self.calls.extend(CallRecord(**c) for c in saved.get("calls", []))
+                self.log(f"step {step}: resumed from checkpoint (no new call)", step=step)
+                self.outputs[step] = output
+                return output
+        self.events("step", {"report": self.report.number, "step": step})
+        started = time.monotonic()
+        try:
+            result: StepResult = self.extractor.run(step, data)
+        except ReportError as exc:
+            # A failed step's calls were paid for: they count in the report's usage and failure record.
+            self.calls.extend(getattr(exc, "calls", []))
+            self.log(f"step {step}: {exc.failure_class}: {exc}", step=step)
+            raise
+        self.calls.extend(result.calls)
+        latency = time.monotonic() - started
+        self.store.save_checkpoint(self.report.number, step, {
+            "sha256": self.report.sha256,
+            "output": result.output.model_dump(mode="json"),
+            "calls": [c.to_dict() for c in result.calls],
+        })
+        self.log(f"step {step}: ok in {latency:.2f} s, {len(result.calls)} call(s){_summary(result.output)}",
+                 step=step, latency_s=latency)
+        self.outputs[step] = result.output
+        return result.output
+
+    def three_steps(self) -> tuple[FindingsOutput, OrgansOutput, MappingOutput, bool]:
+        report = self.report
+        try:
+            findings = self.step("findings", StepInput(report, _step_text(report, "findings")))
+            organs = self.step("organs", StepInput(report, _step_text(report, "organs")))
+            assert isinstance(findings, FindingsOutput) and isinstance(organs, OrgansOutput)
+            mapping = self.step("mapping", StepInput(report, report.text, findings=findings, organs=organs))
+            assert isinstance(mapping, MappingOutput)
+            return findings, organs, mapping, False
+        except InvalidOutput as exc:
+            return self.single_call(f"invalid output: {exc}")
+
+    def single_call(self, why: str) -> tuple[FindingsOutput, OrgansOutput, MappingOutput, bool]:
+        """The fallback: all three steps in one call."""
+        self.log(f"falling back to a single call after {why}")
+        combined = self.step("combined", StepInput(self.report, self.report.text))
+        assert isinstance(combined, CombinedOutput)
+        return (FindingsOutput(findings=combined.findings), OrgansOutput(diagnoses=combined.diagnoses),
+                MappingOutput(mappings=combined.mappings), True)
+
+
+def _summary(output: BaseModel) -> str:
+    for name in ("findings", "diagnoses", "mappings"):
+        value = getattr(output, name, None)
+        if isinstance(value, list):
+            return f", {len(value)} {name}"
+    return ""
+
+
+def _failure_record(number: int, source: Path, exc: ReportError, run: _Run | None, extractor: Extractor,
+                    step: str) -> dict[str, Any]:
+    calls = run.calls if run else []
+    return {
+        "format": FAILED_FORMAT,
+        "report_number": number,
+        "source": str(source.resolve()),
+        "error_class": exc.failure_class,
+        "message": str(exc),
+        "attempts": len(calls),
+        "endpoint": extractor.info.name,
+        "model": extractor.info.model,
+        "teacher_kind": extractor.info.kind,
+        "step": step,
+        "failed_at": utc_now(),
+        "calls": [c.to_dict() for c in calls],
+    }
+
+
+def process_report(
+    path: Path,
+    *,
+    extractor: Extractor,
+    store: ReportStore,
+    max_bytes: int = 2_000_000,
+    events: EventSink = ignore_event,
+    publish: Callable[[StagedCommit, Outcome], None] | None = None,
+) -> Outcome:
+    """Run one report end to end and commit the result or a failure record.
+
+    Raises ``EndpointAuthError`` (the endpoint must be disabled; nothing is
+    written), ``StopRequested`` (checkpoints kept) and ``OutputWriteError``
+    (the disk refused a write; the report is not done).
+
+    A done report's outputs are written here; making them durable and visible
+    is ``StagedCommit.finish()``, called here, or by ``publish`` when given
+    (the worker finishes commits on a thread while its next report starts).
+    """
+    started = time.monotonic()
+    started_at = utc_now()
+    number = report_number(path)
+    if number is None:
+        raise BadInput(f"{path.name}: not a report file name (report_<N>.txt or report_<N>.json)")
+    log = ReportLog(number, events)
+    run: _Run | None = None
+    try:
+        report = read_report(path, max_bytes=max_bytes)
+        log(f"read {path.name}: {len(report.text)} characters, {report.encoding}, "
+            f"sections: {', '.join(report.sections.names()) or 'none'}")
+        run = _Run(report, extractor, store, log, events)
+        findings, organs, mapping, fallback = run.three_steps()
+        result = normalize(report.text, findings, organs, mapping)
+        if findings.findings and not result.records and not fallback:
+            quoted = len(findings.findings)
+            findings, organs, mapping, fallback = run.single_call(f"none of the {quoted} quoted findings occur in the note")
+            result = normalize(report.text, findings, organs, mapping)
+        if findings.findings and not result.records:
+            raise InvalidOutput(f"none of the {len(findings.findings)} findings the teacher quoted occur in the note")
+    except (EndpointAuthError, StopRequested, OutputWriteError):
+        raise
+    except Exception as caught:  # a defect costs one report (recorded as a failure), never the run
+        exc = caught if isinstance(caught, ReportError) else ReportError(
+            f"internal error: {type(caught).__name__}: {caught}")
+        step = next((s for s in ("findings", "organs", "mapping", "combined") if run and s not in run.outputs), "read")
+        log(f"failed: {exc.failure_class}: {exc}")
+        store.commit_failed(number, _failure_record(number, path, exc, run, extractor, step), log.text())
+        return Outcome(number, "failed", error_class=exc.failure_class, message=str(exc),
+                       calls=run.calls if run else [], duration_s=time.monotonic() - started)
+    units = sum(len(r["U_unit_set"]) for r in result.records)
+    log(f"normalized: {len(result.records)} findings kept, {units} units, {len(result.dropped)} items dropped")
+    duration = time.monotonic() - started
+    raw = {
+        "format": RAW_FORMAT,
+        "report": {"number": number, "source": str(report.path.resolve()), "sha256": report.sha256,
+                   "encoding": report.encoding, "chars": len(report.text)},
+        "teacher": {"kind": extractor.info.kind, "endpoint": extractor.info.name, "model": extractor.info.model},
+        "prompt_version": _prompt_version(),
+        "steps": {step: output.model_dump(mode="json") for step, output in run.outputs.items()},
+        "fallback_used": fallback,
+        "calls": [c.to_dict() for c in run.calls],
+        "usage": _usage(run.calls),
+        "attempts": len(run.calls),
+        "timings": {"started_at": started_at, "finished_at": utc_now(), "duration_s": round(duration, 4)},
+        "validation": {"stats": result.stats, "dropped": result.dropped},
+        "normalized": result.records,
+    }
+    log(f"saved in {duration:.2f} s")
+    pending = store.stage_done(number, raw, result.records, log.text())
+    outcome = Outcome(number, "done", findings=len(result.records), units=units, calls=run.calls,
+                      duration_s=duration)
+    if publish is None:
+        pending.finish()
+    else:
+        publish(pending, outcome)
+    return outcome

@@ -1,0 +1,358 @@
+"""The offline teacher: a deterministic rule-based ``Extractor`` (``provider: local``).
+
+It needs no network and no key, so a fresh machine runs the whole job. Findings
+and diagnoses come from the lexicons of ``distill.extraction.lexicon``; each gets a status
+from context cues in the NegEx/ConText tradition (a cue reaches from itself to
+the end of its sentence, or to a scope-ending word such as "but"); organs and
+locations come only from the organ vocabulary and the words of the note.
+
+Every quote and diagnosis is an exact substring of the text the step saw; the
+same input always gives the same output.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from bisect import bisect_left
+from typing import Literal, cast
+
+from pydantic import BaseModel
+
+from distill.core.errors import ReportError
+from distill.extraction.extractor import CallRecord, StepInput, StepResult, TeacherInfo
+from distill.extraction.lexicon import Hit, Matcher, compiled_lexicon, is_latin, term_key
+from distill.extraction.normalize import find_quote
+from distill.extraction.schemas import (
+    STEP_MODELS,
+    CombinedOutput,
+    Finding,
+    FindingKind,
+    FindingsOutput,
+    Mapping,
+    MappingOutput,
+    OrganDiagnosis,
+    OrgansOutput,
+)
+from distill.extraction.vocabulary import Vocabulary, load_vocabulary
+
+TEACHER_VERSION = "local-rules-1"
+STEPS = tuple(STEP_MODELS)
+MAX_FINDINGS = 40
+MAX_DIAGNOSES = 30
+MAX_MAPPINGS = 80
+MAX_QUOTE = 300
+# How far back an English post-cue ("... was ruled out") reaches, in characters.
+POST_CUE_REACH = 60
+# A line this short that holds a disease word is taken whole as a diagnosis.
+SHORT_LINE = 80
+
+# "skip": a hypothetical finding, or someone else's: not the patient's at all.
+ContextStatus = Literal["present", "absent", "uncertain", "skip"]
+_STATUS_OF_CUE: dict[str, ContextStatus] = {"neg": "absent", "unc": "uncertain", "hyp": "skip", "exp": "skip"}
+_ROLE_OF_KIND = {"symptom": "symptom of", "sign": "sign of", "exam": "examination finding in", "test": "test result in"}
+
+# Sentence ends; a period between digits ("2.5 cm") is not one.
+_BOUNDARY = re.compile(r"[!?;。；！？\n]|(?<!\d)\.|\.(?!\d)")
+_CJK_CLAUSE = re.compile(r"[，,]")
+# A section header glued to its text ("IMPRESSIONCongestive heart failure").
+_GLUED_HEADER = re.compile(r"\s*[A-Z][A-Z /&]*[A-Z](?=[A-Z][a-z])")
+# The number of the next list item, glued to its text ("冠心病 2.慢性心力衰竭").
+_NEXT_ITEM_NUMBER = re.compile(r"\s+\d{1,2}\Z")
+
+# A sentence with one of these is narrative, not a diagnosis line.
+_NARRATIVE = re.compile(
+    r"(?<![A-Za-z])(?:was|were|is|are|has|have|had|been|will|can|could|may|might|would|should|did|does|we|I|he|"
+    r"she|they|her|his|patient|underwent|showed|shows|revealed|indicated)(?![A-Za-z])"
+)
+_LATIN_WORD = re.compile(r"[A-Za-z]{4,}")
+_CJK_RUN = re.compile(r"[\u3400-\u9fff]{2,}")
+_AFTER_CVA = re.compile(r"[^\S\n]*(?:-|/)?[^\S\n]*tender", re.IGNORECASE)
+
+
+class _Context:
+    """The sentences and context cues of one text: answers what status a span has."""
+
+    def __init__(self, text: str, cues: Matcher | None = None) -> None:
+        self.text = text
+        self.bounds = [m.start() for m in _BOUNDARY.finditer(text)]
+        self.cues = cues.find(text) if cues is not None else []
+        self.cue_starts = [hit.start for hit in self.cues]
+
+    def sentence(self, start: int, end: int) -> tuple[int, int]:
+        """The span of the sentence holding ``text[start:end]``, trimmed of whitespace."""
+        i = bisect_left(self.bounds, start)
+        left = self.bounds[i - 1] + 1 if i > 0 else 0
+        j = bisect_left(self.bounds, end)
+        right = self.bounds[j] if j < len(self.bounds) else len(self.text)
+        header = _GLUED_HEADER.match(self.text, left, end)
+        if header is not None and header.end() <= start:
+            left = header.end()
+        if self.text[right:right + 1] == "." and not self.text[right + 1:right + 2].isspace():
+            number = _NEXT_ITEM_NUMBER.search(self.text, end, right)
+            right = number.start() if number is not None else right
+        while left < start and self.text[left].isspace():
+            left += 1
+        while right > end and self.text[right - 1].isspace():
+            right -= 1
+        return left, right
+
+    def quote(self, start: int, end: int) -> str:
+        """The sentence around a span, cut to ``MAX_QUOTE`` characters around it when longer."""
+        left, right = self.sentence(start, end)
+        if right - left > MAX_QUOTE:
+            spare = max(0, MAX_QUOTE - (end - start)) // 2
+            left, right = max(left, start - spare), min(right, end + spare)
+        return self.text[left:right].strip()
+
+    def status(self, start: int, end: int) -> ContextStatus:
+        """``present``, ``absent``, ``uncertain``, or ``skip`` (hypothetical, or not the patient's)."""
+        left, right = self.sentence(start, end)
+        lo, hi = bisect_left(self.cue_starts, left), bisect_left(self.cue_starts, right)
+        nearby = self.cues[lo:hi]
+        enders = [hit for hit in nearby if hit.term.category == "term"]
+        best: tuple[int, ContextStatus] | None = None
+        for cue in nearby:
+            status = _STATUS_OF_CUE.get(cue.term.category)
+            if status is None:
+                continue
+            direction = cue.term.organs[0] if cue.term.organs else "pre"
+            latin = is_latin(cue.term.text)
+            if cue.end <= start and direction in ("pre", "both"):
+                gap = (cue.end, start)
+            elif cue.start >= end and direction in ("post", "both"):
+                gap = (end, cue.start)
+                if latin and gap[1] - gap[0] > POST_CUE_REACH:
+                    continue
+            else:
+                continue
+            # Another person's history ("family history: positive for ...") lasts to the sentence end.
+            if cue.term.category != "exp" and self._scope_ends(gap, enders, latin):
+                continue
+            distance = gap[1] - gap[0]
+            if best is None or distance < best[0]:
+                best = (distance, status)
+        return best[1] if best is not None else "present"
+
+    def _scope_ends(self, gap: tuple[int, int], enders: list[Hit], latin: bool) -> bool:
+        if any(gap[0] <= hit.start and hit.end <= gap[1] for hit in enders):
+            return True
+        # Chinese lists use "、"; a comma starts a new clause with its own cues.
+        return not latin and _CJK_CLAUSE.search(self.text, gap[0], gap[1]) is not None
+
+
+def _extend_left(text: str, start: int, latin: re.Pattern[str], other: re.Pattern[str]) -> int:
+    """Where a term's leading modifiers start ("mild bilateral" + "edema")."""
+    window_start = max(0, start - 60)
+    window = text[window_start:start]
+    pattern = latin if is_latin(text[start]) else other
+    found = pattern.search(window)
+    return window_start + found.start() if found else start
+
+
+class LocalTeacher:
+    """The built-in offline ``Extractor``: rules and lexicons, no network, deterministic."""
+
+    def __init__(self, endpoint_name: str = "local", vocabulary: Vocabulary | None = None) -> None:
+        self.info = TeacherInfo(kind="local", name=endpoint_name, model=TEACHER_VERSION)
+        self.vocabulary = vocabulary if vocabulary is not None else load_vocabulary()
+        self._lex = compiled_lexicon()
+        self._organ_of_key: dict[str, str | None] = {}
+
+    def run(self, step: str, data: StepInput) -> StepResult:
+        """Answer one step; the single ``CallRecord`` carries the measured time."""
+        started = time.perf_counter()
+        output: BaseModel
+        if step == "findings":
+            output = FindingsOutput(findings=self.findings(data.text))
+        elif step == "organs":
+            output = OrgansOutput(diagnoses=self.diagnoses(data.text))
+        elif step == "mapping":
+            findings = data.findings.findings if data.findings is not None else self.findings(data.text)
+            diagnoses = data.organs.diagnoses if data.organs is not None else self.diagnoses(data.text)
+            output = MappingOutput(mappings=self.mappings(findings, diagnoses, _note_text(data)))
+        elif step == "combined":
+            context = _Context(data.text, self._lex.cues)
+            findings = self._findings(context)
+            diagnoses = self._diagnoses(context)
+            note = _note_text(data)
+            # Sentences do not depend on the cues, so the mapping step can reuse the same context.
+            mappings = self._mappings(findings, diagnoses, context if note == data.text else _Context(note))
+            output = CombinedOutput(findings=findings, diagnoses=diagnoses, mappings=mappings)
+        else:
+            raise ReportError(f"the offline teacher has no step {step!r}; use one of {', '.join(STEPS)}")
+        call = CallRecord(step=step, attempt=1, latency_s=round(time.perf_counter() - started, 6), status="ok")
+        return StepResult(output=output, calls=[call])
+
+    def close(self) -> None:
+        """Nothing to release; present for the ``Extractor`` protocol."""
+
+    # --- step 1 ---------------------------------------------------------------
+
+    def findings(self, text: str) -> list[Finding]:
+        """Lexicon findings of ``text`` with their status, in order of first mention, deduplicated."""
+        return self._findings(_Context(text, self._lex.cues))
+
+    def _findings(self, context: _Context) -> list[Finding]:
+        lex, text = self._lex, context.text
+        found: list[Finding] = []
+        seen: set[tuple[str, str]] = set()
+        for hit in lex.findings.find(text):
+            if hit.term.category == "skip":
+                continue
+            status = context.status(hit.start, hit.end)
+            if status == "skip":
+                continue
+            start = _extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
+            quote = text[start:hit.end].strip()
+            key = (term_key(quote), status)
+            if key in seen:
+                continue
+            seen.add(key)
+            found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, hit.term.category)))
+            if len(found) >= MAX_FINDINGS:
+                break
+        return found
+
+    # --- step 2 ---------------------------------------------------------------
+
+    def diagnoses(self, text: str) -> list[OrganDiagnosis]:
+        """Diagnoses of ``text`` that are not negated, each with its vocabulary organ and sentence."""
+        return self._diagnoses(_Context(text, self._lex.cues))
+
+    def _diagnoses(self, context: _Context) -> list[OrganDiagnosis]:
+        lex, text = self._lex, context.text
+        found: list[tuple[int, OrganDiagnosis]] = []
+        seen: set[tuple[str, str]] = set()
+        covered: set[tuple[int, int]] = set()
+
+        def add(position: int, organ: str, diagnosis: str, quote: str) -> None:
+            key = (organ, term_key(diagnosis))
+            if key not in seen:
+                seen.add(key)
+                found.append((position, OrganDiagnosis(organ=organ, diagnosis=diagnosis, quote=quote)))
+
+        for hit in lex.diagnoses.find(text):
+            if hit.term.text == "CVA" and _AFTER_CVA.match(text, hit.end):
+                continue  # costovertebral angle tenderness, not a stroke
+            if context.status(hit.start, hit.end) in ("absent", "skip"):
+                continue
+            start, end = self._diagnosis_span(text, hit)
+            quote = context.quote(start, end)
+            covered.add(context.sentence(hit.start, hit.end))
+            for key in hit.term.organs:
+                organ = self.resolve_organ(key)
+                if organ is not None:
+                    add(hit.start, organ, text[start:end].strip(), quote)
+        # A diagnosis line the lexicon does not know: trust only organs it names itself.
+        for word in lex.disease_word.finditer(text):
+            sentence = context.sentence(word.start(), word.end())
+            if sentence in covered or context.status(word.start(), word.end()) in ("absent", "skip"):
+                continue
+            covered.add(sentence)
+            phrase = text[sentence[0]:sentence[1]].strip()
+            if len(phrase) > SHORT_LINE or _NARRATIVE.search(phrase):
+                continue
+            for organ in self.vocabulary.organs_in_text(phrase):
+                add(word.start(), organ, phrase, phrase)
+        found.sort(key=lambda item: item[0])
+        return [diagnosis for _, diagnosis in found[:MAX_DIAGNOSES]]
+
+    def _diagnosis_span(self, text: str, hit: Hit) -> tuple[int, int]:
+        lex = self._lex
+        start = _extend_left(text, hit.start, lex.dx_modifiers_en, lex.dx_modifiers_zh)
+        tail = lex.dx_tail_en.match(text, hit.end) if is_latin(hit.term.text) else None
+        return start, tail.end() if tail else hit.end
+
+    def resolve_organ(self, key: str) -> str | None:
+        """The vocabulary organ a lexicon organ key (``heart``) names, or ``None``."""
+        if key not in self._organ_of_key:
+            self._organ_of_key[key] = self.vocabulary.match_organ(key)
+        return self._organ_of_key[key]
+
+    # --- step 3 ---------------------------------------------------------------
+
+    def mappings(self, findings: list[Finding], diagnoses: list[OrganDiagnosis], note: str) -> list[Mapping]:
+        """Each finding linked to the diagnosed organs it is a recognised sign of, or that it names.
+
+        Only organs of ``diagnoses`` are used. Locations are those the finding's
+        sentence in ``note`` names, or else those the diagnosis names; never guessed.
+        """
+        return self._mappings(findings, diagnoses, _Context(note))
+
+    def _mappings(self, findings: list[Finding], diagnoses: list[OrganDiagnosis], context: _Context) -> list[Mapping]:
+        diagnosed: dict[str, list[OrganDiagnosis]] = {}
+        for diagnosis in diagnoses:
+            organ = self._canonical(diagnosis.organ)
+            if organ is not None:
+                diagnosed.setdefault(organ, []).append(diagnosis)
+        out: list[Mapping] = []
+        for finding in findings:
+            if finding.status == "absent":
+                continue
+            for organ, how in self._organs_of_finding(finding.quote):
+                if organ not in diagnosed:
+                    continue
+                diagnosis = _closest(finding.quote, diagnosed[organ])
+                basis = diagnosis.quote or diagnosis.diagnosis
+                # Where the finding is said first; else where the diagnosis puts it.
+                locations = (self.vocabulary.locations_in_text(organ, _near(context, finding.quote))
+                             or self.vocabulary.locations_in_text(organ, f"{diagnosis.diagnosis}\n{basis}"))
+                if how == "lexicon":
+                    role = _ROLE_OF_KIND.get(finding.kind, "sign of")
+                    inference = f"finding '{finding.quote}' is a recognised {role} {diagnosis.diagnosis}"
+                else:
+                    inference = (f"finding '{finding.quote}' names a part or condition of the {organ}, "
+                                 f"which '{diagnosis.diagnosis}' concerns")
+                out.append(Mapping(
+                    finding=finding.quote, organ=organ, diagnosis=diagnosis.diagnosis,
+                    locations=locations,
+                    basis=basis[:1000], inference=inference[:1000],
+                ))
+                if len(out) >= MAX_MAPPINGS:
+                    return out
+        return out
+
+    def _organs_of_finding(self, quote: str) -> list[tuple[str, str]]:
+        organs: dict[str, str] = {}
+        for hit in self._lex.findings.find(quote):
+            for key in hit.term.organs:
+                organ = self.resolve_organ(key)
+                if organ is not None:
+                    organs.setdefault(organ, "lexicon")
+        for organ in self.vocabulary.organs_in_text(quote):
+            organs.setdefault(organ, "named")
+        return list(organs.items())
+
+    def _canonical(self, organ: str) -> str | None:
+        if organ in self.vocabulary.organs:
+            return organ
+        return self.vocabulary.match_organ(organ)
+
+
+def _closest(quote: str, diagnoses: list[OrganDiagnosis]) -> OrganDiagnosis:
+    """The diagnosis sharing most words with the finding (the first one on a tie)."""
+    words = _words(quote)
+    return max(diagnoses, key=lambda diagnosis: len(words & _words(f"{diagnosis.diagnosis} {diagnosis.quote}")))
+
+
+def _words(text: str) -> set[str]:
+    """English words of four letters or more, and Chinese character pairs (single characters say too little)."""
+    words = {w.lower() for w in _LATIN_WORD.findall(text)}
+    for run in _CJK_RUN.findall(text):
+        words.update(run[i:i + 2] for i in range(len(run) - 1))
+    return words
+
+
+def _note_text(data: StepInput) -> str:
+    text = getattr(data.report, "text", None)
+    return text if isinstance(text, str) else data.text
+
+
+def _near(context: _Context, quote: str) -> str:
+    """The sentence of the context's text where ``quote`` first occurs (any case and spacing), or the quote."""
+    found = find_quote(quote, context.text)
+    if found is None:
+        return quote
+    left, right = context.sentence(*found)
+    return context.text[left:right]

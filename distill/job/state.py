@@ -1,0 +1,240 @@
+"""The state directory: its layout, the job lock, the stop flag, worker heartbeats.
+
+Everything a running job shares between its processes lives here
+(``DIAG_STATE_DIR``, ``/tmp`` by default). Files are private (0600, folders
+0700), written atomically, and a symlink planted at any of their paths is
+refused rather than followed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from distill.core.errors import JobAlreadyRunning, StateDirError
+from distill.results.atomic import (
+    TMP_MARK,
+    read_json,
+    read_json_folder,
+    refuse_symlink,
+    remove_stale_temporaries,
+    write_atomic,
+    write_json,
+)
+
+STATUS_FILE = "continuous_diag_distillation_status.json"
+COUNTER_FILE = "current_diag_processing_number.txt"
+STOP_FLAG = "stop_diag_distillation.flag"
+STOP_SCRIPT = "stop_diag_distillation.sh"
+STOP_NOW_FLAG = "stop_diag_distillation.now"
+JOB_FILE = "continuous_diag_job.json"
+JOB_LOCK = "continuous_diag_job.lock"
+CLAIMS_FILE = "continuous_diag_claims.json"
+CLAIMS_LOCK = "continuous_diag_claims.lock"
+INDEX_FILE = "continuous_diag_index.bin"
+WORKERS_DIR = "continuous_diag_workers"
+
+
+def proc_stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (``[0]`` is the state), ``None`` when gone.
+
+    The command name may hold spaces and parentheses, so the split is after its last ``)``.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()
+
+
+def process_identity(pid: int) -> str | None:
+    """``"<pid>:<start time>"`` of a live process, ``None`` when it is gone.
+
+    The start time defeats pid reuse: a lease whose pid now belongs to some
+    other process is recognised as dead.
+    """
+    fields = proc_stat_fields(pid)
+    # fields[0] is the state; a zombie has finished running.
+    if not fields or fields[0] == "Z":
+        return None
+    return f"{pid}:{fields[19]}" if len(fields) > 19 else str(pid)
+
+
+def identity_alive(identity: object) -> bool:
+    """Whether ``identity`` (from ``process_identity``) names a process still running; ``False`` for non-strings."""
+    if not isinstance(identity, str) or not identity:
+        return False
+    pid_text = identity.split(":", 1)[0]
+    return pid_text.isdigit() and process_identity(int(pid_text)) == identity
+
+
+def my_identity() -> str:
+    return process_identity(os.getpid()) or str(os.getpid())
+
+
+@dataclass(frozen=True)
+class StateDir:
+    """Paths and small operations on one state directory."""
+
+    root: Path
+
+    def ensure(self) -> None:
+        """Create the directory (0700 when we make it) and the workers folder; refuse symlinks."""
+        if self.root.is_symlink():
+            raise StateDirError(f"DIAG_STATE_DIR {self.root} is a symbolic link; refusing to use it")
+        if not self.root.exists():
+            self.root.mkdir(parents=True, mode=0o700)
+        if not self.root.is_dir():
+            raise StateDirError(f"DIAG_STATE_DIR {self.root} is not a directory")
+        workers = self.path(WORKERS_DIR)
+        refuse_symlink(workers)
+        workers.mkdir(exist_ok=True, mode=0o700)
+
+    def path(self, name: str) -> Path:
+        return self.root / name
+
+    def remove_stale_temporaries(self) -> int:
+        """Delete temporaries of our own state files left by a writer that died; return how many.
+
+        Only names this package writes are touched: the state directory may be
+        ``/tmp``, shared with everything else on the machine.
+        """
+        ours = (STATUS_FILE, COUNTER_FILE, STOP_FLAG, STOP_SCRIPT, STOP_NOW_FLAG, JOB_FILE, CLAIMS_FILE, INDEX_FILE)
+        removed = 0
+        for name in ours:
+            for stale in self.root.glob(f"{TMP_MARK}{name}.*"):
+                pid = stale.name.rsplit(".", 1)[-1]
+                if pid.isdigit() and process_identity(int(pid)) is None:
+                    stale.unlink(missing_ok=True)
+                    removed += 1
+        return removed + remove_stale_temporaries(self.path(WORKERS_DIR))
+
+    @property
+    def status_path(self) -> Path:
+        return self.path(STATUS_FILE)
+
+    @property
+    def stop_flag(self) -> Path:
+        return self.path(STOP_FLAG)
+
+    @property
+    def stop_now_flag(self) -> Path:
+        return self.path(STOP_NOW_FLAG)
+
+    @property
+    def stop_script(self) -> Path:
+        return self.path(STOP_SCRIPT)
+
+    def lock(self, name: str, timeout: float = -1) -> filelock.FileLock:
+        """A filelock on ``name``; its file is created 0600 and never deleted while in use."""
+        path = self.path(name)
+        refuse_symlink(path)
+        # preserve_lock_file: never unlink a lock file another process may be waiting on.
+        return filelock.FileLock(str(path), timeout=timeout, mode=0o600, preserve_lock_file=True)
+
+    # --- the stop request ----------------------------------------------------
+
+    def stop_requested(self) -> bool:
+        return self.stop_flag.exists()
+
+    def stop_now_requested(self) -> bool:
+        return self.stop_now_flag.exists()
+
+    def request_stop(self, *, now: bool = False) -> None:
+        write_atomic(self.stop_flag, b"stop requested\n", durable=False)
+        if now:
+            write_atomic(self.stop_now_flag, b"stop now\n", durable=False)
+
+    def clear_stop(self) -> None:
+        for flag in (self.stop_flag, self.stop_now_flag):
+            refuse_symlink(flag)
+            flag.unlink(missing_ok=True)
+
+    def write_stop_script(self) -> None:
+        """The executable ``stop_diag_distillation.sh`` that users run to stop the job gracefully."""
+        flag = shlex.quote(str(self.stop_flag))
+        script = (
+            "#!/bin/sh\n"
+            "# Ask the diag-distill job of this state directory to stop gracefully:\n"
+            "# workers finish their current report, then exit. Remove the flag to cancel.\n"
+            f"touch {flag} && echo \"stop requested: workers finish their current report, then exit\" \\\n"
+            f"  && echo \"(to cancel before they stop: rm {flag})\"\n"
+        )
+        write_atomic(self.stop_script, script.encode(), mode=0o700, durable=False)
+        os.chmod(self.stop_script, 0o700)
+
+    # --- the job record --------------------------------------------------------
+
+    def running_job(self) -> dict[str, Any] | None:
+        """The record of the live job holding this state directory, or ``None``."""
+        job = read_json(self.path(JOB_FILE))
+        if isinstance(job, dict) and identity_alive(job.get("identity")):
+            return job
+        return None
+
+    def write_job(self, record: dict[str, Any]) -> None:
+        write_json(self.path(JOB_FILE), record, durable=False)
+
+    def acquire_job_lock(self) -> filelock.BaseFileLock:
+        """Hold the job lock for this process's lifetime; refuse when another job holds it."""
+        lock = self.lock(JOB_LOCK, timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            raise JobAlreadyRunning(describe_running_job(self)) from None
+        return lock
+
+    def job_lock_free(self) -> bool:
+        lock = self.lock(JOB_LOCK, timeout=0)
+        try:
+            lock.acquire()
+        except filelock.Timeout:
+            return False
+        lock.release()
+        return True
+
+    # --- heartbeats --------------------------------------------------------------
+
+    def heartbeat_path(self, api: str) -> Path:
+        return self.path(WORKERS_DIR) / f"{api}.json"
+
+    def write_heartbeat(self, api: str, record: dict[str, Any]) -> None:
+        write_json(self.heartbeat_path(api), record, durable=False, compact=True)
+
+    def read_heartbeat(self, api: str) -> dict[str, Any] | None:
+        data = read_json(self.heartbeat_path(api))
+        return data if isinstance(data, dict) else None
+
+    def read_heartbeats(self) -> dict[str, dict[str, Any]]:
+        return read_json_folder(self.path(WORKERS_DIR))
+
+    def clear_heartbeats(self) -> None:
+        folder = self.path(WORKERS_DIR)
+        for name in os.listdir(folder) if folder.is_dir() else []:
+            if name.endswith(".json"):
+                (folder / name).unlink(missing_ok=True)
+
+    def read_status(self) -> dict[str, Any] | None:
+        data = read_json(self.status_path)
+        return data if isinstance(data, dict) else None
+
+    def write_status(self, status: dict[str, Any]) -> None:
+        write_json(self.status_path, status, durable=False)
+
+
+def describe_running_job(state: StateDir) -> str:
+    job = state.running_job() or read_json(state.path(JOB_FILE)) or {}
+    since = job.get("started_at", "an unknown time")
+    pid = job.get("pid", "?")
+    return (
+        f"another diag-distill job is running on state directory {state.root} "
+        f"(supervisor pid {pid}, started {since}, reports from {job.get('start', '?')}); "
+        f"stop it with {state.stop_script} or use another DIAG_STATE_DIR"
+    )
+

@@ -1,0 +1,323 @@
+"""The worker: one endpoint's loop of claim -> process -> commit -> release.
+
+A worker runs in its own tmux session and prints a readable live log there.
+It keeps a heartbeat file in the state directory (state, current report and
+step, counts, tokens, last error) and writes its own exit record into it.
+
+Signals: the first SIGTERM, SIGHUP or SIGINT asks for a graceful stop (finish
+the current report, then exit). A second one, or any signal while the
+stop-now flag exists, stops at once: the finished steps stay checkpointed and
+the claim goes back to the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from distill.core.clock import utc_now
+from distill.core.config import Endpoint, Settings
+from distill.core.errors import (
+    ConfigError,
+    DistillError,
+    EndpointAuthError,
+    InputDirMissing,
+    JobNotStarted,
+    OutputWriteError,
+    StopRequested,
+)
+from distill.extraction.extractor import Extractor
+from distill.extraction.pipeline import Outcome, StagedCommit, process_report
+from distill.job.claims import Claim, ClaimBook
+from distill.job.committer import Committer
+from distill.job.heartbeat import Heartbeat, WorkerStats
+from distill.job.state import StateDir, my_identity
+from distill.results.atomic import write_atomic
+from distill.results.store import OutputStore
+
+EXIT_OK = 0
+EXIT_CONFIG = 2
+EXIT_DISABLED = 3
+EXIT_CRASHED = 70
+
+#: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
+TIMINGS_ENV = "DIAG_BENCH_DIR"
+
+
+def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]], None],
+                   should_stop: Callable[[], bool]) -> Extractor:
+    """The offline teacher for a ``local`` endpoint, else the LLM extractor."""
+    if endpoint.is_local:
+        from distill.extraction.teacher import LocalTeacher
+
+        return LocalTeacher(endpoint.name)
+    from distill.extraction.llm import LLMExtractor
+
+    return LLMExtractor(endpoint, events=events, should_stop=should_stop)
+
+
+class Worker:
+    """One endpoint's worker. ``run()`` returns the process exit code."""
+
+    def __init__(self, api: str, settings: Settings, *, job_id: str, until_drained: bool = False,
+                 out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep,
+                 extractor_factory: Callable[..., Extractor] = make_extractor) -> None:
+        if api not in settings.endpoints:
+            raise ConfigError(f"--api {api}: no such endpoint in MULTI_API_CONFIG ({', '.join(settings.endpoints)})")
+        self.api = api
+        self.endpoint = settings.endpoints[api]
+        self.settings = settings
+        self.job_id = job_id
+        self.until_drained = until_drained
+        self.out = out
+        self.sleep = sleep
+        self.state = StateDir(settings.state_dir)
+        self.store = OutputStore(settings.output_dir)
+        self.book = ClaimBook(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
+        self.identity = my_identity()
+        self.extractor_factory = extractor_factory
+        self.stop_after_current = False
+        self.stop_now = False
+        self.started = utc_now()
+        self.started_epoch = time.time()
+        self.stats = self._previous_stats()
+        self.status: dict[str, Any] = {"state": "idle", "since": time.time()}
+        self.last_error = ""
+        self._lock = threading.Lock()
+        self.heartbeat = Heartbeat(self.state, api, self._record, self.say)
+        self.committer: Committer | None = None
+        self._commit_error = ""  # set by the committer thread when finishing a commit failed
+        self._timings_dir = os.environ.get(TIMINGS_ENV) or None
+        self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
+
+    # --- heartbeat --------------------------------------------------------------------
+
+    def _previous_stats(self) -> WorkerStats:
+        old = self.state.read_heartbeat(self.api)
+        if old and old.get("job_id") == self.job_id:
+            return WorkerStats.from_dict(old.get("stats", {}))
+        return WorkerStats()
+
+    def set_state(self, state: str, **details: Any) -> None:
+        with self._lock:
+            self.status = {"state": state, "since": time.time(), **details}
+        self.heartbeat.soon()
+
+    def _record(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "api": self.api, "job_id": self.job_id, "pid": os.getpid(), "identity": self.identity,
+                "endpoint": self.endpoint.describe(), "model": self.endpoint.model,
+                "teacher": "local" if self.endpoint.is_local else "llm",
+                **self.status, "last_error": self.last_error, "started": self.started,
+                "started_epoch": self.started_epoch, "updated": time.time(), "stats": self.stats.to_dict(),
+            }
+
+    # --- console ----------------------------------------------------------------------
+
+    def say(self, message: str) -> None:
+        line = f"{datetime.now().strftime('%H:%M:%S')} [{self.api}] {message}\n"
+        try:
+            self.out.write(line)
+            self.out.flush()
+        except (OSError, ValueError):
+            pass  # the pane is gone (kill-session): keep working, the heartbeat still tells
+
+    def on_event(self, event: str, details: dict[str, Any]) -> None:
+        if event == "log":
+            self.say(details["message"])
+        elif event == "step":
+            with self._lock:
+                self.status.update(step=details["step"], step_since=time.time())
+            self.heartbeat.soon()
+        elif event == "repair":
+            self.say(f"step {details.get('step')}: asking again after an unusable answer: {details.get('problem')}")
+        elif event == "json_mode_off":
+            self.say("the endpoint refused JSON mode; asking without it from now on")
+        elif event == "backing_off":
+            until = float(details.get("until", time.time()))
+            reason = details.get("reason", "")
+            self.say(f"backing off {max(0.0, until - time.time()):.1f} s: {reason}")
+            with self._lock:
+                self.status.update(backing_off_until=until, backoff_reason=reason)
+            self.heartbeat.soon()
+
+    # --- signals ----------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_after_current or self.state.stop_now_requested():
+            self.stop_now = True
+            raise StopRequested(f"stopped now by signal {signal.Signals(signum).name}")
+        self.stop_after_current = True
+
+    def should_stop_now(self) -> bool:
+        return self.stop_now
+
+    def _stop_wanted(self) -> bool:
+        return self.stop_after_current or self.stop_now or self.state.stop_requested()
+
+    # --- the loop ---------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Claim and process reports until stopped, drained or disabled."""
+        self.state.ensure()
+        self.store.prepare()
+        self.heartbeat.start()
+        self.say(f"started: {self.endpoint.describe()}, output {self.settings.output_dir}")
+        extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
+        self.committer = Committer(self._committed, self._commit_failed)
+        code, reason = EXIT_CRASHED, "crashed"
+        try:
+            code, reason = self._loop(extractor)
+        except StopRequested:
+            code, reason = EXIT_OK, "stopped now"
+        except ConfigError as exc:
+            self.last_error = str(exc)
+            code, reason = EXIT_CONFIG, str(exc)
+        finally:
+            self.committer.close()
+            with contextlib.suppress(DistillError):
+                self.book.flush()
+            extractor.close()
+            self.heartbeat.stop()
+            self._write_timings()
+            self.set_state("exited", exit_code=code, reason=reason)
+            self.say(f"exited ({reason})")
+        return code
+
+    def _loop(self, extractor: Extractor) -> tuple[int, str]:
+        while True:
+            if self._stop_wanted():
+                return EXIT_OK, "stop requested"
+            if self._commit_error:
+                error, self._commit_error = self._commit_error, ""
+                self.say(f"{error}; pausing until writes succeed")
+                self._pause_until_writable(error)
+                continue
+            try:
+                claim = self._next_claim()
+            except (InputDirMissing, JobNotStarted) as exc:  # a folder gone, /tmp wiped: wait and look again
+                self.last_error = str(exc)
+                self.set_state("idle", note=str(exc))
+                self.say(str(exc))
+                self._wait(self.settings.check_interval)
+                continue
+            if claim is None:
+                if self.until_drained and self.book.drained():
+                    return EXIT_OK, "drained"
+                self.set_state("idle")
+                self._wait(self.settings.check_interval if not self.until_drained else 0.5)
+                continue
+            result = self._process(claim, extractor)
+            if result is not None:
+                return result
+
+    def _next_claim(self) -> Claim | None:
+        asked = time.perf_counter()
+        claim = self.book.claim_next(self.api, self.identity)
+        if claim is not None and self._timings_dir:
+            self.claim_times.append(time.perf_counter() - asked)
+        return claim
+
+    def _write_timings(self) -> None:
+        if not self._timings_dir:
+            return
+        from distill.results.atomic import write_json
+
+        path = Path(self._timings_dir) / f"{self.api}.{os.getpid()}.json"
+        with contextlib.suppress(OutputWriteError, OSError):
+            write_json(path, {"api": self.api, "claim_s": self.claim_times}, durable=False)
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not self._stop_wanted():
+            self.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+    def _process(self, claim: Claim, extractor: Extractor) -> tuple[int, str] | None:
+        self.set_state("working", report=claim.number, step="read", step_since=time.time())
+        again = " (handed back)" if claim.handed_back else ""
+        self.say(f"report {claim.number}: claimed {claim.path.name}{again}")
+        handed_off = False
+
+        def publish(pending: StagedCommit, outcome: Outcome) -> None:
+            nonlocal handed_off
+            assert self.committer is not None
+            self.committer.submit(pending, outcome)
+            handed_off = True  # from here the committer releases the claim
+
+        finished = False
+        write_error = ""
+        try:
+            outcome = process_report(claim.path, extractor=extractor, store=self.store, publish=publish,
+                                     max_bytes=self.settings.max_report_bytes, events=self.on_event)
+            finished = True
+        except EndpointAuthError as exc:
+            self.last_error = str(exc)
+            self.say(f"report {claim.number}: endpoint disabled: {exc}; report handed back")
+            self.set_state("disabled", reason=str(exc))
+            return EXIT_DISABLED, f"disabled: {exc}"
+        except OutputWriteError as exc:
+            write_error = str(exc)
+        finally:
+            if not handed_off:
+                self.book.release(claim.number, finished=finished)
+        if write_error:
+            # Handed back before the pause, so the report does not wait on this worker.
+            self.last_error = write_error
+            self.say(f"report {claim.number}: {write_error}; report handed back, pausing until writes succeed")
+            self._pause_until_writable(write_error)
+            return None
+        if outcome.status == "failed":
+            self._count(outcome, 0)
+            self.last_error = f"report {claim.number}: {outcome.error_class}: {outcome.message}"
+            self.say(f"report {claim.number}: FAILED {outcome.error_class}: {outcome.message}")
+        self.set_state("idle")
+        return None
+
+    def _count(self, outcome: Outcome, size: int) -> None:
+        with self._lock:
+            self.stats.add(outcome, size)
+
+    def _committed(self, pending: StagedCommit, outcome: Outcome) -> None:
+        """On the committer thread: the report is done; release its claim and say so."""
+        try:
+            self.book.release(outcome.number, finished=True, defer=True)
+        except DistillError as exc:  # the claim stays with this live worker; the next start recomputes it
+            self.say(f"report {outcome.number}: saved, but its claim could not be released: {exc}")
+        self._count(outcome, pending.size)
+        self.say(f"report {outcome.number}: saved, {outcome.findings} findings, {outcome.units} units, "
+                 f"{len(outcome.calls)} call(s), {outcome.tokens} tokens, {outcome.duration_s:.2f} s")
+        self.heartbeat.soon()
+
+    def _commit_failed(self, pending: StagedCommit, outcome: Outcome, error: OutputWriteError) -> None:
+        """On the committer thread: nothing was published; hand the report back and pause the worker."""
+        with contextlib.suppress(DistillError):
+            self.book.release(outcome.number, finished=False)
+        self.last_error = f"report {outcome.number}: {error}; report handed back"
+        self._commit_error = self.last_error
+
+    def _pause_until_writable(self, reason: str) -> None:
+        probe = self.settings.output_dir / ".write_probe"
+        while not self._stop_wanted():
+            self.set_state("paused", reason=reason)
+            self._wait(self.settings.check_interval)
+            try:
+                write_atomic(probe, b"x" * 65536)
+                probe.unlink()
+                self.say("writes succeed again; resuming")
+                return
+            except OutputWriteError:
+                continue

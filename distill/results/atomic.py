@@ -1,0 +1,185 @@
+"""Atomic, private file writes.
+
+Every file diag-distill writes goes through ``write_atomic``: a temporary
+name in the same folder, flush, fsync, rename, fsync of the folder. A reader
+sees the old file or the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from distill.core.errors import OutputWriteError, StateDirError
+
+TMP_MARK = ".tmp-"
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def refuse_symlink(path: Path) -> None:
+    """Raise ``StateDirError`` when ``path`` is a symlink (never follow one we did not make)."""
+    if path.is_symlink():
+        raise StateDirError(f"{path} is a symbolic link; refusing to follow it (remove it and start again)")
+
+
+def _write_error(path: Path, exc: OSError) -> OutputWriteError:
+    reason = "disk full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return OutputWriteError(f"cannot write {path}: {reason}")
+
+
+def temporary_name(path: Path) -> Path:
+    """The temporary a writer in this thread uses for ``path``: same folder, hidden, ending in our pid.
+
+    One per thread (a worker's heartbeat thread writes the file its main thread writes); the pid
+    stays last, for ``remove_stale_temporaries``.
+    """
+    return path.with_name(f"{TMP_MARK}{path.name}.{threading.get_native_id()}.{os.getpid()}")
+
+
+class StagedFile:
+    """A file written under a temporary name in its folder, not yet visible.
+
+    ``publish`` makes it durable (fsync) and visible (rename); ``discard``
+    removes it. Writing and publishing may happen on different threads, so a
+    slow fsync can run while the caller goes on. Any OS error raises
+    ``OutputWriteError`` and leaves no temporary behind.
+    """
+
+    def __init__(self, path: Path, data: bytes, *, mode: int = 0o600) -> None:
+        refuse_symlink(path)
+        self.path = path
+        self.size = len(data)
+        self.tmp = temporary_name(path)
+        self._fd: int | None = None
+        try:
+            self._fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+            view = memoryview(data)
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self.discard()
+            raise _write_error(path, exc) from None
+
+    def publish(self, *, durable: bool = True) -> None:
+        """fsync (when ``durable``), close and rename over the real name."""
+        try:
+            if self._fd is not None:
+                if durable:
+                    os.fsync(self._fd)
+                fd, self._fd = self._fd, None
+                os.close(fd)
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            self.discard()
+            raise _write_error(self.path, exc) from None
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
+
+
+def fsync_folders(paths: list[Path]) -> None:
+    """fsync each distinct folder of ``paths`` once, so their renames survive a power loss."""
+    for folder in dict.fromkeys(path.parent for path in paths):
+        _fsync_dir(folder)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
+    """Replace ``path`` with ``data`` atomically; raise ``OutputWriteError`` on any OS error.
+
+    On failure the temporary file is removed and ``path`` is left as it was.
+    ``durable=False`` skips the fsyncs, for state that a reboot wipes anyway
+    (heartbeats, claims in /tmp) or that only has to outlive the process
+    (checkpoints): the rename alone keeps readers from torn files.
+    """
+    StagedFile(path, data, mode=mode).publish(durable=durable)
+    if durable:
+        _fsync_dir(path.parent)
+
+
+def dumps(obj: Any, *, compact: bool = False) -> bytes:
+    """The JSON encoding of every file we write: UTF-8, keys in given order; indented for people to read,
+    compact for machine state (the compact form uses the C encoder: several times faster)."""
+    if compact:
+        return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+
+
+def write_json(path: Path, obj: Any, *, mode: int = 0o600, durable: bool = True, compact: bool = False) -> None:
+    write_atomic(path, dumps(obj, compact=compact), mode=mode, durable=durable)
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file; ``None`` when it is missing, unreadable or corrupt."""
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
+
+
+def read_json_folder(folder: Path) -> dict[str, dict[str, Any]]:
+    """Every ``<name>.json`` object in ``folder`` by name, sorted; temporaries and corrupt files skipped."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return {}
+    found: dict[str, dict[str, Any]] = {}
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            data = read_json(folder / name)
+            if isinstance(data, dict):
+                found[name[: -len(".json")]] = data
+    return found
+
+
+def remove_stale_temporaries(folder: Path) -> int:
+    """Delete temporary files left in ``folder`` by a writer that died; return how many."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(TMP_MARK):
+            pid_text = entry.name.rsplit(".", 1)[-1]
+            if pid_text.isdigit() and _pid_alive(int(pid_text)):
+                continue
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,230 @@
+"""The output folder: results, failure records and per-step checkpoints.
+
+Layout (DESIGN §2)::
+
+    OUTPUT_DIR/diagnostic_results/diagnostic_<N>.json             raw
+    OUTPUT_DIR/diagnostic_results_normalized/diagnostic_<N>.json  normalized
+    OUTPUT_DIR/logs/diagnostic_<N>.log                            log
+    OUTPUT_DIR/failed/diagnostic_<N>.json                         failure record
+    OUTPUT_DIR/checkpoints/<N>/<step>.json                        finished steps of an unfinished report
+
+A report is done when its raw and normalized files exist; the raw file is
+written last, so a crash in the middle of a commit leaves a report not done,
+and its checkpoints let the next attempt finish it without new calls.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from distill.core.errors import OutputWriteError
+from distill.results.atomic import (
+    TMP_MARK,
+    StagedFile,
+    dumps,
+    fsync_folders,
+    read_json_folder,
+    remove_stale_temporaries,
+    write_atomic,
+    write_json,
+)
+
+RAW_DIR = "diagnostic_results"
+NORMALIZED_DIR = "diagnostic_results_normalized"
+LOG_DIR = "logs"
+FAILED_DIR = "failed"
+CHECKPOINT_DIR = "checkpoints"
+RETRIED_DIR = "retried"
+
+
+def _number_of(name: str, prefix: str = "diagnostic_", suffix: str = ".json") -> int | None:
+    if name.startswith(prefix) and name.endswith(suffix):
+        digits = name[len(prefix) : -len(suffix)]
+        if digits.isdigit():
+            return int(digits)
+    return None
+
+
+@dataclass
+class PendingCommit:
+    """A done report's outputs, written but not yet published (see ``OutputStore.stage_done``)."""
+
+    store: OutputStore
+    number: int
+    files: list[StagedFile]
+
+    def finish(self) -> None:
+        """fsync and rename each file (raw last), fsync the folders, drop checkpoints; or raise, leaving it not done."""
+        try:
+            for item in self.files:
+                item.publish()
+        except OutputWriteError:
+            self.abandon()
+            raise
+        fsync_folders([item.path for item in self.files])
+        self.store._after_done(self.number)
+
+    @property
+    def size(self) -> int:
+        """Bytes of the three outputs."""
+        return sum(item.size for item in self.files)
+
+    def abandon(self) -> None:
+        for item in self.files:
+            item.discard()
+
+
+@dataclass(frozen=True)
+class OutputStore:
+    """Reads and writes one output folder. All writes are atomic and private (0600)."""
+
+    root: Path
+
+    def prepare(self) -> None:
+        """Create the folders (0700) and remove what dead writers left: temporaries, checkpoints of done reports."""
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name in (RAW_DIR, NORMALIZED_DIR, LOG_DIR, FAILED_DIR, CHECKPOINT_DIR):
+            folder = self.root / name
+            folder.mkdir(exist_ok=True, mode=0o700)
+            remove_stale_temporaries(folder)
+        self._clear_orphan_checkpoints()
+
+    def _clear_orphan_checkpoints(self) -> None:
+        """A writer killed between a report's commit and its clean-up leaves checkpoints of a done report."""
+        try:
+            names = os.listdir(self.root / CHECKPOINT_DIR)
+        except OSError:
+            return
+        for name in names:
+            if name.isdigit() and self.is_done(int(name)):
+                self.clear_checkpoints(int(name))
+
+    def raw_path(self, number: int) -> Path:
+        return self.root / RAW_DIR / f"diagnostic_{number}.json"
+
+    def normalized_path(self, number: int) -> Path:
+        return self.root / NORMALIZED_DIR / f"diagnostic_{number}.json"
+
+    def log_path(self, number: int) -> Path:
+        return self.root / LOG_DIR / f"diagnostic_{number}.log"
+
+    def failed_path(self, number: int) -> Path:
+        return self.root / FAILED_DIR / f"diagnostic_{number}.json"
+
+    def checkpoint_dir(self, number: int) -> Path:
+        return self.root / CHECKPOINT_DIR / str(number)
+
+    # --- status of one report ------------------------------------------------
+
+    def is_done(self, number: int) -> bool:
+        return self.raw_path(number).is_file() and self.normalized_path(number).is_file()
+
+    def is_failed(self, number: int) -> bool:
+        return self.failed_path(number).is_file()
+
+    def done_numbers(self) -> set[int]:
+        """Every report number with a raw result (one folder listing)."""
+        return self._numbers(RAW_DIR)
+
+    def failed_numbers(self) -> set[int]:
+        return self._numbers(FAILED_DIR)
+
+    def _numbers(self, folder: str) -> set[int]:
+        found: set[int] = set()
+        try:
+            with os.scandir(self.root / folder) as entries:
+                for entry in entries:
+                    number = _number_of(entry.name)
+                    if number is not None:
+                        found.add(number)
+        except OSError:
+            pass
+        return found
+
+    # --- commits -------------------------------------------------------------
+
+    def stage_done(self, number: int, raw: dict[str, Any], normalized: list[dict[str, Any]],
+                   log_text: str) -> PendingCommit:
+        """Write the three outputs under temporary names; ``finish()`` on the result makes them durable and visible.
+
+        Splitting the commit lets a worker pay for the fsyncs while its next
+        report's first call is in flight; a full disk still shows here, at once.
+        """
+        staged: list[StagedFile] = []
+        try:
+            staged.append(StagedFile(self.log_path(number), log_text.encode("utf-8")))
+            staged.append(StagedFile(self.normalized_path(number), dumps(normalized)))
+            staged.append(StagedFile(self.raw_path(number), dumps(raw)))  # published last: the done marker
+        except OutputWriteError:
+            for item in staged:
+                item.discard()
+            raise
+        return PendingCommit(self, number, staged)
+
+    def commit_done(self, number: int, raw: dict[str, Any], normalized: list[dict[str, Any]], log_text: str) -> None:
+        """Write the three outputs (raw last), then drop checkpoints and any old failure record."""
+        self.stage_done(number, raw, normalized, log_text).finish()
+
+    def _after_done(self, number: int) -> None:
+        self.clear_checkpoints(number)
+        if self.failed_path(number).exists():
+            self._archive_failed(number)
+
+    def commit_failed(self, number: int, record: dict[str, Any], log_text: str) -> None:
+        """Write the failure record and the log. Checkpoints are kept for a retry."""
+        write_atomic(self.log_path(number), log_text.encode("utf-8"))
+        write_json(self.failed_path(number), record)
+
+    def _archive_failed(self, number: int) -> None:
+        """Move a failure record aside (kept, never deleted) so the report can run again."""
+        target = self.root / FAILED_DIR / RETRIED_DIR
+        target.mkdir(exist_ok=True, mode=0o700)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.failed_path(number), target / f"diagnostic_{number}.{stamp}.json")
+
+    def release_failed(self) -> list[int]:
+        """Archive every failure record so ``start --retry-failed`` runs those reports again."""
+        numbers = sorted(self.failed_numbers())
+        for number in numbers:
+            self._archive_failed(number)
+        return numbers
+
+    # --- checkpoints ---------------------------------------------------------
+
+    def save_checkpoint(self, number: int, step: str, data: dict[str, Any]) -> None:
+        folder = self.checkpoint_dir(number)
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # Atomic but not fsynced: a checkpoint must survive the process (SIGKILL, crash), and the page
+        # cache does; after a power loss the step is simply paid for again. Results stay fully durable.
+        write_json(folder / f"{step}.json", data, durable=False, compact=True)
+
+    def load_checkpoints(self, number: int) -> dict[str, dict[str, Any]]:
+        """The finished steps of an unfinished report, by step name."""
+        folder = self.checkpoint_dir(number)
+        try:
+            if any(name.startswith(TMP_MARK) for name in os.listdir(folder)):
+                remove_stale_temporaries(folder)  # a writer killed mid-checkpoint: its attempt is repeated now
+        except OSError:
+            return {}
+        return read_json_folder(folder)
+
+    def clear_checkpoints(self, number: int) -> None:
+        shutil.rmtree(self.checkpoint_dir(number), ignore_errors=True)
+
+    def counts(self) -> dict[str, int]:
+        """Files per output folder (lists folders: for summaries, not for every refresh)."""
+        result: dict[str, int] = {}
+        for key, folder in (("raw", RAW_DIR), ("normalized", NORMALIZED_DIR), ("failed", FAILED_DIR)):
+            result[key] = len(self._numbers(folder))
+        try:
+            result["logs"] = sum(1 for e in os.scandir(self.root / LOG_DIR) if e.name.endswith(".log"))
+        except OSError:
+            result["logs"] = 0
+        return result

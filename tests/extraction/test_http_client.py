@@ -1,0 +1,278 @@
+from __future__ import annotations
+
+import random
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from distill.bench.stub_server import CallInfo, Fault, StubServer
+from distill.core.config import Endpoint, Secret
+from distill.core.errors import (
+    EndpointAuthError,
+    EndpointBadRequest,
+    EndpointError,
+    EndpointRateLimited,
+    EndpointUnavailable,
+    StopRequested,
+)
+from distill.extraction.extractor import CallRecord
+from distill.extraction.http_client import BACKOFF_BASE_S, ChatClient, backoff_delay, parse_retry_after
+
+CANARY = "sk-canary-3f9a1c7e5b"
+MESSAGES = [
+    {"role": "system", "content": "[diag-distill step: findings]\nrules"},
+    {"role": "user", "content": "[report: 5]\n<<<NOTE\nThe patient reports chest pain.\nNOTE>>>"},
+]
+
+
+class FakeTime:
+    """A clock that only moves when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _plan(*faults: Fault) -> Any:
+    """Faults for the first calls, then ok."""
+
+    def plan(call: CallInfo) -> Fault:
+        return faults[call.n] if call.n < len(faults) else Fault()
+
+    return plan
+
+
+@pytest.fixture
+def fake() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def stub() -> Iterator[StubServer]:
+    server = StubServer(require_key=CANARY).start()
+    yield server
+    server.stop()
+
+
+def _client(server: StubServer, fake: FakeTime, *, events: list[tuple[str, dict[str, Any]]] | None = None,
+            key: str = CANARY, **endpoint: Any) -> ChatClient:
+    settings: dict[str, Any] = {"timeout_s": 5.0, "max_attempts": 4, **endpoint}
+    ep = Endpoint("api_3", base_url=server.url, model="stub-model", api_key=Secret(key), provider="openai",
+                  **settings)
+    sink = (lambda name, details: events.append((name, details))) if events is not None else None
+    return ChatClient(ep, sleep=fake.sleep, clock=fake.clock, rng=random.Random(7),
+                      **({"events": sink} if sink else {}))
+
+
+def test_ok_reply_carries_text_usage_and_one_record(stub: StubServer, fake: FakeTime) -> None:
+    calls: list[CallRecord] = []
+    reply = _client(stub, fake).chat(MESSAGES, step="findings", calls=calls)
+    assert '"findings"' in reply.text and reply.finish_reason == "stop" and reply.http_status == 200
+    assert reply.prompt_tokens > 0 and reply.completion_tokens > 0
+    assert [(c.step, c.attempt, c.status, c.prompt_tokens) for c in calls] == [
+        ("findings", 1, "ok", reply.prompt_tokens)]
+    assert fake.sleeps == []
+
+
+def test_retry_after_seconds_is_honoured(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = _plan(Fault("429", retry_after=7))
+    events: list[tuple[str, dict[str, Any]]] = []
+    calls: list[CallRecord] = []
+    _client(stub, fake, events=events).chat(MESSAGES, step="findings", calls=calls)
+    assert sum(fake.sleeps) == pytest.approx(7.0)
+    assert [c.status for c in calls] == ["api_rate_limited", "ok"]
+    assert [name for name, _ in events] == ["backing_off"]
+    assert events[0][1]["attempt"] == 1 and "rate limited" in events[0][1]["reason"]
+
+
+def test_retry_after_ms_is_honoured(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = _plan(Fault("429", retry_after_ms=1500))
+    _client(stub, fake).chat(MESSAGES, step="findings", calls=[])
+    assert sum(fake.sleeps) == pytest.approx(1.5)
+
+
+def test_rate_limit_wait_also_delays_the_next_chat_on_the_same_client(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = _plan(Fault("429", retry_after=4), Fault("429", retry_after=4))
+    client = _client(stub, fake, max_attempts=2)
+    with pytest.raises(EndpointRateLimited):
+        client.chat(MESSAGES, step="findings", calls=[])
+    assert sum(fake.sleeps) == pytest.approx(4.0)  # no sleep after the final attempt ...
+    client.chat(MESSAGES, step="findings", calls=[])
+    assert sum(fake.sleeps) == pytest.approx(8.0)  # ... but the next call still waits out the server's request
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"retry-after": "12"}, 12.0, id="seconds"),
+        pytest.param({"retry-after": "Wed, 21 Oct 2015 07:28:10 GMT"}, 10.0, id="http-date"),
+        pytest.param({"retry-after-ms": "250", "retry-after": "9"}, 0.25, id="ms-wins"),
+        pytest.param({"retry-after": "soon"}, None, id="garbage"),
+        pytest.param({}, None, id="absent"),
+    ],
+)
+def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> None:
+    now = 1445412480.0  # 07:28:00 GMT that day
+    assert parse_retry_after(headers, now=now) == (pytest.approx(expected) if expected is not None else None)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(Fault("500"), id="500"),
+        pytest.param(Fault("502"), id="502"),
+        pytest.param(Fault("503"), id="503"),
+        pytest.param(Fault("reset"), id="connection-reset"),
+        pytest.param(Fault("bad_body"), id="malformed-body"),
+    ],
+)
+def test_retryable_failure_then_ok(stub: StubServer, fake: FakeTime, fault: Fault) -> None:
+    stub.fault_plan = _plan(fault)
+    calls: list[CallRecord] = []
+    reply = _client(stub, fake).chat(MESSAGES, step="findings", calls=calls)
+    assert reply.http_status == 200
+    assert [c.status for c in calls] == ["api_unavailable", "ok"]
+    assert calls[0].error and len(fake.sleeps) >= 1
+    assert sum(fake.sleeps) <= BACKOFF_BASE_S
+
+
+def test_timeout_is_retried(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = _plan(Fault("hang", delay_s=30))
+    calls: list[CallRecord] = []
+    _client(stub, fake, timeout_s=0.3).chat(MESSAGES, step="findings", calls=calls)
+    assert [c.status for c in calls] == ["api_unavailable", "ok"]
+    assert "timeout" in calls[0].error
+
+
+def test_malformed_body_exhausting_attempts_says_so(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = lambda call: Fault("bad_body")
+    with pytest.raises(EndpointUnavailable, match="malformed response body"):
+        _client(stub, fake, max_attempts=2).chat(MESSAGES, step="findings", calls=[])
+
+
+def test_401_raises_auth_error_without_retry(stub: StubServer, fake: FakeTime) -> None:
+    calls: list[CallRecord] = []
+    with pytest.raises(EndpointAuthError) as caught:
+        _client(stub, fake, key="sk-wrong").chat(MESSAGES, step="findings", calls=calls)
+    assert caught.value.status == 401 and caught.value.endpoint == "api_3"
+    assert [c.status for c in calls] == ["api_auth"]
+    assert stub.total == 1 and fake.sleeps == []
+
+
+def test_other_4xx_raises_bad_request_without_retry(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = _plan(Fault("400"))
+    calls: list[CallRecord] = []
+    with pytest.raises(EndpointBadRequest, match="invalid request"):
+        _client(stub, fake).chat(MESSAGES, step="findings", calls=calls)
+    assert [c.status for c in calls] == ["api_bad_request"] and stub.total == 1
+
+
+def test_unknown_path_is_a_bad_request(fake: FakeTime) -> None:
+    with StubServer() as server:
+        ep = Endpoint("api_1", base_url=server.url + "/missing", model="m", api_key=Secret("k"), provider="openai")
+        with pytest.raises(EndpointBadRequest, match="HTTP 404"):
+            ChatClient(ep, sleep=fake.sleep, clock=fake.clock).chat(MESSAGES, step="findings", calls=[])
+
+
+def test_endpoint_refusing_json_mode_is_asked_again_without_it(stub: StubServer, fake: FakeTime) -> None:
+    asked_json_mode: list[bool] = []
+    stub.fault_plan = lambda call: (asked_json_mode.append(call.json_mode), Fault("no_json_mode"))[1]
+    calls: list[CallRecord] = []
+    client = _client(stub, fake, max_attempts=1)
+    client.chat(MESSAGES, step="findings", calls=calls)
+    client.chat(MESSAGES, step="findings", calls=calls)
+    assert [c.status for c in calls] == ["api_bad_request", "ok", "ok"]  # asks with JSON mode once only
+    assert asked_json_mode == [True, False, False]
+
+
+def test_length_finish_reason_is_returned_not_retried(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = _plan(Fault("length"))
+    calls: list[CallRecord] = []
+    reply = _client(stub, fake).chat(MESSAGES, step="findings", calls=calls)
+    assert reply.finish_reason == "length" and len(calls) == 1
+
+
+def test_backoff_is_bounded_by_max_attempts_with_jitter_in_bounds(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = lambda call: Fault("503")
+    events: list[tuple[str, dict[str, Any]]] = []
+    calls: list[CallRecord] = []
+    with pytest.raises(EndpointUnavailable) as caught:
+        _client(stub, fake, max_attempts=5, events=events).chat(MESSAGES, step="findings", calls=calls)
+    assert not isinstance(caught.value, EndpointRateLimited)
+    assert stub.total == 5 and len(calls) == 5
+    assert [d["attempt"] for _, d in events] == [1, 2, 3, 4]  # no wait after the last attempt
+    assert 0 < sum(fake.sleeps) <= 1 + 2 + 4 + 8  # full jitter under base * 2**(attempt-1)
+    assert "5 attempt(s)" in str(caught.value) and "HTTP 503" in str(caught.value)
+
+
+@pytest.mark.parametrize("attempt", [1, 2, 3, 6, 7, 40])
+def test_backoff_delay_is_full_jitter_under_exponential_cap(attempt: int) -> None:
+    rng = random.Random(attempt)
+    ceiling = min(60.0, 2 ** (attempt - 1))
+    delays = [backoff_delay(attempt, rng) for _ in range(200)]
+    assert all(0.0 <= d <= ceiling for d in delays)
+    assert max(delays) > ceiling / 2  # jitter spreads over the whole range
+
+
+def test_rate_limit_outlasting_attempts_raises_rate_limited(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = lambda call: Fault("429", retry_after=1)
+    with pytest.raises(EndpointRateLimited):
+        _client(stub, fake, max_attempts=3).chat(MESSAGES, step="findings", calls=[])
+    assert stub.total == 3
+
+
+def test_stop_request_interrupts_backoff(stub: StubServer, fake: FakeTime) -> None:
+    stub.fault_plan = lambda call: Fault("429", retry_after=600)
+    ep = Endpoint("api_3", base_url=stub.url, model="m", api_key=Secret(CANARY), provider="openai")
+    client = ChatClient(ep, sleep=fake.sleep, clock=fake.clock, should_stop=lambda: len(fake.sleeps) >= 3)
+    with pytest.raises(StopRequested):
+        client.chat(MESSAGES, step="findings", calls=[])
+    assert sum(fake.sleeps) < 600 and max(fake.sleeps) <= 1.0
+
+
+@pytest.mark.parametrize("json_mode", [True, False])
+def test_request_carries_model_key_and_json_mode(fake: FakeTime, json_mode: bool) -> None:
+    bodies: list[CallInfo] = []
+    with StubServer(fault_plan=lambda call: (bodies.append(call), Fault())[1]) as server:
+        ep = Endpoint("api_2", base_url=server.url, model="teacher-x", api_key=Secret("k"), provider="openai",
+                      json_mode=json_mode)
+        ChatClient(ep, sleep=fake.sleep, clock=fake.clock).chat(MESSAGES, step="findings", calls=[])
+    assert bodies[0].model == "teacher-x" and bodies[0].api_key == "k"
+    assert bodies[0].json_mode is json_mode
+
+
+@pytest.mark.parametrize(
+    ("fault", "key", "error"),
+    [
+        pytest.param(Fault("503"), CANARY, EndpointUnavailable, id="unavailable"),
+        pytest.param(Fault("reset"), CANARY, EndpointUnavailable, id="reset"),
+        pytest.param(Fault("hang", delay_s=30), CANARY, EndpointUnavailable, id="timeout"),
+        pytest.param(Fault("429", retry_after=0), CANARY, EndpointRateLimited, id="rate-limited"),
+        pytest.param(Fault(), CANARY + "-wrong", EndpointAuthError, id="auth"),
+    ],
+)
+def test_canary_key_never_appears_in_errors_or_records(fake: FakeTime, fault: Fault, key: str,
+                                                       error: type[EndpointError]) -> None:
+    # The server echoes the key in its error text: the client must scrub it.
+    with StubServer(fault_plan=lambda call: fault, require_key=CANARY) as server:
+        calls: list[CallRecord] = []
+        client = _client(server, fake, key=key, max_attempts=2, timeout_s=0.3)
+        with pytest.raises(error) as caught:
+            client.chat(MESSAGES, step="findings", calls=calls)
+    exc: BaseException | None = caught.value
+    texts = [repr(client), repr(calls), str(caught.value.args), "".join(traceback.format_exception(caught.value))]
+    while exc is not None:
+        texts += [str(exc), repr(exc)]
+        exc = exc.__cause__ or exc.__context__
+    assert calls
+    for text in texts:
+        assert CANARY not in text

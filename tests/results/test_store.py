@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.results.atomic import read_json
+from distill.results.store import OutputStore
+
+
+def make_store(tmp_path: Path) -> OutputStore:
+    store = OutputStore(tmp_path / "out")
+    store.prepare()
+    return store
+
+
+def test_prepare_creates_private_folders(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    for name in ("diagnostic_results", "diagnostic_results_normalized", "logs", "failed", "checkpoints"):
+        assert (store.root / name).stat().st_mode & 0o777 == 0o700
+    assert store.root.stat().st_mode & 0o777 == 0o700
+
+
+def test_commit_done_writes_the_three_documented_files(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.save_checkpoint(7, "findings", {"output": {}})
+    store.commit_done(7, {"format": "raw"}, [{"s_symptom": "x"}], "log line\n")
+    assert read_json(store.raw_path(7)) == {"format": "raw"}
+    assert read_json(store.normalized_path(7)) == [{"s_symptom": "x"}]
+    assert store.log_path(7).read_text() == "log line\n"
+    assert store.is_done(7)
+    assert store.load_checkpoints(7) == {}
+
+
+def test_a_report_is_not_done_until_the_raw_file_exists(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    (store.normalized_path(3)).write_text("[]")
+    assert not store.is_done(3)
+
+
+def test_commit_failed_keeps_checkpoints_for_a_retry(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.save_checkpoint(4, "findings", {"output": {"findings": []}})
+    store.commit_failed(4, {"error_class": "invalid_output"}, "failed\n")
+    assert store.is_failed(4)
+    assert "findings" in store.load_checkpoints(4)
+
+
+def test_release_failed_archives_records_instead_of_deleting(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.commit_failed(4, {"error_class": "api_unavailable"}, "failed\n")
+    assert store.release_failed() == [4]
+    assert not store.is_failed(4)
+    archived = list((store.root / "failed" / "retried").iterdir())
+    assert len(archived) == 1 and archived[0].name.startswith("diagnostic_4.")
+
+
+def test_success_after_failure_archives_the_old_failure(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.commit_failed(5, {"error_class": "api_unavailable"}, "failed\n")
+    store.commit_done(5, {}, [], "ok\n")
+    assert store.is_done(5) and not store.is_failed(5)
+    assert len(list((store.root / "failed" / "retried").glob("diagnostic_5.*.json"))) == 1
+
+
+def test_number_listings_ignore_temporaries_and_other_files(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.commit_done(1, {}, [], "")
+    (store.root / "diagnostic_results" / ".tmp-diagnostic_2.json.1").write_text("{")
+    (store.root / "diagnostic_results" / "notes.txt").write_text("x")
+    assert store.done_numbers() == {1}
+    assert store.counts() == {"raw": 1, "normalized": 1, "failed": 0, "logs": 1}

@@ -1,0 +1,151 @@
+"""A full disk while writing outputs (DESIGN §3.2, §3.4): nothing partial, not done, a paused worker, a resume.
+
+The worker runs in this process, on a thread, with ``os.open`` / ``os.write``
+wrapped so that writes below the output folder fail with ENOSPC once the disk
+"fills up" (after writing part of the data, as a real disk does).
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.core.config import Endpoint, Settings
+from distill.job.claims import ClaimBook
+from distill.job.state import CLAIMS_FILE, StateDir
+from distill.job.worker import EXIT_OK, Worker
+from distill.results.store import OutputStore
+from tests.helpers.fakes import FakeExtractor
+from tests.helpers.jobtools import stray_files, wait_until
+from tests.helpers.notes import write_notes
+
+
+class FullDisk:
+    """``os.open`` / ``os.write`` stand-ins: once full, each file below ``root`` takes half a write, then ENOSPC.
+
+    The disk fills up at the first file opened for writing in the folder named
+    ``fills_at``; ``full = False`` frees the space again.
+    """
+
+    def __init__(self, root: Path, fills_at: str) -> None:
+        self.root = str(root) + os.sep
+        self.fills_at = fills_at
+        self.full = False
+        self.refused = 0
+        self._paths: dict[int, Path] = {}
+        self._partial: set[int] = set()
+        self._open, self._write = os.open, os.write
+
+    def open(self, path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        fd = self._open(path, flags, *args, **kwargs)
+        self._partial.discard(fd)
+        target = Path(os.fspath(path))
+        if str(target).startswith(self.root) and flags & (os.O_WRONLY | os.O_RDWR):
+            self._paths[fd] = target
+            if self.fills_at and target.relative_to(self.root).parts[0] == self.fills_at:
+                self.fills_at, self.full = "", True
+        else:
+            self._paths.pop(fd, None)
+        return fd
+
+    def write(self, fd: int, data: Any) -> int:
+        if not self.full or fd not in self._paths:
+            return self._write(fd, data)
+        if fd not in self._partial:
+            self._partial.add(fd)
+            return self._write(fd, bytes(data)[: max(1, len(data) // 2)])
+        self.refused += 1
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def settings_for(tmp_path: Path) -> Settings:
+    return Settings(endpoints={"api_1": Endpoint(name="api_1")}, input_dir=tmp_path / "in",
+                    output_dir=tmp_path / "out", check_interval=0.05, state_dir=tmp_path / "state")
+
+
+@pytest.mark.parametrize("fills_at", ["checkpoints", "logs", "diagnostic_results_normalized", "diagnostic_results"])
+def test_a_full_disk_pauses_the_worker_leaves_nothing_partial_and_the_job_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fills_at: str) -> None:
+    settings = settings_for(tmp_path)
+    write_notes(settings.input_dir, [1, 2, 3])
+    state, store = StateDir(settings.state_dir), OutputStore(settings.output_dir)
+    state.ensure()
+    store.prepare()
+    ClaimBook(state, store, settings.input_dir).begin(1, None)
+    disk = FullDisk(settings.output_dir, fills_at)
+    monkeypatch.setattr(os, "open", disk.open)
+    monkeypatch.setattr(os, "write", disk.write)
+    sleeps: list[float] = []
+
+    def counted_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(min(seconds, 0.01))
+
+    extractor, out = FakeExtractor(), io.StringIO()
+    worker = Worker("api_1", settings, job_id="j", until_drained=True, out=out, sleep=counted_sleep,
+                    extractor_factory=lambda endpoint, **kwargs: extractor)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker.run()), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: (state.read_heartbeat("api_1") or {}).get("state") == "paused", timeout=20)
+        # Several failed probes later, still paused and nothing new claimed.
+        waited = len(sleeps)
+        wait_until(lambda: len(sleeps) >= waited + 5 and disk.refused >= 3, timeout=20)
+        beat = state.read_heartbeat("api_1") or {}
+        calls_while_paused = sum(extractor.calls.values())
+        claims = json.loads(state.path(CLAIMS_FILE).read_text())
+    finally:
+        disk.full = False
+    thread.join(timeout=30)
+    assert codes == [EXIT_OK]
+    # While the disk was full:
+    assert beat["state"] == "paused" and "disk full" in beat["reason"]
+    assert "disk full" in out.getvalue() and "pausing until writes succeed" in out.getvalue()
+    assert calls_while_paused == {"checkpoints": 1}.get(fills_at, 3)  # only report 1 was ever started
+    assert claims["leases"] == {} and claims["counter"] == 1  # report 1 handed back, nothing new claimed
+    # Once space is back: resumed, all done, no failure record, no step of report 1 paid twice but the cut one.
+    assert "writes succeed again; resuming" in out.getvalue()
+    assert all(store.is_done(n) for n in (1, 2, 3)) and store.failed_numbers() == set()
+    assert sum(extractor.calls.values()) == 9 + (1 if fills_at == "checkpoints" else 0)
+    assert stray_files(settings.output_dir, settings.state_dir) == []
+    for path in settings.output_dir.rglob("*.json"):
+        json.loads(path.read_text(encoding="utf-8"))  # no torn JSON anywhere
+
+
+def test_nothing_partial_and_not_done_while_the_disk_is_full(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_for(tmp_path)
+    write_notes(settings.input_dir, [1])
+    state, store = StateDir(settings.state_dir), OutputStore(settings.output_dir)
+    state.ensure()
+    store.prepare()
+    ClaimBook(state, store, settings.input_dir).begin(1, None)
+    disk = FullDisk(settings.output_dir, "diagnostic_results")
+    monkeypatch.setattr(os, "open", disk.open)
+    monkeypatch.setattr(os, "write", disk.write)
+    worker = Worker("api_1", settings, job_id="j", until_drained=True, out=io.StringIO(),
+                    extractor_factory=lambda endpoint, **kwargs: FakeExtractor())
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: (state.read_heartbeat("api_1") or {}).get("state") == "paused", timeout=20)
+        assert not store.is_done(1) and not store.is_failed(1)
+        assert not store.raw_path(1).exists()
+        assert stray_files(settings.output_dir) == []
+        for path in settings.output_dir.rglob("*.json"):
+            json.loads(path.read_text(encoding="utf-8"))
+        assert disk.refused >= 1
+    finally:
+        state.request_stop()
+        disk.full = False
+        thread.join(timeout=30)
+    assert not thread.is_alive()

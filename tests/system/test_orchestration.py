@@ -1,0 +1,227 @@
+"""Whole jobs: supervisor and sixteen workers in tmux, on this test's own socket and state directory."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.bench.stub_server import StubServer
+from distill.job.state import StateDir
+from distill.job.tmux import TmuxSessions
+from tests.helpers.chaos_tools import kill_all, kill_worker
+from tests.helpers.jobtools import (
+    cli,
+    done_numbers,
+    job_ended,
+    status,
+    stray_files,
+    wait_until,
+    working,
+    write_config,
+)
+from tests.helpers.notes import write_notes
+
+pytestmark = [pytest.mark.tmux, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
+
+KEY = "sk-test-orchestration-key"
+
+
+@pytest.fixture
+def job(isolated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A job folder set: notes, outputs, a config with a short CHECK_INTERVAL, and a stub endpoint."""
+    monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp_path)))
+    stub = StubServer(latency_s=0.05, require_key=KEY).start()
+    monkeypatch.setenv("DIAG_API_KEY", KEY)
+    monkeypatch.setenv("DIAG_BASE_URL", stub.url)
+    monkeypatch.setenv("DIAG_MODEL", "stub-model")
+    state = StateDir(Path(isolated["state"]))
+    info = {"stub": stub, "state": state, "input": tmp_path / "in", "output": tmp_path / "out",
+            "sessions": TmuxSessions(isolated["socket"], isolated["prefix"])}
+    yield info
+    if state.running_job() is not None:
+        cli("stop", "--now")
+        wait_until(lambda: state.running_job() is None, timeout=30)
+    stub.stop()
+
+
+def start(job: dict[str, Any], *args: str) -> str:
+    result = cli("start", *args, "--input-dir", str(job["input"]), "--output-dir", str(job["output"]))
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def test_forty_notes_sixteen_sessions_until_drained(job: dict[str, Any]) -> None:
+    write_notes(job["input"], list(range(1001, 1041)))
+    job["stub"].latency_s = 0.2
+    out = start(job, "1001", "--until-drained")
+    assert "stop:" in out and "attach:" in out
+    roles = set(job["sessions"].roles())
+    assert {f"api_{i}" for i in range(1, 17)} <= roles
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
+    assert done_numbers(job["output"]) == list(range(1001, 1041))
+    assert stray_files(job["output"], job["state"].root) == []
+    assert not list((job["output"] / "failed").glob("*.json"))
+    assert job["sessions"].roles() == []
+    final = status(job["state"])
+    assert final["counts"]["done"] == 40 and final["counts"]["pending"] == 0
+    assert job["stub"].stats()["total"] == 120  # three calls a report, none repeated
+
+
+def test_sigkill_of_a_worker_mid_report_finishes_that_report_once(job: dict[str, Any]) -> None:
+    write_notes(job["input"], list(range(1, 41)))
+    job["stub"].latency_s = 0.4
+    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4")
+    busy = wait_until(lambda: working(job["state"]), timeout=30)
+    api = next(iter(busy))
+    held = kill_worker(job["state"], job["state"].read_heartbeat(api) or {}, job["output"])
+    assert held  # it was alive, mid-report
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
+    assert done_numbers(job["output"]) == list(range(1, 41))
+    counts = job["stub"].stats()["by_report_step"]
+    assert max(counts.values()) <= 2  # a call cut by the kill is paid once more, never again
+    assert {int(key.split("/")[0]) for key, n in counts.items() if n > 1} <= held
+    assert status(job["state"])["apis_status"][api]["restarts"] >= 1
+
+
+def test_sigkill_of_everything_then_start_again_repeats_no_finished_step(job: dict[str, Any]) -> None:
+    numbers = list(range(1, 61))
+    write_notes(job["input"], numbers)
+    job["stub"].latency_s = 0.3
+    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4,api_5,api_6")
+    wait_until(lambda: len(done_numbers(job["output"])) >= 5, timeout=60)
+    _pids, in_flight = kill_all(job["state"], job["output"])
+    wait_until(lambda: job["state"].running_job() is None, timeout=10)
+    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4,api_5,api_6")
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
+    assert done_numbers(job["output"]) == numbers
+    counts = job["stub"].stats()["by_report_step"]
+    # Only a call in flight at the kill may be paid twice, never more than once more.
+    assert {int(key.split("/")[0]) for key, n in counts.items() if n > 1} <= in_flight
+    assert max(counts.values()) <= 2
+    assert stray_files(job["output"]) == []
+
+
+def test_stop_flag_finishes_in_flight_reports_and_starts_nothing_new(job: dict[str, Any]) -> None:
+    write_notes(job["input"], list(range(1, 201)))
+    job["stub"].latency_s = 0.3
+    start(job, "1")
+    wait_until(lambda: len(working(job["state"])) >= 8, timeout=30)
+    done_before = len(done_numbers(job["output"]))
+    job["state"].request_stop()
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    done_after = done_numbers(job["output"])
+    # At most two reports a worker when the flag appeared: one being committed, one in flight.
+    assert done_before < len(done_after) <= done_before + 16 + 16
+    assert len(done_after) < 200
+    assert not job["state"].stop_flag.exists()
+    assert job["sessions"].roles() == []
+    assert stray_files(job["output"], job["state"].root) == []
+    calls = job["stub"].stats()["by_report_step"]
+    started = {int(key.split("/")[0]) for key in calls}
+    assert started == set(done_after)  # every report that was started was finished
+
+
+def test_a_second_start_on_the_same_state_directory_is_refused(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1])
+    start(job, "1")
+    first = job["state"].running_job()
+    second = cli("start", "1", "--input-dir", str(job["input"]), "--output-dir", str(job["output"]))
+    assert second.returncode != 0
+    assert "another diag-distill job is running" in second.stderr
+    assert str(job["state"].root) in second.stderr
+    assert job["state"].running_job() == first  # the running job is untouched
+    assert len(job["sessions"].roles()) == 17
+
+
+def test_files_added_while_running_and_after_a_big_gap_are_picked_up(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1, 2])
+    start(job, "1")
+    wait_until(lambda: done_numbers(job["output"]) == [1, 2], timeout=30)
+    write_notes(job["input"], [5003, 3])
+    wait_until(lambda: done_numbers(job["output"]) == [1, 2, 3, 5003], timeout=30)
+    job["state"].request_stop()
+    wait_until(lambda: job_ended(job["state"]), timeout=30)
+
+
+def test_an_endpoint_answering_401_is_disabled_while_the_others_finish(job: dict[str, Any],
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    write_notes(job["input"], list(range(1, 33)))
+    monkeypatch.setenv("DIAG_API_1_KEY", "sk-wrong-key")
+    start(job, "1", "--until-drained")
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
+    assert done_numbers(job["output"]) == list(range(1, 33))
+    final = status(job["state"])
+    assert final["apis_status"]["api_1"]["state"] == "disabled"
+    assert "sk-wrong-key" not in str(final)
+    assert not list((job["output"] / "failed").glob("*.json"))
+
+
+def test_start_refuses_a_missing_input_folder(job: dict[str, Any]) -> None:
+    result = cli("start", "1", "--input-dir", str(job["input"] / "nope"), "--output-dir", str(job["output"]))
+    assert result.returncode != 0
+    assert "nope" in result.stderr and "does not exist" in result.stderr
+    assert job["state"].running_job() is None
+
+
+def test_stop_now_checkpoints_hands_reports_back_and_a_restart_repeats_no_step(job: dict[str, Any]) -> None:
+    numbers = list(range(1, 25))
+    write_notes(job["input"], numbers)
+    job["stub"].latency_s = 1.5
+    start(job, "1", "--apis", "api_1,api_2,api_3,api_4")
+    wait_until(lambda: len(working(job["state"])) == 4 and job["stub"].stats()["total"] >= 6, timeout=30)
+    asked = time.monotonic()
+    result = cli("stop", "--now", "--wait", "--timeout", "30")
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - asked < 20
+    assert job["sessions"].roles() == []
+    assert len(done_numbers(job["output"])) < len(numbers)
+    job["stub"].latency_s = 0.02
+    start(job, "1", "--until-drained", "--apis", "api_1,api_2,api_3,api_4")
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    assert done_numbers(job["output"]) == numbers
+    counts = job["stub"].stats()["by_report_step"]
+    # A call cut by the stop is paid again once; a finished step never.
+    assert max(counts.values()) <= 2
+    assert sum(1 for n in counts.values() if n == 2) <= 4
+
+
+def test_a_job_with_another_state_directory_but_the_same_prefix_is_refused(job: dict[str, Any], tmp_path: Path) -> None:
+    write_notes(job["input"], [1])
+    start(job, "1")
+    env = {**os.environ, "DIAG_STATE_DIR": str(tmp_path / "other-state")}
+    second = cli("start", "1", "--input-dir", str(job["input"]), "--output-dir", str(tmp_path / "out2"), env=env)
+    assert second.returncode == 2
+    assert "DIAG_SESSION_PREFIX" in second.stderr
+    assert len(job["sessions"].roles()) == 17  # the running job's sessions are untouched
+
+
+def test_removing_the_stop_flag_in_time_cancels_the_stop(job: dict[str, Any]) -> None:
+    write_notes(job["input"], list(range(1, 4)))
+    job["stub"].latency_s = 2.5  # a report takes 7.5 s: the flag comes and goes while the first is in flight
+    start(job, "1", "--until-drained", "--apis", "api_1")
+    wait_until(lambda: (job["state"].read_heartbeat("api_1") or {}).get("step") == "findings", timeout=30)
+    job["state"].request_stop()
+    wait_until(lambda: status(job["state"]).get("state") == "stopping", timeout=10)
+    job["state"].stop_flag.unlink()
+    wait_until(lambda: job_ended(job["state"]), timeout=90)
+    assert done_numbers(job["output"]) == [1, 2, 3]  # the worker went on past the report in flight
+
+
+def test_a_misconfigured_endpoint_is_reported_and_the_others_run(job: dict[str, Any],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    write_notes(job["input"], list(range(1, 9)))
+    monkeypatch.setenv("DIAG_API_2_BASE_URL", "not-a-url")
+    result = cli("start", "1", "--until-drained", "--apis", "api_1,api_2,api_3", "--input-dir", str(job["input"]),
+                 "--output-dir", str(job["output"]))
+    assert result.returncode == 0, result.stderr
+    assert "api_2 left out" in result.stderr and "base_url" in result.stderr
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    assert done_numbers(job["output"]) == list(range(1, 9))
+    row = status(job["state"])["apis_status"]["api_2"]
+    assert row["state"] == "failed" and "base_url" in row["reason"]
