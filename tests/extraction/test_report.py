@@ -3,6 +3,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -218,9 +220,18 @@ def test_name_that_is_not_a_report(tmp_path: Path) -> None:
 # --- the project's sample notes --------------------------------------------------------
 
 
-def test_every_dataset_note_reads_without_error() -> None:
-    files = sorted(p for p in DATASET.iterdir() if report_number(p) is not None)
-    reports = [read_report(p) for p in files]
+def bundled_notes(folder: Path) -> list[Path]:
+    """The sample notes the project ships, from the folder's manifest: never what a user added there."""
+    manifest = (folder / "SAMPLE_NOTES.sha256").read_text(encoding="utf-8").splitlines()
+    entries = [line.split(None, 1) for line in manifest if line.strip() and not line.startswith("#")]
+    paths = [folder / name.strip() for _, name in entries]
+    for (digest, _), path in zip(entries, paths, strict=True):
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == digest, f"{path} differs from its manifest entry"
+    return paths
+
+
+def check_sample_notes(folder: Path) -> None:
+    reports = [read_report(p) for p in bundled_notes(folder)]
     assert len(reports) >= 34
     encodings = [r.encoding for r in reports]
     assert encodings.count("gb18030") >= 2
@@ -229,3 +240,27 @@ def test_every_dataset_note_reads_without_error() -> None:
     assert len(chinese) >= 6
     assert sum(r.sections.names() == ["note"] for r in reports) >= 4
     assert len({r.number for r in reports}) == len(reports)
+
+
+def test_every_dataset_note_reads_without_error() -> None:
+    check_sample_notes(DATASET)
+
+
+def test_a_note_a_user_adds_to_the_dataset_folder_does_not_break_the_sample_checks(tmp_path: Path) -> None:
+    copy = tmp_path / "dataset"
+    shutil.copytree(DATASET, copy)
+    (copy / "report_99999.txt").write_bytes(b"\x00\xff binary, not a note")
+    check_sample_notes(copy)
+    with pytest.raises(BadInput):
+        read_report(copy / "report_99999.txt")
+
+
+@pytest.mark.skipif(not (DATASET.parent / ".git").exists() or shutil.which("git") is None,
+                    reason="not a git checkout")
+def test_notes_a_user_adds_to_the_dataset_folder_are_ignored_by_git() -> None:
+    def ignored(name: str) -> bool:
+        run = subprocess.run(["git", "check-ignore", "-q", f"dataset/{name}"], cwd=DATASET.parent, check=False)
+        return run.returncode == 0
+
+    assert ignored("report_99999.txt") and ignored("report_20001.json")
+    assert not any(ignored(p.name) for p in bundled_notes(DATASET))
