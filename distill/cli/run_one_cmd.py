@@ -8,7 +8,6 @@ from pathlib import Path
 import click
 
 from distill.cli.options import output_dir_option, settings_from
-from distill.core.errors import ConfigError
 from distill.extraction.pipeline import process_report
 from distill.extraction.report import report_number
 from distill.job.worker import make_extractor
@@ -28,9 +27,7 @@ def command(path: Path, api: str, output_dir: Path | None) -> None:
         raise click.BadParameter(f"{path.name} is not a report file name (report_<N>.txt or report_<N>.json)",
                                  param_hint="PATH")
     settings = settings_from(None, output_dir)
-    if api not in settings.endpoints:
-        raise ConfigError(f"--api {api}: no such endpoint in MULTI_API_CONFIG")
-    endpoint = settings.endpoints[api]
+    endpoint = settings.endpoint(api)
     store = OutputStore(settings.output_dir)
     store.prepare()
     extractor = make_extractor(endpoint, events=lambda event, details: None, should_stop=lambda: False)

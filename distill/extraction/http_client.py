@@ -32,7 +32,7 @@ from typing import Any
 
 import requests
 
-from distill.core.config import Endpoint
+from distill.core.config import Endpoint, key_variable
 from distill.core.errors import (
     EndpointAuthError,
     EndpointBadRequest,
@@ -277,7 +277,7 @@ class ChatClient:
         error: EndpointError | None = None
         if failure.status == "api_auth":
             error = EndpointAuthError(
-                f"{where} refused the API key ({failure.error}); check DIAG_API_<i>_KEY for {name}",
+                f"{where} refused the API key ({failure.error}); check {key_variable(name)}",
                 endpoint=name, status=failure.http_status)
         elif failure.status == "api_bad_request":
             error = EndpointBadRequest(

@@ -71,10 +71,8 @@ class Worker:
     def __init__(self, api: str, settings: Settings, *, job_id: str, until_drained: bool = False,
                  out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep,
                  extractor_factory: Callable[..., Extractor] = make_extractor) -> None:
-        if api not in settings.endpoints:
-            raise ConfigError(f"--api {api}: no such endpoint in MULTI_API_CONFIG ({', '.join(settings.endpoints)})")
         self.api = api
-        self.endpoint = settings.endpoints[api]
+        self.endpoint = settings.endpoint(api)
         self.settings = settings
         self.job_id = job_id
         self.until_drained = until_drained

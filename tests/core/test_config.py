@@ -94,8 +94,8 @@ def test_one_misconfigured_endpoint_is_left_out_with_a_line_naming_it(tmp_path: 
     monkeypatch.setenv("DIAG_API_3_MODEL", "m")
     settings = load_settings(output_dir=tmp_path / "out")
     assert "api_3" not in settings.endpoints and len(settings.endpoints) == 15
-    assert "base_url" in settings.endpoint_problems["api_3"]
-    assert any(n.startswith("api_3 left out:") and "base_url" in n for n in settings.notices)
+    assert "DIAG_API_3_BASE_URL" in settings.endpoint_problems["api_3"]
+    assert any(n.startswith("api_3 left out:") and "DIAG_API_3_BASE_URL" in n for n in settings.notices)
     assert CANARY not in " ".join(settings.notices)
 
 
@@ -104,3 +104,54 @@ def test_no_usable_endpoint_at_all_is_an_error(tmp_path: Path) -> None:
     config.write_text("MULTI_API_CONFIG = {'api_1': {'provider': 'magic'}}\n")
     with pytest.raises(ConfigError, match="no usable endpoint"):
         load_settings(config, output_dir=tmp_path / "out")
+
+
+def test_a_bad_variable_is_named_as_the_user_set_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIAG_API_3_TIMEOUT", "abc")
+    settings = load_settings(output_dir=tmp_path / "out")
+    assert settings.endpoint_problems["api_3"] == "DIAG_API_3_TIMEOUT must be a number, got 'abc'"
+    assert "MULTI_API_CONFIG" not in settings.endpoint_problems["api_3"]
+
+
+def test_every_problem_of_an_endpoint_is_listed_at_once() -> None:
+    env = {"DIAG_API_2_KEY": "k", "DIAG_API_2_TIMEOUT": "soon", "DIAG_API_2_JSON_MODE": "maybe"}
+    with pytest.raises(ConfigError) as info:
+        parse_endpoint("api_2", endpoint_table(2, environ=env)["api_2"])
+    message = str(info.value)
+    for named in ("DIAG_API_2_BASE_URL or DIAG_BASE_URL", "DIAG_API_2_MODEL or DIAG_MODEL", "DIAG_API_2_TIMEOUT",
+                  "DIAG_API_2_JSON_MODE"):
+        assert named in message
+    assert "\n" not in message
+
+
+def test_a_problem_shared_by_every_endpoint_is_said_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIAG_API_KEY", CANARY)
+    with pytest.raises(ConfigError) as info:
+        load_settings(output_dir=tmp_path / "out")
+    message = str(info.value)
+    assert message.count("has no base URL") == 1 and message.count("has no model") == 1
+    assert "16 endpoints (api_1 … api_16)" in message and "DIAG_API_<i>_BASE_URL or DIAG_BASE_URL" in message
+    assert len(message) < 400 and CANARY not in message
+
+
+@pytest.mark.parametrize(("line", "named"), [("OUTPUT_DIR = 42", "OUTPUT_DIR"), ("INPUT_DIR = ['a']", "INPUT_DIR"),
+                                             ("CHECK_INTERVAL = 'soon'", "CHECK_INTERVAL")])
+def test_a_wrongly_typed_setting_in_local_config_is_one_clear_error(tmp_path: Path, line: str, named: str) -> None:
+    (tmp_path / "system_config.py").write_text("", encoding="utf-8")
+    (tmp_path / "local_config.py").write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=f"^{named} must be"):
+        load_settings(tmp_path / "system_config.py", output_dir=tmp_path / "out")
+
+
+def test_asking_for_a_left_out_endpoint_says_why_it_was_left_out(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIAG_API_3_KEY", CANARY)
+    monkeypatch.setenv("DIAG_API_3_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("DIAG_API_3_TIMEOUT", "abc")
+    monkeypatch.setenv("DIAG_API_3_MODEL", "m")
+    settings = load_settings(output_dir=tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"^--api api_3: that endpoint was left out: DIAG_API_3_TIMEOUT must be"):
+        settings.endpoint("api_3")
+    with pytest.raises(ConfigError, match=r"^--api api_99: no such endpoint \(configured: api_1, api_2, api_4"):
+        settings.endpoint("api_99")
+

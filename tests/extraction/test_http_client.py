@@ -164,6 +164,7 @@ def test_401_raises_auth_error_without_retry(stub: StubServer, fake: FakeTime) -
     with pytest.raises(EndpointAuthError) as caught:
         _client(stub, fake, key="sk-wrong").chat(MESSAGES, step="findings", calls=calls)
     assert caught.value.status == 401 and caught.value.endpoint == "api_3"
+    assert "check DIAG_API_3_KEY (or DIAG_API_KEY)" in str(caught.value)
     assert [c.status for c in calls] == ["api_auth"]
     assert stub.total == 1 and fake.sleeps == []
 
