@@ -3,27 +3,39 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
+# The build backend warns about editable installs in general; nothing in it applies to this project.
+PIP := PYTHONWARNINGS=ignore $(BIN)/python -m pip --disable-pip-version-check
 START ?= 10001
 OUTPUT_DIR ?=
 ARGS ?=
 
 OUTPUT_ARG := $(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR),)
 
-.PHONY: venv start stop monitor status test lint bench chaos clean help
+.PHONY: venv dev start stop monitor status test lint bench chaos clean help
 
 help:
 	@echo "make start START=10001   start the job (bundled sample notes, offline teacher by default)"
 	@echo "make monitor             watch every endpoint (make status: one snapshot)"
 	@echo "make stop                stop gracefully (same as /tmp/stop_diag_distillation.sh)"
-	@echo "make test | lint | bench"
+	@echo "make test | lint | bench | chaos"
+	@echo "every other command: .venv/bin/diag-distill --help (or: source .venv/bin/activate)"
 
 venv: $(STAMP)
 
+dev: $(DEV_STAMP)
+
+# What a job needs: the package and its runtime dependencies only.
 $(STAMP): setup.cfg pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@echo "installing diag-distill into $(VENV)"
+	@$(PIP) install --quiet -e .
 	@touch $(STAMP)
+
+# What tests, lint and profiling need on top.
+$(DEV_STAMP): $(STAMP)
+	@$(PIP) install --quiet -e '.[dev]'
+	@touch $(DEV_STAMP)
 
 start: $(STAMP)
 	$(BIN)/diag-distill start $(START) $(OUTPUT_ARG) $(ARGS)
@@ -37,15 +49,18 @@ monitor: $(STAMP)
 status: $(STAMP)
 	$(BIN)/diag-distill monitor --once $(ARGS)
 
-test: $(STAMP)
+test: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
-lint: $(STAMP)
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check distill tests configs
 	$(BIN)/mypy distill
 
 bench: $(STAMP)
 	$(BIN)/diag-distill bench $(ARGS)
+
+chaos: $(DEV_STAMP)
+	$(BIN)/python -m pytest -q tests/system/test_chaos.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
