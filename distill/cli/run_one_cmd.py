@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from distill.cli.options import output_dir_option, settings_from
+from distill.core.words import counted
 from distill.extraction.pipeline import process_report
 from distill.extraction.report import report_number
 from distill.job.worker import make_extractor
@@ -37,8 +38,8 @@ def command(path: Path, api: str, output_dir: Path | None) -> None:
         extractor.close()
     number = outcome.number
     if outcome.status == "done":
-        click.echo(f"report {number}: done with {endpoint.describe()}: {outcome.findings} findings, "
-                   f"{outcome.units} units, {len(outcome.calls)} call(s), {outcome.duration_s:.2f} s")
+        click.echo(f"report {number}: done with {endpoint.describe()}: {counted(outcome.findings, 'finding')}, "
+                   f"{counted(outcome.units, 'unit')}, {counted(len(outcome.calls), 'call')}, {outcome.duration_s:.2f} s")
         click.echo(f"  raw:        {store.raw_path(number)}")
         click.echo(f"  normalized: {store.normalized_path(number)}")
         click.echo(f"  log:        {store.log_path(number)}")

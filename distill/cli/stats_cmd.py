@@ -36,9 +36,9 @@ def render(stats: RunStats) -> list[Any]:
         _table("Organs (units)", ["organ", "units"], [[k, v] for k, v in data["organs"].items()]),
         _table("Most frequent findings" + ("" if data["top_findings_exact"] else " (approximate)"),
                ["finding", "reports"], [[f["finding"], f["count"]] for f in data["top_findings"]]),
-        _table("Grounding", ["proposed", "kept", "dropped", "dropped share"],
-               [[grounding["findings_in"], grounding["findings_kept"], grounding["findings_dropped"],
-                 f"{grounding['dropped_share']:.1%}"]]),
+        _table("Grounding", ["proposed", "kept", "merged (repeats)", "dropped", "dropped share"],
+               [[grounding["findings_in"], grounding["findings_kept"], grounding["findings_merged"],
+                 grounding["findings_dropped"], f"{grounding['dropped_share']:.1%}"]]),
     ]
     for title, key in (("Tokens by endpoint", "tokens_by_endpoint"), ("Tokens by model", "tokens_by_model")):
         tables.append(_table(title, ["name", "done", "failed", "calls", "prompt", "completion"], [

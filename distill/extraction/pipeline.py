@@ -25,6 +25,7 @@ from distill.core.errors import (
     ReportError,
     StopRequested,
 )
+from distill.core.words import counted
 from distill.extraction.extractor import CallRecord, EventSink, Extractor, StepInput, StepResult, ignore_event
 from distill.extraction.normalize import normalize
 from distill.extraction.report import Report, read_report, report_number
@@ -196,10 +197,10 @@ class _Run:
 
 
 def _summary(output: BaseModel) -> str:
-    for name in ("findings", "diagnoses", "mappings"):
+    for name, singular in (("findings", "finding"), ("diagnoses", "diagnosis"), ("mappings", "mapping")):
         value = getattr(output, name, None)
         if isinstance(value, list):
-            return f", {len(value)} {name}"
+            return f", {counted(len(value), singular)}"
     return ""
 
 
@@ -272,7 +273,8 @@ def process_report(
         return Outcome(number, "failed", error_class=exc.failure_class, message=str(exc),
                        calls=run.calls if run else [], duration_s=time.monotonic() - started)
     units = sum(len(r["U_unit_set"]) for r in result.records)
-    log(f"normalized: {len(result.records)} findings kept, {units} units, {len(result.dropped)} items dropped")
+    log(f"normalized: {counted(len(result.records), 'finding')} kept, {counted(units, 'unit')}, "
+        f"{counted(len(result.dropped), 'item')} dropped")
     duration = time.monotonic() - started
     raw = {
         "format": RAW_FORMAT,

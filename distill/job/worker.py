@@ -35,6 +35,7 @@ from distill.core.errors import (
     OutputWriteError,
     StopRequested,
 )
+from distill.core.words import counted
 from distill.extraction.extractor import Extractor
 from distill.extraction.pipeline import Outcome, StagedCommit, process_report
 from distill.job.claims import Claim, ClaimBook
@@ -296,7 +297,7 @@ class Worker:
         except DistillError as exc:  # the claim stays with this live worker; the next start recomputes it
             self.say(f"report {outcome.number}: saved, but its claim could not be released: {exc}")
         self._count(outcome, pending.size)
-        self.say(f"report {outcome.number}: saved, {outcome.findings} findings, {outcome.units} units, "
+        self.say(f"report {outcome.number}: saved, {counted(outcome.findings, 'finding')}, {counted(outcome.units, 'unit')}, "
                  f"{len(outcome.calls)} call(s), {outcome.tokens} tokens, {outcome.duration_s:.2f} s")
         self.heartbeat.soon()
 

@@ -127,3 +127,13 @@ def test_command_missing_folder_is_one_line_and_exit_2(tmp_path: Path) -> None:
     result = CliRunner().invoke(stats_command, ["--output-dir", str(tmp_path / "nope")])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "does not exist" in result.stderr
+
+
+def test_the_grounding_table_accounts_for_every_proposed_finding() -> None:
+    import re
+
+    result = CliRunner().invoke(stats_command, ["--output-dir", str(FIXTURE)], terminal_width=200)
+    assert "merged (repeats)" in result.stdout
+    row = next(line for line in result.stdout.splitlines() if "12.5%" in line)
+    proposed, kept, merged, dropped = (int(n) for n in re.findall(r"\b\d+\b", row)[:4])
+    assert (proposed, kept, merged, dropped) == (16, 13, 1, 2) and kept + merged + dropped == proposed
