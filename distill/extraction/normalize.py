@@ -2,7 +2,7 @@
 
 ``normalize`` turns the three step outputs of one report into the list written
 to ``diagnostic_results_normalized/diagnostic_<N>.json``. Nothing is invented
-or padded (DESIGN §3.5): every finding quote and textual basis occurs in the
+or padded: every finding quote and textual basis occurs in the
 note, every organ is a vocabulary organ that a grounded diagnosis supports,
 and every location is one the model gave that the organ's list knows. All
 that is left out is listed in ``Normalization.dropped`` with a reason code.

@@ -78,7 +78,7 @@ def endpoint_row(api: str, beat: dict[str, Any] | None, supervisor_view: dict[st
 def build_status(*, job: dict[str, Any], state: str, claims: dict[str, Any], begin_scan: dict[str, Any],
                  begin_outputs: dict[str, int], beats: dict[str, dict[str, Any]],
                  views: dict[str, dict[str, Any]], throughput: Throughput, now: float) -> dict[str, Any]:
-    """The whole status document (DESIGN §2 keys first)."""
+    """The whole status document (the keys users' scripts read first)."""
     apis = {api: endpoint_row(api, beats.get(api), views.get(api, {})) for api in job["apis"]}
     done_job = sum(row["done"] for row in apis.values())
     failed_job = sum(row["failed"] for row in apis.values())

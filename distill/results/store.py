@@ -1,6 +1,6 @@
 """The output folder: results, failure records and per-step checkpoints.
 
-Layout (DESIGN §2)::
+Layout (the names users and their scripts rely on)::
 
     OUTPUT_DIR/diagnostic_results/diagnostic_<N>.json             raw
     OUTPUT_DIR/diagnostic_results_normalized/diagnostic_<N>.json  normalized

@@ -1,4 +1,4 @@
-"""Prompt injection (DESIGN §3.5): a note that orders the model about, and a model that obeys.
+"""Prompt injection (no fabrication): a note that orders the model about, and a model that obeys.
 
 The stub plays a model that follows whatever the note tells it: it invents
 findings, organs, locations and textual bases on the note's say-so. However

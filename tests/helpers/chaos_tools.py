@@ -19,7 +19,7 @@ from distill.results.atomic import read_json
 from distill.results.store import OutputStore
 from tests.helpers.notes import SHARED_NOTES, write_notes
 
-#: Every class a failure record may name (DESIGN §3.4).
+#: Every class a failure record may name (see docs/invariants.md).
 FAILURE_CLASSES = {"bad_input", "api_auth", "api_unavailable", "api_rate_limited", "api_bad_request",
                    "invalid_output", "io_error", "api_error", "internal"}
 

@@ -1,4 +1,4 @@
-"""Bad report files in a real run alongside good ones (DESIGN §3.7): one clear failure record each, or success.
+"""Bad report files in a real run alongside good ones: one clear failure record each, or success.
 
 The run is a whole job (supervisor, four worker sessions, the stub endpoint);
 a second test covers the unreadable file for a user who can read anything

@@ -1,8 +1,8 @@
 """The chaos run: 200 notes, 16 endpoints, one call in five faulted, workers SIGKILLed at random moments.
 
-It proves DESIGN §3.1 (nothing lost, none done twice), §3.2 (no partial or
-temporary file), §3.3 (no finished step called again) and §3.4 (failures are
-failure records naming a reason) under the faults an endpoint pool really
+It proves that nothing is lost and none done twice, that no partial or
+temporary file is left, that no finished step is called again, and that
+failures are failure records naming a reason, under the faults an endpoint pool really
 shows. The figures of the run are printed (``pytest -s``).
 """
 

@@ -1,4 +1,4 @@
-"""A full disk while writing outputs (DESIGN §3.2, §3.4): nothing partial, not done, a paused worker, a resume.
+"""A full disk while writing outputs: nothing partial, not done, a paused worker, a resume.
 
 The worker runs in this process, on a thread, with ``os.open`` / ``os.write``
 wrapped so that writes below the output folder fail with ENOSPC once the disk

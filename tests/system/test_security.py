@@ -1,4 +1,4 @@
-"""Secrets stay secret (DESIGN §3.6); the state and output folders are private and refuse planted symlinks.
+"""Secrets stay secret; the state and output folders are private and refuse planted symlinks.
 
 One real job runs with a canary key (and, for one endpoint, a wrong canary
 key that the stub echoes in its 401 body); the tests then look for either key
