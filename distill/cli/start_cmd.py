@@ -15,6 +15,7 @@ from distill.core.errors import DistillError, JobAlreadyRunning
 from distill.job.claims import require_input_dir
 from distill.job.state import StateDir, describe_running_job
 from distill.job.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
+from distill.job.survey import survey_range
 from distill.job.tmux import TmuxSessions
 
 SUPERVISOR_START_TIMEOUT_S = 20.0
@@ -88,7 +89,8 @@ def how_to(settings: Settings, sessions_socket: str, prefix: str) -> list[str]:
 @input_dir_option()
 @output_dir_option()
 @click.option("--apis", default=None, help="Comma-separated endpoints to use, e.g. api_1,api_3 (default: all).")
-@click.option("--end", type=click.IntRange(min=0), default=None, help="Last report number to process.")
+@click.option("--end", type=click.IntRange(min=0), default=None,
+              help="Last report number to process; the job ends by itself once the range is done.")
 @click.option("--until-drained", is_flag=True, help="End the job by itself once nothing is pending.")
 @click.option("--retry-failed", is_flag=True, help="Run reports with a failure record again.")
 @click.option("--foreground", is_flag=True, help="Keep the supervisor in this terminal (Ctrl-C stops gracefully).")
@@ -98,6 +100,11 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
     if end is not None and end < start:
         raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
     settings = settings_from(input_dir, output_dir)
+    until_drained = until_drained or end is not None  # a bounded range has an end to reach
+    if not foreground:
+        require_input_dir(settings.input_dir)
+        for line in survey_range(settings.input_dir, settings.output_dir, start, end).lines(settings.input_dir):
+            click.echo(line)
     spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed)
     if foreground:
         supervisor = Supervisor(settings, spec, out=lambda line: click.echo(f"supervisor: {line}"))

@@ -1,0 +1,56 @@
+"""What ``start`` says before any work, and a bounded range that ends by itself."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.job.state import StateDir
+from distill.job.survey import survey_range
+from distill.results.store import OutputStore
+from tests.helpers.jobtools import cli, done_numbers, job_ended, wait_until, write_config
+from tests.helpers.notes import write_notes
+
+
+def test_the_survey_counts_the_range_by_state(tmp_path: Path) -> None:
+    write_notes(tmp_path / "in", [5, 6, 7, 8, 20])
+    store = OutputStore(tmp_path / "out")
+    store.prepare()
+    store.commit_done(6, {"format": "x"}, [], "log\n")
+    store.commit_failed(7, {"error_class": "bad_input"}, "log\n")
+    survey = survey_range(tmp_path / "in", tmp_path / "out", 5, 10)
+    assert (survey.existing, survey.done, survey.failed, survey.pending) == (4, 1, 1, 2)
+    assert survey.lines(tmp_path / "in") == [f"found 4 report(s) numbered 5–10 in {tmp_path / 'in'}: "
+                                             "1 done, 1 failed, 2 pending"]
+
+
+@pytest.mark.parametrize(("files", "says"), [
+    ([], "the folder is empty"),
+    (["note_1.txt", "report-2.txt"], "the folder holds other files (note_1.txt, report-2.txt); notes must be named"),
+])
+def test_a_range_with_no_report_gets_a_warning_naming_what_is_there(tmp_path: Path, files: list[str],
+                                                                   says: str) -> None:
+    (tmp_path / "in").mkdir()
+    for name in files:
+        (tmp_path / "in" / name).write_text("CHIEF COMPLAINT: cough.\n", encoding="utf-8")
+    lines = survey_range(tmp_path / "in", tmp_path / "out", 1, None).lines(tmp_path / "in")
+    assert lines[0].startswith("found 0 report(s) numbered 1 and up")
+    assert says in lines[1] and lines[1].startswith("warning: nothing to do yet")
+
+
+@pytest.mark.tmux
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_start_with_end_says_what_it_found_and_the_job_ends_when_the_range_is_done(
+        isolated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp_path, endpoints=2)))
+    write_notes(tmp_path / "in", [1, 2, 3, 4, 5])
+    result = cli("start", "1", "--end", "3", "--input-dir", str(tmp_path / "in"), "--output-dir",
+                 str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "found 3 report(s) numbered 1–3" in result.stdout and "0 done, 0 failed, 3 pending" in result.stdout
+    state = StateDir(Path(isolated["state"]))
+    wait_until(lambda: job_ended(state), timeout=60)
+    assert done_numbers(tmp_path / "out") == [1, 2, 3]
