@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from distill.cli.options import input_dir_option, output_dir_option, settings_from
-from distill.core.config import Settings, project_root
+from distill.core.config import DEFAULT_SESSION_PREFIX, DEFAULT_STATE_DIR, Settings, project_root
 from distill.core.errors import DistillError, JobAlreadyRunning
 from distill.job.claims import require_input_dir
 from distill.job.state import StateDir, describe_running_job
@@ -73,13 +73,24 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
                        f"see tmux -L {sessions.socket} attach -t {sessions.name('supervisor')}")
 
 
-def how_to(settings: Settings, sessions_socket: str, prefix: str) -> list[str]:
+def how_to(settings: Settings, sessions_socket: str, prefix: str, apis: list[str]) -> list[str]:
+    """The commands that watch, attach to and stop this job (not another one), as the user would type them."""
     socket = "" if sessions_socket == "default" else f"-L {sessions_socket} "
     state = StateDir(settings.state_dir)
+    knobs = []
+    if str(settings.state_dir) != DEFAULT_STATE_DIR:
+        knobs.append(f"DIAG_STATE_DIR={settings.state_dir}")
+    if prefix != DEFAULT_SESSION_PREFIX:
+        knobs.append(f"DIAG_SESSION_PREFIX={prefix}")
+    if settings.tmux_socket:
+        knobs.append(f"DIAG_TMUX_SOCKET={settings.tmux_socket}")
+    monitor = ("./scripts/distillation/monitor_diag_continuous.sh   (or: make monitor)" if not knobs
+               else f"{' '.join(knobs)} .venv/bin/diag-distill monitor")
+    shown = "api_3" if "api_3" in apis or not apis else apis[0]
     return [
         f"outputs:  {settings.output_dir}",
-        "monitor:  ./scripts/distillation/monitor_diag_continuous.sh   (or: make monitor)",
-        f"attach:   tmux {socket}attach -t {prefix}_api_3   (detach: Ctrl-b d)",
+        f"monitor:  {monitor}",
+        f"attach:   tmux {socket}attach -t {prefix}_{shown}   (detach: Ctrl-b d)",
         f"stop:     {state.stop_script}   (finish current reports, then exit)",
     ]
 
@@ -109,7 +120,7 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
     if foreground:
         supervisor = Supervisor(settings, spec, out=lambda line: click.echo(f"supervisor: {line}"))
         click.echo(f"job starting at report {start}; Ctrl-C stops gracefully")
-        for line in how_to(settings, supervisor.sessions.socket, settings.session_prefix):
+        for line in how_to(settings, supervisor.sessions.socket, settings.session_prefix, supervisor.apis):
             click.echo(line)
         code = supervisor.run()
         if code == 0 and os.environ.get(IN_SESSION_ENV) == supervisor.sessions.name("supervisor"):
@@ -119,5 +130,5 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
     job = launch_in_background(spec, settings)
     click.echo(f"diag-distill job {job['job_id']} started at report {start} "
                f"with {len(job['apis'])} endpoint(s) (supervisor pid {job['pid']})")  # type: ignore[arg-type]
-    for line in how_to(settings, str(job["tmux_socket"]), settings.session_prefix):
+    for line in how_to(settings, str(job["tmux_socket"]), settings.session_prefix, list(job["apis"])):  # type: ignore[call-overload]
         click.echo(line)

@@ -21,6 +21,8 @@ ENDPOINT_COUNT = 16
 DEFAULT_OUTPUT_DIR = "/hy-tmp/output_diag_continuous"
 FALLBACK_OUTPUT_DIR = "output_diag_continuous"
 DEFAULT_MAX_REPORT_BYTES = 2_000_000
+DEFAULT_STATE_DIR = "/tmp"
+DEFAULT_SESSION_PREFIX = "continuous_diag"
 
 
 class Secret:
@@ -383,8 +385,8 @@ def load_settings(
     else:
         out_dir = Path(requested_out).expanduser()
     notices += tuple(left_out_lines(problems))
-    state_dir = Path(os.environ.get("DIAG_STATE_DIR") or "/tmp")
-    prefix = os.environ.get("DIAG_SESSION_PREFIX") or "continuous_diag"
+    state_dir = Path(os.environ.get("DIAG_STATE_DIR") or DEFAULT_STATE_DIR)
+    prefix = os.environ.get("DIAG_SESSION_PREFIX") or DEFAULT_SESSION_PREFIX
     if not prefix.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"DIAG_SESSION_PREFIX may hold letters, digits, '_' and '-' only, got {prefix!r}")
     return Settings(

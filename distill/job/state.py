@@ -234,7 +234,13 @@ def describe_running_job(state: StateDir) -> str:
     pid = job.get("pid", "?")
     return (
         f"another diag-distill job is running on state directory {state.root} "
-        f"(supervisor pid {pid}, started {since}, reports from {job.get('start', '?')}); "
-        f"stop it with {state.stop_script} or use another DIAG_STATE_DIR"
+        f"(supervisor pid {pid}, started {since}, reports from {job.get('start', '?')}, "
+        f"output {job.get('output_dir', '?')}); stop it with {state.stop_script}, or run a second job beside it "
+        f"with its own state directory, session prefix and output folder: {SECOND_JOB_HINT}"
     )
+
+
+#: What a second job on the same machine needs, as the user would type it.
+SECOND_JOB_HINT = ("DIAG_STATE_DIR=/tmp/diag_job2 DIAG_SESSION_PREFIX=diag_job2 "
+                   ".venv/bin/diag-distill start START --output-dir OTHER_FOLDER")
 

@@ -25,10 +25,10 @@ from distill.core.clock import utc_now
 from distill.core.config import Settings, project_root
 from distill.core.errors import ConfigError, InputDirMissing
 from distill.job.claims import ClaimBook, require_input_dir, scan_range
-from distill.job.state import CLAIMS_FILE, INDEX_FILE, JOB_FILE, StateDir, identity_alive, my_identity
+from distill.job.state import CLAIMS_FILE, INDEX_FILE, JOB_FILE, SECOND_JOB_HINT, StateDir, identity_alive, my_identity
 from distill.job.status import Throughput, build_status
 from distill.job.tmux import TmuxSessions
-from distill.job.worker import EXIT_CONFIG, EXIT_DISABLED, EXIT_OK
+from distill.job.worker import EXIT_CONFIG, EXIT_DISABLED, EXIT_OK, SIGNALLED_REASON
 from distill.results.store import OutputStore
 
 TICK_S = 1.0
@@ -87,8 +87,10 @@ def refuse_foreign_sessions(sessions: TmuxSessions, settings: Settings) -> None:
     """Two jobs that share a session prefix on one tmux server would close each other's sessions."""
     foreign = sessions.foreign_sessions(settings.state_dir)
     if foreign:
-        raise ConfigError(f"tmux sessions {', '.join(foreign)} belong to another job; give this job its own "
-                          "DIAG_SESSION_PREFIX (or DIAG_TMUX_SOCKET)")
+        shown = ", ".join(foreign[:2]) + (f" and {len(foreign) - 2} more" if len(foreign) > 2 else "")
+        raise ConfigError(f"{len(foreign)} tmux session(s) with the prefix {settings.session_prefix!r} belong to "
+                          f"another job ({shown}); give this job its own DIAG_SESSION_PREFIX (and, for a second "
+                          f"job, its own DIAG_STATE_DIR and output folder: {SECOND_JOB_HINT})")
 
 
 class Supervisor:
@@ -248,6 +250,12 @@ class Supervisor:
 
     def _on_exit(self, api: str, code: int, reason: str, now: float) -> None:
         view = self.views[api]
+        if code == EXIT_OK and reason.startswith(SIGNALLED_REASON) and not self.state.stop_requested():
+            # Someone closed the session by hand (kill-session sends SIGHUP): the job still wants this endpoint.
+            view.state, view.restarts, view.respawn_at = "respawning", view.restarts + 1, now
+            view.reason = f"session closed by hand ({reason.removeprefix(SIGNALLED_REASON).strip()}); restarted"
+            self.out(f"{api}: its session was closed by hand; restarting it")
+            return
         if code == EXIT_OK:
             view.state, view.reason, view.finished = "exited", reason, True
             return

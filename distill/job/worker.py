@@ -49,6 +49,8 @@ EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_DISABLED = 3
 EXIT_CRASHED = 70
+#: How an exit record begins when a signal, not the job, stopped the worker (its session was closed by hand).
+SIGNALLED_REASON = "stopped by signal"
 
 #: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
 TIMINGS_ENV = "DIAG_BENCH_DIR"
@@ -86,6 +88,7 @@ class Worker:
         self.extractor_factory = extractor_factory
         self.stop_after_current = False
         self.stop_now = False
+        self.signalled = ""
         self.started = utc_now()
         self.started_epoch = time.time()
         self.stats = self._previous_stats()
@@ -157,6 +160,7 @@ class Worker:
             signal.signal(sig, self._on_signal)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signalled = signal.Signals(signum).name
         if self.stop_after_current or self.state.stop_now_requested():
             self.stop_now = True
             raise StopRequested(f"stopped now by signal {signal.Signals(signum).name}")
@@ -200,6 +204,8 @@ class Worker:
     def _loop(self, extractor: Extractor) -> tuple[int, str]:
         while True:
             if self._stop_wanted():
+                if self.signalled and not self.state.stop_requested():
+                    return EXIT_OK, f"{SIGNALLED_REASON} {self.signalled}"
                 return EXIT_OK, "stop requested"
             if self._commit_error:
                 error, self._commit_error = self._commit_error, ""

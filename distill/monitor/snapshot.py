@@ -218,6 +218,8 @@ def _row_from_beat(api: str, beat: dict[str, Any], alive: bool, status_row: dict
             reason = _text(beat.get("backoff_reason")) or f"retrying in {until - now:.0f} s"
     if supervisor_state in SUPERVISOR_STATES and state in ("exited", "died", "disabled"):
         state, reason = supervisor_state, _text(status_row.get("reason")) or reason
+    elif not reason and _count(status_row.get("restarts")):
+        reason = _text(status_row.get("reason"))  # why the supervisor last restarted this worker
     working = state in ACTIVE_STATES
     since = _float(beat.get("step_since")) if working else None
     since = since if since is not None else _float(beat.get("since"))

@@ -197,8 +197,28 @@ def test_a_job_with_another_state_directory_but_the_same_prefix_is_refused(job: 
     env = {**os.environ, "DIAG_STATE_DIR": str(tmp_path / "other-state")}
     second = cli("start", "1", "--input-dir", str(job["input"]), "--output-dir", str(tmp_path / "out2"), env=env)
     assert second.returncode == 2
-    assert "DIAG_SESSION_PREFIX" in second.stderr
+    message = second.stderr.strip()
+    assert len(message.splitlines()) == 1 and "17 tmux session(s)" in message and "and 15 more" in message
+    # One refusal names everything a second job needs, so the next try does not hit another refusal.
+    assert all(knob in message for knob in ("DIAG_SESSION_PREFIX=", "DIAG_STATE_DIR=", "--output-dir"))
     assert len(job["sessions"].roles()) == 17  # the running job's sessions are untouched
+
+
+def test_a_second_job_beside_the_first_gets_commands_that_watch_it_not_the_first(
+        job: dict[str, Any], tmp_path: Path) -> None:
+    write_notes(job["input"], [1])
+    start(job, "1", "--apis", "api_1")
+    env = {**os.environ, "DIAG_STATE_DIR": str(tmp_path / "state2"), "DIAG_SESSION_PREFIX": "second"}
+    second = cli("start", "1", "--apis", "api_5", "--input-dir", str(job["input"]), "--output-dir",
+                 str(tmp_path / "out2"), env=env)
+    try:
+        assert second.returncode == 0, second.stderr
+        lines = {line.split(":", 1)[0]: line for line in second.stdout.splitlines() if ":" in line}
+        assert f"DIAG_STATE_DIR={tmp_path / 'state2'}" in lines["monitor"] and "DIAG_SESSION_PREFIX=second" in lines["monitor"]
+        assert "attach -t second_api_5" in lines["attach"]
+        assert str(tmp_path / "state2" / "stop_diag_distillation.sh") in lines["stop"]
+    finally:
+        cli("stop", "--now", "--wait", "--timeout", "30", env=env)
 
 
 def test_removing_the_stop_flag_in_time_cancels_the_stop(job: dict[str, Any]) -> None:
@@ -225,3 +245,26 @@ def test_a_misconfigured_endpoint_is_reported_and_the_others_run(job: dict[str, 
     assert done_numbers(job["output"]) == list(range(1, 9))
     row = status(job["state"])["apis_status"]["api_2"]
     assert row["state"] == "failed" and "base_url" in row["reason"]
+
+
+def test_a_session_closed_by_hand_is_restarted_and_the_monitor_says_so(job: dict[str, Any]) -> None:
+    import json
+
+    write_notes(job["input"], list(range(1, 31)))
+    start(job, "1", "--apis", "api_1,api_2")
+    state, sessions = job["state"], job["sessions"]
+    wait_until(lambda: set(heartbeats_of(state)) == {"api_1", "api_2"}, timeout=30)
+    first_pid = heartbeats_of(state)["api_2"]["pid"]
+    assert sessions.kill("api_2")
+    # Restarted within one check interval (0.5 s here) plus the worker's start-up.
+    wait_until(lambda: heartbeats_of(state).get("api_2", {}).get("pid") not in (None, first_pid)
+               and heartbeats_of(state)["api_2"].get("state") != "exited", timeout=15)
+    snapshot = json.loads(cli("monitor", "--json").stdout)
+    row = next(e for e in snapshot["endpoints"] if e["api"] == "api_2")
+    assert row["restarts"] == 1 and "closed by hand" in row["reason"] and "restarted" in row["reason"]
+    assert row["state"] != "exited"
+    wait_until(lambda: len(done_numbers(job["output"])) == 30, timeout=60)
+
+
+def heartbeats_of(state: StateDir) -> dict[str, dict[str, Any]]:
+    return state.read_heartbeats()
