@@ -54,6 +54,6 @@ def command(once: bool, interval: float, as_json: bool) -> None:
 
     console = Console()
     if once:
-        console.print(render(take_snapshot(config)))
+        console.print(render(take_snapshot(config), console.width))
         return
     watch(lambda: take_snapshot(config), interval=interval, console=console)

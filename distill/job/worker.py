@@ -49,6 +49,8 @@ EXIT_OK = 0
 EXIT_CONFIG = 2
 EXIT_DISABLED = 3
 EXIT_CRASHED = 70
+#: States a worker re-enters while it waits; their ``since`` is when it entered the first time.
+STEADY_STATES = ("idle", "paused", "disabled")
 #: How an exit record begins when a signal, not the job, stopped the worker (its session was closed by hand).
 SIGNALLED_REASON = "stopped by signal"
 
@@ -111,7 +113,10 @@ class Worker:
 
     def set_state(self, state: str, **details: Any) -> None:
         with self._lock:
-            self.status = {"state": state, "since": time.time(), **details}
+            # An idle worker looks again every check interval: its idle time runs from when it became idle.
+            same = self.status.get("state") == state and state in STEADY_STATES
+            since = self.status["since"] if same and "since" in self.status else time.time()
+            self.status = {"state": state, "since": since, **details}
         self.heartbeat.soon()
 
     def _record(self) -> dict[str, Any]:

@@ -131,22 +131,37 @@ def progress_panel(snap: Snapshot) -> Panel:
     first = _pairs(("start", _number(p["start_number"])), ("current", _number(p["current_number"])),
                    ("done", str(p["done"])), ("failed", str(p["failed"])), ("pending", str(p["pending"])),
                    ("in flight", str(p["in_flight"])))
-    rate = p["throughput_per_min"]
+    return _panel(Group(first, progress_rate(snap)), "Progress")
+
+
+def progress_rate(snap: Snapshot) -> Text:
+    """Throughput and ETA while the job runs; a stopped job has neither."""
+    p = snap.progress
+    this_job = ("this job", f"{p['done_this_job']} done, {p['failed_this_job']} failed")
+    if snap.system["state"] not in ("running", "stopping"):
+        return _pairs(this_job)
     eta = duration(p["eta_s"]) if p["eta_s"] is not None else ("done" if not p["pending"] else "-")
-    second = _pairs(("throughput", f"{rate:.1f}/min (5 min)"), ("ETA", eta),
-                    ("this job", f"{p['done_this_job']} done, {p['failed_this_job']} failed"))
-    return _panel(Group(first, second), "Progress")
+    return _pairs(("throughput", f"{p['throughput_per_min']:.1f}/min (5 min)"), ("ETA", eta), this_job)
 
 
 ENDPOINT_COLUMNS: tuple[tuple[str, int | None, str], ...] = (
-    ("api", 6, "left"), ("state", 12, "left"), ("report · step", None, "left"), ("time", 7, "right"),
-    ("done", 7, "right"), ("fail", 5, "right"), ("lat", 6, "right"), ("tokens", 7, "right"),
+    ("api", 6, "left"), ("state", 11, "left"), ("report step", None, "left"), ("teacher", 10, "left"),
+    ("time", 6, "right"), ("done", 5, "right"), ("fail", 4, "right"), ("lat", 5, "right"), ("tokens", 6, "right"),
 )
+MAX_REPORT_COLUMN = 24  # wider terminals give a little to the teacher column and leave the rest blank
+MAX_TEACHER_EXTRA = 22
+
+
+def teacher_label(row: EndpointRow) -> str:
+    """``offline`` for the built-in teacher, else the model's name."""
+    if row.teacher == "local" or (not row.teacher and row.model in ("", "local-rules")):
+        return "offline"
+    return row.model or row.teacher
 
 
 def _doing(row: EndpointRow) -> str:
     if row.report is not None:
-        return f"{row.report} · {row.step or '-'}"
+        return f"{row.report} {row.step or '-'}"
     if row.state in ("exited", "died", "disabled", "failed", "respawning", "paused") and row.reason:
         reason = row.reason
         # "disabled: 401 ..." next to the state "disabled" would say it twice.
@@ -156,18 +171,7 @@ def _doing(row: EndpointRow) -> str:
 
 def endpoints_panel(snap: Snapshot, width: int = DEFAULT_WIDTH) -> Panel:
     # Fixed widths, the report column takes the rest: rich's own fitting squeezes the wrong columns at 80.
-    fixed = sum(w for _, w, _ in ENDPOINT_COLUMNS if w) + len(ENDPOINT_COLUMNS) - 1
-    flexible = max(12, width - PANEL_CHROME - fixed)
-    table = Table(box=box.SIMPLE_HEAD, padding=0, pad_edge=False, show_edge=False)
-    for name, column_width, justify in ENDPOINT_COLUMNS:
-        table.add_column(name, no_wrap=True, overflow="ellipsis", width=column_width or flexible,
-                         justify=justify)  # type: ignore[arg-type]
-    for row in snap.endpoints:
-        label, style = STATE_LABELS.get(row.state, (row.state.replace("_", " "), ""))
-        latency = f"{row.mean_latency_s:.2f}s" if row.mean_latency_s is not None else "-"
-        table.add_row(row.api, Text(label, style=style), " ".join(_doing(row).split()), duration(row.elapsed_s),
-                      str(row.done), Text(str(row.failed), style="red" if row.failed else ""), latency,
-                      compact(row.tokens))
+    table = endpoint_table(snap.endpoints, width - PANEL_CHROME)
     totals = snap.endpoint_totals
     others = ", ".join(f"{STATE_LABELS.get(k, (k, ''))[0]} {v}" for k, v in totals["by_state"].items()
                        if k not in ("working", "backing_off", "idle"))
@@ -176,6 +180,27 @@ def endpoints_panel(snap: Snapshot, width: int = DEFAULT_WIDTH) -> Panel:
         footer.append(f"  {others}", style="dim")
     body: RenderableType = Group(table, footer) if snap.endpoints else Text("no endpoints yet", style="dim")
     return _panel(body, f"Endpoints ({len(snap.endpoints)})")
+
+
+def endpoint_table(rows: list[EndpointRow], width: int) -> Table:
+    """One line per endpoint, exactly ``width`` columns wide at most."""
+    fixed = sum(w for _, w, _ in ENDPOINT_COLUMNS if w) + len(ENDPOINT_COLUMNS) - 1
+    report_width = min(MAX_REPORT_COLUMN, max(10, width - fixed))
+    extra = min(MAX_TEACHER_EXTRA, max(0, width - fixed - report_width))
+    table = Table(box=box.SIMPLE_HEAD, padding=0, pad_edge=False, show_edge=False)
+    for name, column_width, justify in ENDPOINT_COLUMNS:
+        column_width = column_width or report_width
+        if name == "teacher":
+            column_width += extra
+        table.add_column(name, no_wrap=True, overflow="ellipsis", width=column_width,
+                         justify=justify)  # type: ignore[arg-type]
+    for row in rows:
+        label, style = STATE_LABELS.get(row.state, (row.state.replace("_", " "), ""))
+        latency = f"{row.mean_latency_s:.1f}s" if row.mean_latency_s is not None else "-"
+        table.add_row(row.api, Text(label, style=style), " ".join(_doing(row).split()), teacher_label(row),
+                      duration(row.elapsed_s), str(row.done), Text(str(row.failed), style="red" if row.failed else ""),
+                      latency, compact(row.tokens))
+    return table
 
 
 def outputs_panel(snap: Snapshot) -> Panel:
@@ -221,36 +246,55 @@ def failures_panel(snap: Snapshot) -> Panel:
     return _panel(Group(*lines), "Failures")
 
 
-def control_panel(snap: Snapshot) -> Panel:
+def control_lines(snap: Snapshot, live: bool) -> list[Text]:
     c = snap.control
     lines = [
         Text.assemble(("stop:   ", "dim"), (c["stop_script"], "bold"), ("  (workers finish their report)", "dim")),
         Text.assemble(("attach: ", "dim"), (c["attach_template"], "bold"), (f"  (detach: {c['detach']})", "dim")),
-        Text.assemble(("quit:   ", "dim"), (c["quit"], "bold"), ("  (the job keeps running)", "dim")),
     ]
+    if live:  # a one-off snapshot has nothing to quit
+        lines.append(Text.assemble(("quit:   ", "dim"), (c["quit"], "bold"), ("  (the job keeps running)", "dim")))
     if c["stop_requested"]:
         lines.insert(1, Text.assemble(("cancel: ", "dim"), (c["cancel_stop"], "bold"),
                                       ("  (stop requested; cancel before workers exit)", "dim")))
-    return _panel(Group(*lines), "Control")
+    return lines
 
 
-def render(snap: Snapshot, width: int = DEFAULT_WIDTH) -> RenderableType:
-    """All panels, top to bottom, for a terminal ``width`` columns wide (lines never exceed it).
+def control_panel(snap: Snapshot, live: bool = False) -> Panel:
+    return _panel(Group(*control_lines(snap, live)), "Control")
 
-    Order: system, progress, endpoints, outputs, recent results, failures, control.
+
+def full_height(snap: Snapshot) -> int:
+    """Rows the boxed layout needs (an estimate that errs high)."""
+    errors = sum(1 for row in snap.endpoints if row.last_error)
+    return (4 + len(snap.problems) + 4 + len(snap.endpoints) + 5 + 4 + max(1, len(snap.recent) + 1) + 2
+            + max(1, errors + bool(snap.failures_by_class)) + 2 + 5)
+
+
+def render(snap: Snapshot, width: int = DEFAULT_WIDTH, height: int | None = None,
+           live: bool = False) -> RenderableType:
+    """Every panel, top to bottom, for a terminal ``width`` columns wide (lines never exceed it).
+
+    Order: system, progress, endpoints, outputs, recent results, failures, control. When a ``height``
+    is given and the boxed layout would not fit it, the compact layout shows every panel in that many
+    rows, summarizing the endpoints that do not fit.
     """
+    if height is not None and full_height(snap) > height:
+        from distill.monitor.compact import render_compact
+
+        return render_compact(snap, width, height, live)
     return Group(system_panel(snap), progress_panel(snap), endpoints_panel(snap, width), outputs_panel(snap),
-                 recent_panel(snap), failures_panel(snap), control_panel(snap))
+                 recent_panel(snap), failures_panel(snap), control_panel(snap, live))
 
 
 def watch(take: Callable[[], Snapshot], *, interval: float, console: Console,
           sleep: Callable[[float], None] = time.sleep) -> int:
     """Repaint a fresh snapshot every ``interval`` seconds until Ctrl-C; returns the exit code (0)."""
     try:
-        with Live(render(take(), console.width), console=console, screen=False, auto_refresh=False,
-                  transient=False) as live:
+        with Live(render(take(), console.width, console.height, live=True), console=console, screen=False,
+                  auto_refresh=False, transient=False) as screen:
             while True:
                 sleep(interval)
-                live.update(render(take(), console.width), refresh=True)
+                screen.update(render(take(), console.width, console.height, live=True), refresh=True)
     except KeyboardInterrupt:
         return 0

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import io
+import time
 import threading
 from pathlib import Path
 from typing import Any
@@ -101,3 +102,17 @@ def test_an_unknown_endpoint_is_a_configuration_error(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="api_99"):
         Worker("api_99", make_settings(tmp_path), job_id="j")
+
+
+def test_an_idle_worker_counts_its_idle_time_from_when_it_became_idle(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    begin(settings, [1])
+    worker = Worker("api_1", settings, job_id="j1", extractor_factory=factory(FakeExtractor()))
+    worker.set_state("working", report=1)
+    worker.set_state("idle")
+    became_idle = worker.status["since"]
+    time.sleep(0.02)
+    worker.set_state("idle")  # it looked again and found nothing
+    assert worker.status["since"] == became_idle
+    worker.set_state("working", report=2)
+    assert worker.status["since"] > became_idle

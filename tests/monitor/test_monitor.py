@@ -110,14 +110,14 @@ def test_fixture_heartbeats_have_the_worker_format() -> None:
 
 ENDPOINT_CASES: dict[str, tuple[dict[str, Any], dict[str, Any], str, str]] = {
     # name: (heartbeat fields, supervisor view, expected state, text the row shows)
-    "working": ({"state": "working", "report": 10005, "step": "findings"}, {}, "working", "10005 · findings"),
+    "working": ({"state": "working", "report": 10005, "step": "findings"}, {}, "working", "10005 findings"),
     "idle": ({"state": "idle"}, {}, "idle", "idle"),
     "backing_off": ({"state": "working", "report": 10006, "step": "organs", "backing_off_until": 60.0},
                     {}, "backing_off", "backing off"),
     "disabled": ({"state": "exited", "exit_code": 3, "reason": "disabled: 401 from endpoint"},
-                 {"state": "disabled", "reason": "disabled: 401 from endpoint"}, "disabled", "401 from endpoint"),
+                 {"state": "disabled", "reason": "disabled: 401 from endpoint"}, "disabled", "401 from endpo"),
     "failed": ({"state": "exited", "exit_code": 2, "reason": "bad base_url"},
-               {"state": "failed", "reason": "worker failed 5 times in a row"}, "failed", "worker failed 5"),
+               {"state": "failed", "reason": "worker failed 5 times in a row"}, "failed", "worker failed"),
     "not_started": ({}, {}, "not_started", "not started"),
     "exited": ({"state": "exited", "exit_code": 0, "reason": "stop requested"}, {"state": "exited"}, "exited",
                "stop requested"),
@@ -324,7 +324,7 @@ def test_eighty_columns_hold_sixteen_endpoints_and_long_errors(tmp_path: Path) -
     lines = rendered(snap).splitlines()
     assert len(lines) > 40
     assert max(len(line) for line in lines) <= 80
-    assert sum("1000016 · mapping" in line for line in lines) == 1
+    assert sum("1000016 mapping" in line for line in lines) == 1
 
 
 # --- secrets ------------------------------------------------------------------------------------------------
@@ -439,3 +439,38 @@ def test_wrapper_help_prints_usage_without_building() -> None:
     done = subprocess.run(["bash", str(script), "--help"], capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 0
     assert "usage:" in done.stdout and "--once" in done.stdout and "10 s" in done.stdout
+
+
+def test_every_panel_fits_an_80_by_24_terminal_and_the_endpoints_that_do_not_fit_are_summarized(
+        tmp_path: Path) -> None:
+    now = time.time()
+    beats = {f"api_{i}": heartbeat(f"api_{i}", "working" if i % 3 else "idle", now=now,
+                                   stats=stats(i, recent=[result(10000 + i, iso(now - 5))]),
+                                   **({"report": 10000 + i, "step": "organs"} if i % 3 else {}))
+             for i in range(1, 17)}
+    beats["api_2"].update(model="teacher-model-x", teacher="llm")
+    write_job_state(tmp_path / "state", beats, now=now)
+    snap = snapshot_of(tmp_path / "state", now)
+    console = Console(width=80, height=24, record=True, file=io.StringIO(), color_system=None)
+    console.print(render(snap, 80, 24, live=True))
+    lines = console.export_text().splitlines()
+    assert len(lines) <= 23 and max(len(line) for line in lines) <= 80
+    text = "\n".join(lines)
+    for part in ("running", "done 146", "api_1 ", "teacher-model-x", "not shown", "outputs", "Recent results",
+                 "10001", "failures", "stop:", "attach:", "quit:"):
+        assert part in text, part
+    assert "Endpoints (16: offline 15, teacher-model-x 1)" in text
+    working = [line for line in lines if " working " in line]
+    assert len(working) >= 4  # busy endpoints are shown before idle ones are summarized
+
+
+def test_a_one_off_snapshot_has_no_quit_line_and_a_stopped_job_no_throughput(tmp_path: Path) -> None:
+    now = time.time()
+    write_job_state(tmp_path / "state", {"api_1": heartbeat("api_1", "idle", now=now)}, now=now)
+    snap = snapshot_of(tmp_path / "state", now)
+    assert "quit:" not in rendered(snap) and "throughput" in rendered(snap)
+    write_job_state(tmp_path / "stopped", {"api_1": heartbeat("api_1", "exited", now=now)}, now=now,
+                    state="stopped", alive=False)
+    stopped = snapshot_of(tmp_path / "stopped", now)
+    assert stopped.system["state"] == "stopped"
+    assert "throughput" not in rendered(stopped) and "ETA" not in rendered(stopped)

@@ -268,3 +268,39 @@ def test_a_session_closed_by_hand_is_restarted_and_the_monitor_says_so(job: dict
 
 def heartbeats_of(state: StateDir) -> dict[str, dict[str, Any]]:
     return state.read_heartbeats()
+
+
+def test_the_live_monitor_fits_an_80_by_24_tmux_window_during_a_sixteen_endpoint_job(
+        job: dict[str, Any], isolated: dict[str, Any]) -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    write_notes(job["input"], list(range(1, 401)))
+    job["stub"].latency_s = 0.2
+    start(job, "1")
+    wait_until(lambda: len(done_numbers(job["output"])) >= 5, timeout=60)
+    socket = isolated["socket"]
+    knobs = " ".join(f"{k}={shlex.quote(os.environ[k])}" for k in ("DIAG_STATE_DIR", "DIAG_SESSION_PREFIX",
+                                                                   "DIAG_TMUX_SOCKET", "DIAG_CONFIG"))
+    command = f"env {knobs} {shlex.quote(sys.executable)} -m distill monitor --interval 1"
+    subprocess.run(["tmux", "-L", socket, "new-session", "-d", "-s", "watch", "-x", "80", "-y", "24", command],
+                   check=True)
+    try:
+        def screen() -> str:
+            return subprocess.run(["tmux", "-L", socket, "capture-pane", "-p", "-t", "watch"], capture_output=True,
+                                  text=True, check=False).stdout
+
+        def full_screen() -> str:
+            shown = screen()
+            return shown if "quit:" in shown else ""
+
+        text = wait_until(full_screen, timeout=20)
+    finally:
+        subprocess.run(["tmux", "-L", socket, "kill-session", "-t", "=watch"], check=False)
+    lines = text.splitlines()
+    assert len(lines) <= 24 and max(len(line) for line in lines) <= 80
+    assert "Endpoints (16: stub-model 16)" in text
+    assert "api_" in text and ("not shown" in text or "api_16" in text)
+    for part in ("outputs", "Recent results", " done ", "failures", "stop:", "attach:", "quit:"):
+        assert part in text, (part, text)
