@@ -187,7 +187,8 @@ class ClaimBook:
     def _save(self, doc: dict[str, Any]) -> None:
         write_json(self.state.path(CLAIMS_FILE), doc, durable=False, compact=True)
         if doc["counter"] != self._loaded_counter:
-            write_atomic(self.state.path(COUNTER_FILE), f"{doc['counter']}\n".encode(), durable=False)
+            write_atomic(self.state.path(COUNTER_FILE), f"{doc['counter']}\n".encode(), durable=False,
+                         mode=0o400)  # information for people: editing it by hand changes nothing
 
     def _index_for(self, doc: dict[str, Any]) -> array[int]:
         generation = doc["scan"]["generation"]

@@ -46,6 +46,17 @@ def test_counter_file_keeps_the_highest_number_handed_out(tmp_path: Path) -> Non
     assert (book.state.path(COUNTER_FILE)).read_text().strip() == "5"
 
 
+def test_the_counter_file_is_read_only_and_editing_it_changes_no_claim(tmp_path: Path) -> None:
+    book = make_book(tmp_path, [3, 5, 8])
+    book.claim_next("api_1", my_identity())
+    counter = book.state.path(COUNTER_FILE)
+    assert counter.stat().st_mode & 0o777 == 0o400
+    counter.chmod(0o600)
+    counter.write_text("7\n")  # the predecessor's habit: skip ahead by editing the counter
+    claim = book.claim_next("api_1", my_identity())
+    assert claim is not None and claim.number == 5
+
+
 def test_reports_before_start_and_after_end_are_not_claimed(tmp_path: Path) -> None:
     book = make_book(tmp_path, [1, 2, 3, 4, 5], start=2, end=4)
     got = [c.number for c in iter(lambda: book.claim_next("api_1", my_identity()), None)]
