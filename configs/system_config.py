@@ -4,7 +4,8 @@ Keys are never written here: they come from the environment
 (``DIAG_API_<i>_KEY``, ``DIAG_API_<i>_BASE_URL``, ``DIAG_API_<i>_MODEL``, or
 ``DIAG_API_KEY`` / ``DIAG_BASE_URL`` / ``DIAG_MODEL`` for every endpoint), or from
 the git-ignored ``configs/local_config.py``, whose upper-case names override
-these. An endpoint with no key is served by the offline teacher.
+these. With no key at all every endpoint is the offline teacher; once one endpoint has a
+key, keyless endpoints are left out unless ``DIAG_API_<i>_PROVIDER=local`` asks for it.
 """
 
 import os

@@ -115,7 +115,8 @@ def _env(environ: Mapping[str, str], *names: str) -> str | None:
 
 
 #: Endpoint fields that may come from the environment: field -> variable suffix.
-_ENV_FIELDS = {"base_url": "BASE_URL", "model": "MODEL", "json_mode": "JSON_MODE", "timeout": "TIMEOUT"}
+_ENV_FIELDS = {"base_url": "BASE_URL", "model": "MODEL", "json_mode": "JSON_MODE", "timeout": "TIMEOUT",
+               "provider": "PROVIDER"}
 #: Where an entry built from the environment records which variable each field came from.
 SOURCES_KEY = "_from_env"
 
@@ -323,6 +324,10 @@ def _raw_settings(config_path: Path | None) -> dict[str, Any]:
             merged = dict(values["MULTI_API_CONFIG"])
             for name, entry in overrides.pop("MULTI_API_CONFIG").items():
                 merged[name] = {**merged.get(name, {}), **entry}
+                if isinstance(entry, Mapping) and "provider" in entry:
+                    sources = dict(merged[name].get(SOURCES_KEY) or {})
+                    sources["provider"] = f"{local}: MULTI_API_CONFIG[{name!r}]['provider']"
+                    merged[name][SOURCES_KEY] = sources
             values["MULTI_API_CONFIG"] = merged
         values.update(overrides)
     return values
@@ -340,6 +345,28 @@ def resolve_output_dir(requested: str | Path) -> tuple[Path, tuple[str, ...]]:
     fallback = Path(FALLBACK_OUTPUT_DIR).resolve()
     fallback.mkdir(parents=True, exist_ok=True, mode=0o700)
     return fallback, (f"OUTPUT_DIR {DEFAULT_OUTPUT_DIR} cannot be created; using {fallback}",)
+
+
+KEYLESS_PROBLEM = ("no key while other endpoints have one, so it would silently mix the offline teacher into an "
+                   "LLM job (set DIAG_API_<i>_KEY, or DIAG_API_<i>_PROVIDER=local to use the offline teacher)")
+
+
+def _explicitly_local(entry: Any) -> bool:
+    if not isinstance(entry, Mapping):
+        return False
+    sources = entry.get(SOURCES_KEY)
+    if isinstance(sources, Mapping):
+        return "provider" in sources
+    return entry.get("provider") == "local"  # a hand-written MULTI_API_CONFIG says what it means
+
+
+def _keyless_beside_keyed(table: Mapping[str, Any], endpoints: Mapping[str, Endpoint]) -> dict[str, str]:
+    """Endpoints the offline teacher would serve only because they lack a key, when others have one."""
+    keyed = any(isinstance(e, Mapping) and e.get("api_key") for e in table.values())
+    if not keyed:
+        return {}
+    return {name: KEYLESS_PROBLEM.replace("<i>", _endpoint_index(name)) for name, endpoint in endpoints.items()
+            if endpoint.is_local and not _explicitly_local(table.get(name))}
 
 
 def _as_path(value: Any, setting: str) -> str | Path | None:
@@ -369,6 +396,9 @@ def load_settings(
             endpoints[name] = parse_endpoint(name, entry)
         except ConfigError as exc:  # one misconfigured endpoint is left out; the others run
             problems[name] = str(exc)
+    problems.update(_keyless_beside_keyed(table, endpoints))
+    for name in problems:
+        endpoints.pop(name, None)
     if not endpoints:
         raise ConfigError("no usable endpoint: " + " | ".join(left_out_lines(problems)))
     check = _as_number(raw.get("CHECK_INTERVAL", 5), "CHECK_INTERVAL")

@@ -89,9 +89,9 @@ def test_the_shipped_configuration_has_sixteen_endpoints() -> None:
 
 def test_one_misconfigured_endpoint_is_left_out_with_a_line_naming_it(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DIAG_API_3_KEY", CANARY)
-    monkeypatch.setenv("DIAG_API_3_BASE_URL", "ftp://nowhere")
-    monkeypatch.setenv("DIAG_API_3_MODEL", "m")
+    for name, value in (("DIAG_API_KEY", CANARY), ("DIAG_BASE_URL", "http://127.0.0.1:9/v1"), ("DIAG_MODEL", "m"),
+                        ("DIAG_API_3_BASE_URL", "ftp://nowhere")):
+        monkeypatch.setenv(name, value)
     settings = load_settings(output_dir=tmp_path / "out")
     assert "api_3" not in settings.endpoints and len(settings.endpoints) == 15
     assert "DIAG_API_3_BASE_URL" in settings.endpoint_problems["api_3"]
@@ -149,9 +149,45 @@ def test_asking_for_a_left_out_endpoint_says_why_it_was_left_out(tmp_path: Path,
     monkeypatch.setenv("DIAG_API_3_BASE_URL", "http://127.0.0.1:9/v1")
     monkeypatch.setenv("DIAG_API_3_TIMEOUT", "abc")
     monkeypatch.setenv("DIAG_API_3_MODEL", "m")
+    monkeypatch.setenv("DIAG_PROVIDER", "local")  # every other endpoint: the offline teacher, on purpose
+    monkeypatch.setenv("DIAG_API_3_PROVIDER", "openai")
     settings = load_settings(output_dir=tmp_path / "out")
     with pytest.raises(ConfigError, match=r"^--api api_3: that endpoint was left out: DIAG_API_3_TIMEOUT must be"):
         settings.endpoint("api_3")
     with pytest.raises(ConfigError, match=r"^--api api_99: no such endpoint \(configured: api_1, api_2, api_4"):
         settings.endpoint("api_99")
 
+
+
+def test_keys_for_three_endpoints_leave_the_keyless_ones_out_with_one_line(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    for i in (2, 5, 9):
+        monkeypatch.setenv(f"DIAG_API_{i}_KEY", CANARY)
+        monkeypatch.setenv(f"DIAG_API_{i}_BASE_URL", "http://127.0.0.1:9/v1")
+        monkeypatch.setenv(f"DIAG_API_{i}_MODEL", "teacher-m")
+    settings = load_settings(output_dir=tmp_path / "out")
+    assert sorted(settings.endpoints) == ["api_2", "api_5", "api_9"]
+    assert all(not e.is_local and e.model == "teacher-m" for e in settings.endpoints.values())
+    lines = [n for n in settings.notices if "left out" in n]
+    assert len(lines) == 1 and lines[0].startswith("13 endpoints (api_1 … api_16) left out: no key")
+    assert "DIAG_API_<i>_PROVIDER=local" in lines[0] and CANARY not in lines[0]
+
+
+def test_an_endpoint_set_to_the_offline_teacher_on_purpose_stays_beside_keyed_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIAG_API_2_KEY", CANARY)
+    monkeypatch.setenv("DIAG_API_2_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("DIAG_API_2_MODEL", "teacher-m")
+    monkeypatch.setenv("DIAG_API_7_PROVIDER", "local")
+    (tmp_path / "system_config.py").write_text(
+        "from distill.core.config import endpoint_table\nMULTI_API_CONFIG = endpoint_table()\n", encoding="utf-8")
+    (tmp_path / "local_config.py").write_text("MULTI_API_CONFIG = {'api_8': {'provider': 'local'}}\n", encoding="utf-8")
+    settings = load_settings(tmp_path / "system_config.py", output_dir=tmp_path / "out")
+    assert sorted(settings.endpoints) == ["api_2", "api_7", "api_8"]
+    assert settings.endpoints["api_7"].is_local and settings.endpoints["api_8"].is_local
+
+
+def test_with_no_key_at_all_every_endpoint_is_the_offline_teacher(tmp_path: Path) -> None:
+    settings = load_settings(output_dir=tmp_path / "out")
+    assert len(settings.endpoints) == 16 and all(e.is_local for e in settings.endpoints.values())
+    assert not [n for n in settings.notices if "left out" in n]
