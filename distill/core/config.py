@@ -13,70 +13,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
+from distill.core.endpoints import (
+    ENDPOINT_COUNT,
+    SOURCES_KEY,
+    Endpoint,
+    Secret,
+    endpoint_table,
+    key_variable,
+    keyless_beside_keyed,
+    left_out_lines,
+    parse_endpoint,
+    positive_number,
+)
 from distill.core.errors import ConfigError
 
-ENDPOINT_COUNT = 16
+# Callers import these from here: configuration is one place to look.
+__all__ = ["ENDPOINT_COUNT", "Endpoint", "Secret", "Settings", "endpoint_table", "key_variable", "load_settings",
+           "parse_endpoint"]
+
 DEFAULT_OUTPUT_DIR = "/hy-tmp/output_diag_continuous"
 FALLBACK_OUTPUT_DIR = "output_diag_continuous"
 DEFAULT_MAX_REPORT_BYTES = 2_000_000
 DEFAULT_STATE_DIR = "/tmp"
 DEFAULT_SESSION_PREFIX = "continuous_diag"
-
-
-class Secret:
-    """A value that never shows itself in repr, str, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """One endpoint of the pool. ``provider`` is ``"openai"`` or ``"local"``."""
-
-    name: str
-    base_url: str = ""
-    model: str = ""
-    api_key: Secret | None = field(default=None, repr=False)
-    provider: str = "local"
-    json_mode: bool = True
-    timeout_s: float = 120.0
-    max_attempts: int = 5
-    max_tokens: int = 4096
-    temperature: float = 0.0
-    backoff_base_s: float = 1.0  # first retry waits up to this long (full jitter), doubling each time
-    backoff_cap_s: float = 60.0  # no single backoff wait is longer
-
-    @property
-    def is_local(self) -> bool:
-        return self.provider == "local"
-
-    def describe(self) -> str:
-        """A one-line description with no secret in it."""
-        if self.is_local:
-            return f"{self.name}: offline teacher"
-        return f"{self.name}: {self.model} at {self.base_url}"
 
 
 @dataclass(frozen=True)
@@ -104,190 +64,6 @@ class Settings:
         if api in self.endpoint_problems:
             raise ConfigError(f"--api {api}: that endpoint was left out: {self.endpoint_problems[api]}")
         raise ConfigError(f"--api {api}: no such endpoint (configured: {', '.join(self.endpoints)})")
-
-
-def _env(environ: Mapping[str, str], *names: str) -> str | None:
-    for name in names:
-        value = environ.get(name)
-        if value is not None and value.strip():
-            return value.strip()
-    return None
-
-
-#: Endpoint fields that may come from the environment: field -> variable suffix.
-_ENV_FIELDS = {"base_url": "BASE_URL", "model": "MODEL", "json_mode": "JSON_MODE", "timeout": "TIMEOUT",
-               "provider": "PROVIDER"}
-#: Where an entry built from the environment records which variable each field came from.
-SOURCES_KEY = "_from_env"
-
-
-def _env_source(environ: Mapping[str, str], i: int, suffix: str) -> tuple[str | None, str | None]:
-    """The value and the name of the variable that gave it: ``DIAG_API_<i>_<suffix>``, else ``DIAG_<suffix>``."""
-    shared = "DIAG_API_KEY" if suffix == "KEY" else f"DIAG_{suffix}"
-    for name in (f"DIAG_API_{i}_{suffix}", shared):
-        value = _env(environ, name)
-        if value is not None:
-            return value, name
-    return None, None
-
-
-def endpoint_table(count: int = ENDPOINT_COUNT, environ: Mapping[str, str] | None = None) -> dict[str, dict[str, Any]]:
-    """Build ``MULTI_API_CONFIG`` from ``DIAG_API_<i>_*`` and ``DIAG_*`` variables."""
-    env = os.environ if environ is None else environ
-    table: dict[str, dict[str, Any]] = {}
-    for i in range(1, count + 1):
-        key, key_var = _env_source(env, i, "KEY")
-        sources: dict[str, str] = {}
-        entry: dict[str, Any] = {
-            "name": f"api_{i}",
-            "api_key": Secret(key) if key else None,
-            "provider": "openai" if key else "local",
-        }
-        if key_var:
-            sources["api_key"] = key_var
-        for field_name, suffix in _ENV_FIELDS.items():
-            value, var = _env_source(env, i, suffix)
-            if value is not None and var is not None:
-                entry[field_name] = value
-                sources[field_name] = var
-        entry.setdefault("base_url", "")
-        entry.setdefault("model", "")
-        entry[SOURCES_KEY] = sources
-        table[f"api_{i}"] = entry
-    return table
-
-
-def _as_bool(value: Any, setting: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{setting} must be true or false, got {value!r}")
-
-
-def _as_number(value: Any, setting: str, *, minimum: float = 0.0, integer: bool = False) -> float:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        number = int(value) if integer else float(value)
-    except (TypeError, ValueError):
-        kind = "a whole number" if integer else "a number"
-        raise ConfigError(f"{setting} must be {kind}, got {value!r}") from None
-    if number <= minimum:
-        raise ConfigError(f"{setting} must be greater than {minimum:g}, got {value!r}")
-    return number
-
-
-def _endpoint_index(name: str) -> str:
-    digits = name.rsplit("_", 1)[-1]
-    return digits if digits.isdigit() else "<i>"
-
-
-def key_variable(endpoint_name: str) -> str:
-    """The variable that holds an endpoint's key: ``DIAG_API_2_KEY`` for ``api_2`` (or the shared ``DIAG_API_KEY``)."""
-    return f"DIAG_API_{_endpoint_index(endpoint_name)}_KEY (or DIAG_API_KEY)"
-
-
-class _Problems:
-    """Collects every problem of one endpoint, each naming the setting the user wrote."""
-
-    def __init__(self, name: str, entry: Mapping[str, Any]) -> None:
-        self.where = f"MULTI_API_CONFIG[{name!r}]"
-        self.index = _endpoint_index(name)
-        sources = entry.get(SOURCES_KEY)
-        self.sources: Mapping[str, str] = sources if isinstance(sources, Mapping) else {}
-        self.found: list[str] = []
-
-    def setting(self, field_name: str) -> str:
-        """The variable that set ``field_name``, else its place in ``MULTI_API_CONFIG``."""
-        return self.sources.get(field_name) or f"{self.where}[{field_name!r}]"
-
-    def variables(self, suffix: str) -> str:
-        shared = "DIAG_API_KEY" if suffix == "KEY" else f"DIAG_{suffix}"
-        return f"DIAG_API_{self.index}_{suffix} or {shared}"
-
-    def check(self, compute: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return compute(*args, **kwargs)
-        except ConfigError as exc:
-            self.found.append(str(exc))
-            return None
-
-
-def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
-    """Validate one ``MULTI_API_CONFIG`` entry; a ``ConfigError`` lists every problem it has, ``; ``-separated."""
-    if not isinstance(entry, Mapping):
-        raise ConfigError(f"MULTI_API_CONFIG[{name!r}] must be a dict, got {type(entry).__name__}")
-    bad = _Problems(name, entry)
-    key = entry.get("api_key")
-    if isinstance(key, str):
-        key = Secret(key) if key.strip() else None
-    if key is not None and not isinstance(key, Secret):
-        bad.found.append(f"{bad.setting('api_key')} must be a string")
-        key = None
-    provider = str(entry.get("provider") or ("openai" if key else "local"))
-    if provider not in ("openai", "local"):
-        bad.found.append(f"{bad.setting('provider')} must be 'openai' or 'local', got {provider!r}")
-    base_url = str(entry.get("base_url") or "").rstrip("/")
-    model = str(entry.get("model") or "")
-    if provider == "openai":
-        if key is None:
-            bad.found.append(f"{bad.where} uses provider 'openai' but has no api_key (set {bad.variables('KEY')})")
-        parsed = urlparse(base_url)
-        if not base_url:
-            bad.found.append(f"{bad.where} has no base URL (set {bad.variables('BASE_URL')})")
-        elif parsed.scheme not in ("http", "https") or not parsed.netloc:
-            bad.found.append(f"{bad.setting('base_url')} must be an http(s) URL, got {base_url!r}")
-        if not model:
-            bad.found.append(f"{bad.where} has no model (set {bad.variables('MODEL')})")
-    fields = {
-        "json_mode": bad.check(_as_bool, entry.get("json_mode", True), bad.setting("json_mode")),
-        "timeout_s": bad.check(_as_number, entry.get("timeout", 120), bad.setting("timeout")),
-        "max_attempts": bad.check(_as_number, entry.get("max_attempts", 5), bad.setting("max_attempts"), integer=True),
-        "max_tokens": bad.check(_as_number, entry.get("max_tokens", 4096), bad.setting("max_tokens"), integer=True),
-        "temperature": bad.check(_as_number, entry.get("temperature", 0.0), bad.setting("temperature"), minimum=-1),
-        "backoff_base_s": bad.check(_as_number, entry.get("backoff_base", 1.0), bad.setting("backoff_base")),
-        "backoff_cap_s": bad.check(_as_number, entry.get("backoff_cap", 60.0), bad.setting("backoff_cap")),
-    }
-    if bad.found:
-        raise ConfigError("; ".join(bad.found))
-    return Endpoint(
-        name=str(entry.get("name") or name),
-        base_url=base_url,
-        model=model or "local-rules",
-        api_key=key,
-        provider=provider,
-        json_mode=fields["json_mode"],
-        timeout_s=fields["timeout_s"],
-        max_attempts=int(fields["max_attempts"]),
-        max_tokens=int(fields["max_tokens"]),
-        temperature=float(fields["temperature"]),
-        backoff_base_s=fields["backoff_base_s"],
-        backoff_cap_s=fields["backoff_cap_s"],
-    )
-
-
-def left_out_lines(problems: Mapping[str, str]) -> list[str]:
-    """One line per distinct problem, naming every endpoint it left out (``api_1 … api_16 left out: …``)."""
-    by_problem: dict[str, list[str]] = {}
-    for name, problem in problems.items():
-        generic = problem.replace(f"DIAG_API_{_endpoint_index(name)}_", "DIAG_API_<i>_")
-        generic = generic.replace(f"MULTI_API_CONFIG[{name!r}]", "MULTI_API_CONFIG[<endpoint>]")
-        by_problem.setdefault(generic, []).append(name)
-    lines = []
-    for generic, names in by_problem.items():
-        if len(names) == 1:
-            lines.append(f"{names[0]} left out: {problems[names[0]]}")
-        else:
-            lines.append(f"{_name_list(names)} left out: {generic}")
-    return lines
-
-
-def _name_list(names: list[str]) -> str:
-    return ", ".join(names) if len(names) <= 4 else f"{len(names)} endpoints ({names[0]} … {names[-1]})"
 
 
 def project_root() -> Path:
@@ -347,28 +123,6 @@ def resolve_output_dir(requested: str | Path) -> tuple[Path, tuple[str, ...]]:
     return fallback, (f"OUTPUT_DIR {DEFAULT_OUTPUT_DIR} cannot be created; using {fallback}",)
 
 
-KEYLESS_PROBLEM = ("no key while other endpoints have one, so it would silently mix the offline teacher into an "
-                   "LLM job (set DIAG_API_<i>_KEY, or DIAG_API_<i>_PROVIDER=local to use the offline teacher)")
-
-
-def _explicitly_local(entry: Any) -> bool:
-    if not isinstance(entry, Mapping):
-        return False
-    sources = entry.get(SOURCES_KEY)
-    if isinstance(sources, Mapping):
-        return "provider" in sources
-    return entry.get("provider") == "local"  # a hand-written MULTI_API_CONFIG says what it means
-
-
-def _keyless_beside_keyed(table: Mapping[str, Any], endpoints: Mapping[str, Endpoint]) -> dict[str, str]:
-    """Endpoints the offline teacher would serve only because they lack a key, when others have one."""
-    keyed = any(isinstance(e, Mapping) and e.get("api_key") for e in table.values())
-    if not keyed:
-        return {}
-    return {name: KEYLESS_PROBLEM.replace("<i>", _endpoint_index(name)) for name, endpoint in endpoints.items()
-            if endpoint.is_local and not _explicitly_local(table.get(name))}
-
-
 def _as_path(value: Any, setting: str) -> str | Path | None:
     if value is None or isinstance(value, (str, Path)):
         return value
@@ -396,13 +150,13 @@ def load_settings(
             endpoints[name] = parse_endpoint(name, entry)
         except ConfigError as exc:  # one misconfigured endpoint is left out; the others run
             problems[name] = str(exc)
-    problems.update(_keyless_beside_keyed(table, endpoints))
+    problems.update(keyless_beside_keyed(table, endpoints))
     for name in problems:
         endpoints.pop(name, None)
     if not endpoints:
         raise ConfigError("no usable endpoint: " + " | ".join(left_out_lines(problems)))
-    check = _as_number(raw.get("CHECK_INTERVAL", 5), "CHECK_INTERVAL")
-    max_bytes = int(_as_number(raw.get("MAX_REPORT_BYTES", DEFAULT_MAX_REPORT_BYTES), "MAX_REPORT_BYTES", integer=True))
+    check = positive_number(raw.get("CHECK_INTERVAL", 5), "CHECK_INTERVAL")
+    max_bytes = int(positive_number(raw.get("MAX_REPORT_BYTES", DEFAULT_MAX_REPORT_BYTES), "MAX_REPORT_BYTES", integer=True))
     root = project_root()
     in_dir = Path(input_dir or _as_path(raw.get("INPUT_DIR"), "INPUT_DIR") or "dataset").expanduser()
     if not in_dir.is_absolute():
