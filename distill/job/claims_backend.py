@@ -1,0 +1,79 @@
+"""Which claims backend a job uses, and what every backend offers.
+
+The file backend (``ClaimBook``, file locks in the state directory) is the
+default and serves one host. ``DIAG_CLAIMS_URL=redis://host:port/db`` (or
+``--claims-url``) puts the claims in Redis, so supervisors on several hosts
+work one job.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from distill.core.errors import ConfigError
+from distill.job.claims import Claim, ClaimBook
+from distill.job.state import StateDir
+from distill.results.store import OutputStore
+
+CLAIMS_URL_ENV = "DIAG_CLAIMS_URL"
+URL_SETTING = f"{CLAIMS_URL_ENV} / --claims-url"
+_SCHEMES = ("redis", "rediss", "unix")
+
+
+class ClaimsBackend(Protocol):
+    """The claim state of one job, safe across processes (and, for shared backends, hosts)."""
+
+    def begin(self, start: int, end: int | None) -> dict[str, Any]:
+        """Set up (or join) the job's range; returns the scan figures."""
+
+    def claim_next(self, api: str, identity: str) -> Claim | None:
+        """The next report for ``api``'s worker, or ``None`` when nothing is claimable now."""
+
+    def release(self, number: int, *, finished: bool, defer: bool = False) -> None:
+        """Drop the lease; an unfinished report is handed out again before new numbers."""
+
+    def flush(self) -> None:
+        """Write releases kept back by ``release(..., defer=True)``."""
+
+    def drained(self) -> bool:
+        """True when nothing is claimable, handed back, or in flight."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """Counter, leases and scan figures, for the status."""
+
+    def renew(self) -> None:
+        """Extend this process's leases (called from the worker's heartbeat)."""
+
+
+def claims_url(explicit: str | None = None) -> str | None:
+    """The claims URL in effect (``explicit``, else ``DIAG_CLAIMS_URL``), validated; ``None`` for the file backend."""
+    url = (explicit if explicit is not None else os.environ.get(CLAIMS_URL_ENV, "")).strip()
+    if not url:
+        return None
+    parsed = urlparse(url)
+    if parsed.scheme not in _SCHEMES:
+        raise ConfigError(f"{URL_SETTING} must be a redis://host:port/db URL, got {url!r}")
+    if parsed.scheme != "unix" and not parsed.hostname:
+        raise ConfigError(f"{URL_SETTING} names no host: {url!r} (expected redis://host:port/db)")
+    try:
+        parsed.port  # noqa: B018 - raises on a malformed port
+    except ValueError:
+        raise ConfigError(f"{URL_SETTING} has a malformed port: {url!r}") from None
+    path = parsed.path.lstrip("/")
+    if parsed.scheme != "unix" and path and not path.isdigit():
+        raise ConfigError(f"{URL_SETTING}: the database must be a number, got {path!r} in {url!r}")
+    return url
+
+
+def open_claims(state: StateDir, store: OutputStore, input_dir: Path, *, check_interval: float = 5.0,
+                url: str | None = None) -> ClaimsBackend:
+    """The backend ``url`` (else ``DIAG_CLAIMS_URL``) names; the file backend when neither is set."""
+    chosen = claims_url(url)
+    if chosen is None:
+        return ClaimBook(state, store, input_dir, check_interval=check_interval)
+    from distill.job.claims_redis import RedisClaimBook  # only multi-host jobs need redis-py
+
+    return RedisClaimBook(chosen, store, input_dir, check_interval=check_interval)
