@@ -9,6 +9,7 @@ work one job.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
@@ -19,6 +20,7 @@ from distill.job.state import StateDir
 from distill.results.store import OutputStore
 
 CLAIMS_URL_ENV = "DIAG_CLAIMS_URL"
+HOST_ENV = "DIAG_HOST"  # overrides the host name outputs and leases carry (two "hosts" on one machine)
 URL_SETTING = f"{CLAIMS_URL_ENV} / --claims-url"
 _SCHEMES = ("redis", "rediss", "unix")
 
@@ -46,6 +48,11 @@ class ClaimsBackend(Protocol):
 
     def renew(self) -> None:
         """Extend this process's leases (called from the worker's heartbeat)."""
+
+
+def host_name() -> str:
+    """The name this host's outputs and leases carry: ``DIAG_HOST``, else the machine's host name."""
+    return os.environ.get(HOST_ENV, "").strip() or socket.gethostname()
 
 
 def claims_url(explicit: str | None = None) -> str | None:
@@ -77,3 +84,13 @@ def open_claims(state: StateDir, store: OutputStore, input_dir: Path, *, check_i
     from distill.job.claims_redis import RedisClaimBook  # only multi-host jobs need redis-py
 
     return RedisClaimBook(chosen, store, input_dir, check_interval=check_interval)
+
+
+def require_claims_store(url: str | None = None) -> str | None:
+    """Validate the claims URL and, for Redis, that it answers: a ``ConfigError`` naming the setting otherwise."""
+    chosen = claims_url(url)
+    if chosen is not None:
+        from distill.job.claims_redis import RedisClaimBook
+
+        RedisClaimBook(chosen, OutputStore(Path(".")), Path(".")).ping()
+    return chosen

@@ -17,9 +17,9 @@ renewing: its leases expire and their reports are handed out first, to any host.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import socket
 import threading
 import time
 import uuid
@@ -36,11 +36,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from distill.core.errors import ClaimsUnavailable, ConfigError, JobNotStarted
 from distill.job.claims import Claim, report_path, scan_range
-from distill.job.claims_backend import URL_SETTING
+from distill.job.claims_backend import URL_SETTING, host_name
 from distill.results.store import OutputStore
 
 PREFIX = "diag:"
-HOST_ENV = "DIAG_HOST"  # overrides the host name outputs and leases carry (two "hosts" on one machine)
 LEASE_TTL_S = 30.0  # a dead host's reports are handed out again at most this much later
 SCAN_CHUNK = 5000  # numbers per rescan script call: keeps each call short for the other claimers
 
@@ -129,11 +128,6 @@ return 1
 """
 
 _SAME_JOB = ("start", "end", "input_dir", "output_dir")
-
-
-def host_name() -> str:
-    """The name this host's outputs and leases carry: ``DIAG_HOST``, else the machine's host name."""
-    return os.environ.get(HOST_ENV, "").strip() or socket.gethostname()
 
 
 def shown_url(url: str) -> str:
@@ -298,12 +292,10 @@ class RedisClaimBook:
         """
         with self._lock:
             self._unsent.append((number, finished))
-            try:
+            # Kept when Redis is away: a finished report is in the output folder, an unfinished one comes back
+            # when the release is sent or, should this process die first, when its lease expires.
+            with contextlib.suppress(ClaimsUnavailable):
                 self._send_unsent()
-            except ClaimsUnavailable:
-                if not finished:
-                    raise
-                # A finished report is in the output folder: its lease may wait for Redis to come back.
 
     def _send_unsent(self) -> None:
         while self._unsent:
@@ -322,9 +314,8 @@ class RedisClaimBook:
     def renew(self) -> None:
         """Extend the leases this process holds (from the heartbeat, well within the lease's time to live)."""
         with self._lock:
+            self._send_unsent()  # first: a lease released while Redis was away must not be taken again
             held = [item for number, owner in self._held.items() for item in (number, owner)]
-            if self._unsent:
-                self._send_unsent()
         if held:
             with self._reachable():
                 self._renew(args=[PREFIX, self.lease_ttl_ms, *held])

@@ -24,7 +24,8 @@ from typing import Any
 from distill.core.clock import utc_now
 from distill.core.config import Settings, project_root
 from distill.core.errors import ConfigError, InputDirMissing
-from distill.job.claims import ClaimBook, require_input_dir, scan_range
+from distill.job.claims import require_input_dir, scan_range
+from distill.job.claims_backend import open_claims
 from distill.job.state import CLAIMS_FILE, INDEX_FILE, JOB_FILE, SECOND_JOB_HINT, StateDir, identity_alive, my_identity
 from distill.job.status import Throughput, build_status
 from distill.job.tmux import TmuxSessions
@@ -111,7 +112,7 @@ class Supervisor:
         self.rng = rng or random.Random()
         self.state = StateDir(settings.state_dir)
         self.store = OutputStore(settings.output_dir)
-        self.book = ClaimBook(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
+        self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
         self.sessions = sessions or TmuxSessions(settings.tmux_socket, settings.session_prefix)
         self.views = {api: WorkerView() for api in self.apis}
         for api, problem in settings.endpoint_problems.items():
