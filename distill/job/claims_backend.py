@@ -20,6 +20,7 @@ from distill.job.state import StateDir
 from distill.results.store import OutputStore
 
 CLAIMS_URL_ENV = "DIAG_CLAIMS_URL"
+LEASE_TTL_ENV = "DIAG_LEASE_TTL"  # seconds a Redis lease lives unrenewed: how soon a dead host's reports move
 HOST_ENV = "DIAG_HOST"  # overrides the host name outputs and leases carry (two "hosts" on one machine)
 URL_SETTING = f"{CLAIMS_URL_ENV} / --claims-url"
 _SCHEMES = ("redis", "rediss", "unix")
@@ -81,9 +82,29 @@ def open_claims(state: StateDir, store: OutputStore, input_dir: Path, *, check_i
     chosen = claims_url(url)
     if chosen is None:
         return ClaimBook(state, store, input_dir, check_interval=check_interval)
-    from distill.job.claims_redis import RedisClaimBook  # only multi-host jobs need redis-py
+    from distill.job.claims_redis import LEASE_TTL_S, RedisClaimBook  # only multi-host jobs need redis-py
 
-    return RedisClaimBook(chosen, store, input_dir, check_interval=check_interval)
+    return RedisClaimBook(chosen, store, input_dir, check_interval=check_interval,
+                          lease_ttl=lease_ttl(default=LEASE_TTL_S))
+
+
+#: The heartbeat renews leases every few seconds; a shorter lease would expire under a live worker.
+MIN_LEASE_TTL_S = 6.0
+
+
+def lease_ttl(*, default: float) -> float:
+    """``DIAG_LEASE_TTL`` in seconds, else ``default``; a ``ConfigError`` for anything but a number >= 6."""
+    raw = os.environ.get(LEASE_TTL_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{LEASE_TTL_ENV} must be a number of seconds, got {raw!r}") from None
+    if not value >= MIN_LEASE_TTL_S:
+        raise ConfigError(f"{LEASE_TTL_ENV} must be at least {MIN_LEASE_TTL_S:g} s (leases are renewed every "
+                          f"few seconds), got {raw!r}")
+    return value
 
 
 def require_claims_store(url: str | None = None) -> str | None:

@@ -210,3 +210,19 @@ def test_claimers_on_several_processes_never_share_a_report(tmp_path: Path, serv
         process.join(timeout=10)
     claimed = [n for got in results for n in got]
     assert sorted(claimed) == list(range(1, 301))
+
+
+@pytest.mark.parametrize("raw", ["soon", "2", "-1", "nan"])
+def test_a_bad_lease_ttl_is_refused_naming_the_setting(raw: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from distill.job.claims_backend import lease_ttl
+
+    monkeypatch.setenv("DIAG_LEASE_TTL", raw)
+    with pytest.raises(ConfigError, match="DIAG_LEASE_TTL"):
+        lease_ttl(default=30.0)
+
+
+def test_the_lease_ttl_comes_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIAG_CLAIMS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("DIAG_LEASE_TTL", "7.5")
+    book = open_claims(StateDir(tmp_path / "state"), OutputStore(tmp_path / "out"), tmp_path)
+    assert isinstance(book, RedisClaimBook) and book.lease_ttl_ms == 7500

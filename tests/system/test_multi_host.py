@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,10 +15,11 @@ from typing import Any
 import pytest
 
 from distill.bench.stub_server import StubServer
-from distill.job.state import StateDir
+from distill.job.claims_redis import RedisClaimBook
+from distill.job.state import StateDir, identity_alive
 from distill.job.tmux import TmuxSessions
 from distill.results.atomic import read_json
-from distill.results.store import RAW_DIR
+from distill.results.store import RAW_DIR, OutputStore
 from tests.helpers.jobtools import cli, done_numbers, job_ended, wait_until, write_config
 from tests.helpers.notes import write_notes
 from tests.helpers.redis_server import RedisServer, running_redis
@@ -86,6 +89,48 @@ def test_two_hosts_share_one_job_and_do_every_note_once(hosts: dict[str, Any]) -
     writers = {read_json(path)["host"] for path in (hosts["output"] / RAW_DIR).glob("*.json")}
     assert writers == {"host-a", "host-b"}
     assert not list((hosts["output"] / "failed").glob("*.json"))
+
+
+def power_cut(host: Host, server: RedisServer, output: Path) -> set[int]:
+    """Freeze the host's supervisor and workers, read the reports they hold in Redis, SIGKILL them all.
+
+    Returns the held reports that were not done: those a call may have been in flight for.
+    """
+    beats = [b for b in host.state.read_heartbeats().values() if identity_alive(b.get("identity"))]
+    job = host.state.running_job()
+    pids = ([int(job["pid"])] if job else []) + [int(b["pid"]) for b in beats]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    store = OutputStore(output)
+    leases = RedisClaimBook(server.url, store, output).snapshot()["leases"]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return {int(n) for n, lease in leases.items() if lease["host"] == host.name and not store.is_done(int(n))}
+
+
+def test_sigkill_of_a_whole_host_leaves_every_note_to_the_other_once(hosts: dict[str, Any]) -> None:
+    numbers = list(range(1, 161))
+    write_notes(hosts["input"], numbers)
+    hosts["stub"].latency_s = 0.2
+    for name in ("a", "b"):
+        hosts[name].env["DIAG_LEASE_TTL"] = "8"
+        result = start(hosts, hosts[name], "1", "--until-drained")
+        assert result.returncode == 0, result.stderr + result.stdout
+    wait_until(lambda: len(hosts["b"].state.read_heartbeats()) == 8 and len(done_numbers(hosts["output"])) >= 30,
+               timeout=60)
+    in_flight = power_cut(hosts["a"], hosts["server"], hosts["output"])
+    assert in_flight  # host-a died holding reports: they must move to host-b
+    wait_until(lambda: job_ended(hosts["b"].state), timeout=180)
+    assert done_numbers(hosts["output"]) == numbers
+    assert not list((hosts["output"] / "failed").glob("*.json"))
+    answered = hosts["stub"].stats()["answered_by_report_step"]
+    assert {int(key.split("/")[0]) for key, n in answered.items() if n > 1} <= in_flight
+    assert max(answered.values()) <= 2
+    finishers = {read_json(path)["host"] for n in in_flight
+                 for path in [hosts["output"] / RAW_DIR / f"diagnostic_{n}.json"]}
+    assert finishers == {"host-b"}
 
 
 def test_a_host_joining_with_another_input_folder_is_refused_with_one_line(hosts: dict[str, Any]) -> None:
