@@ -56,6 +56,14 @@ def host_name() -> str:
     return os.environ.get(HOST_ENV, "").strip() or socket.gethostname()
 
 
+def shown_url(url: str) -> str:
+    """``url`` without its password, for messages."""
+    parsed = urlparse(url)
+    if parsed.password is None:
+        return url
+    return url.replace(f":{parsed.password}@", ":***@", 1)
+
+
 def claims_url(explicit: str | None = None) -> str | None:
     """The claims URL in effect (``explicit``, else ``DIAG_CLAIMS_URL``), validated; ``None`` for the file backend."""
     url = (explicit if explicit is not None else os.environ.get(CLAIMS_URL_ENV, "")).strip()

@@ -27,7 +27,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,7 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from distill.core.errors import ClaimsUnavailable, ConfigError, JobNotStarted
 from distill.job.claims import Claim, report_path, scan_range
-from distill.job.claims_backend import URL_SETTING, host_name
+from distill.job.claims_backend import URL_SETTING, host_name, shown_url
 from distill.results.store import OutputStore
 
 PREFIX = "diag:"
@@ -130,21 +129,14 @@ return 1
 _SAME_JOB = ("start", "end", "input_dir", "output_dir")
 
 
-def shown_url(url: str) -> str:
-    """``url`` without its password, for messages."""
-    parsed = urlparse(url)
-    if parsed.password is None:
-        return url
-    return url.replace(f":{parsed.password}@", ":***@", 1)
-
-
 class RedisClaimBook:
     """The claim state of one job in Redis. Every method is safe across processes and hosts."""
 
     def __init__(self, url: str, store: OutputStore, input_dir: Path, *, check_interval: float = 5.0,
                  lease_ttl: float = LEASE_TTL_S, clock: Callable[[], float] = time.time,
-                 host: str | None = None) -> None:
+                 host: str | None = None, prefix: str = PREFIX) -> None:
         self.url = url
+        self.prefix = prefix
         self.store = store
         self.input_dir = input_dir
         self.check_interval = check_interval
@@ -176,6 +168,12 @@ class RedisClaimBook:
             raise ClaimsUnavailable(f"claims store {shown_url(self.url)} refused a request: {exc} "
                                     f"({URL_SETTING})") from None
 
+    def forget(self) -> int:
+        """Delete every key of this job from Redis (the outputs stay); returns how many went."""
+        with self._reachable():
+            keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
+            return int(self.client.delete(*keys)) if keys else 0
+
     def ping(self) -> None:
         """Raise ``ConfigError`` naming the setting unless Redis answers."""
         try:
@@ -193,9 +191,9 @@ class RedisClaimBook:
         wanted = {"start": str(start), "end": "" if end is None else str(end),
                   "input_dir": str(self.input_dir), "output_dir": str(self.store.root)}
         with self._reachable():
-            self._begin(args=[PREFIX, uuid.uuid4().hex[:12], wanted["start"], wanted["end"],
+            self._begin(args=[self.prefix, uuid.uuid4().hex[:12], wanted["start"], wanted["end"],
                               wanted["input_dir"], wanted["output_dir"]])
-            self.job = dict(self.client.hgetall(PREFIX + "job"))
+            self.job = dict(self.client.hgetall(self.prefix + "job"))
         differ = [f"{key} {self.job.get(key) or '-'} (this host: {wanted[key] or '-'})"
                   for key in _SAME_JOB if self.job.get(key, "") != wanted[key]]
         if differ:
@@ -216,15 +214,15 @@ class RedisClaimBook:
         pending = scan.pending()
         with self._reachable():
             for at in range(0, len(pending), SCAN_CHUNK):
-                self._add_pending(args=[PREFIX, *pending[at : at + SCAN_CHUNK]])
+                self._add_pending(args=[self.prefix, *pending[at : at + SCAN_CHUNK]])
             figures = {"mtime_ns": mtime, "at": self.clock(), **scan.counts()}
-            self.client.set(PREFIX + "scan", json.dumps(figures))
+            self.client.set(self.prefix + "scan", json.dumps(figures))
         self._next_check = time.monotonic() + self.check_interval
         return figures
 
     def _job(self) -> dict[str, str]:
         with self._reachable():
-            job = dict(self.client.hgetall(PREFIX + "job"))
+            job = dict(self.client.hgetall(self.prefix + "job"))
         if not job:
             raise JobNotStarted(f"no job has been started in Redis at {shown_url(self.url)} (run start first)")
         self.job = job
@@ -243,7 +241,7 @@ class RedisClaimBook:
             return False
         self._next_check = time.monotonic() + self.check_interval
         with self._reachable():
-            raw = self.client.get(PREFIX + "scan")
+            raw = self.client.get(self.prefix + "scan")
         seen = json.loads(raw).get("mtime_ns") if raw else None
         return seen != self._input_mtime()
 
@@ -257,7 +255,7 @@ class RedisClaimBook:
             while True:
                 owner = json.dumps({"api": api, "host": self.host, "identity": identity, "since": self.clock()})
                 with self._reachable():
-                    got = self._claim(args=[PREFIX, owner, self.lease_ttl_ms])
+                    got = self._claim(args=[self.prefix, owner, self.lease_ttl_ms])
                 if got[0] == -1:
                     raise JobNotStarted(f"no job has been started in Redis at {shown_url(self.url)} "
                                         f"(run start first)")
@@ -271,7 +269,7 @@ class RedisClaimBook:
                 path = self._claimable(number)
                 if path is None:  # done, failed or gone since the scan: drop it and look further
                     with self._reachable():
-                        self._release(args=[PREFIX, number, owner, "1"])
+                        self._release(args=[self.prefix, number, owner, "1"])
                     continue
                 self._held[number] = owner
                 if self._folder_changed(force=False):
@@ -302,7 +300,7 @@ class RedisClaimBook:
             number, finished = self._unsent[0]
             owner = self._held.get(number, "")
             with self._reachable():
-                self._release(args=[PREFIX, number, owner, "1" if finished else "0"])
+                self._release(args=[self.prefix, number, owner, "1" if finished else "0"])
             self._unsent.pop(0)
             self._held.pop(number, None)
 
@@ -318,32 +316,32 @@ class RedisClaimBook:
             held = [item for number, owner in self._held.items() for item in (number, owner)]
         if held:
             with self._reachable():
-                self._renew(args=[PREFIX, self.lease_ttl_ms, *held])
+                self._renew(args=[self.prefix, self.lease_ttl_ms, *held])
 
     def drained(self) -> bool:
         """True when nothing is claimable, handed back, or in flight, on any host."""
         with self._lock:
             self._send_unsent()
         with self._reachable():
-            leased = [n for n in self.client.smembers(PREFIX + "leased")
-                      if self.client.exists(PREFIX + f"lease:{n}")]
-            waiting = self.client.zcard(PREFIX + "returned") + self.client.zcard(PREFIX + "index")
+            leased = [n for n in self.client.smembers(self.prefix + "leased")
+                      if self.client.exists(self.prefix + f"lease:{n}")]
+            waiting = self.client.zcard(self.prefix + "returned") + self.client.zcard(self.prefix + "index")
         if leased or waiting:
             return False
         if self._folder_changed(force=True):
             self._rescan()
             with self._reachable():
-                return self.client.zcard(PREFIX + "returned") + self.client.zcard(PREFIX + "index") == 0
+                return self.client.zcard(self.prefix + "returned") + self.client.zcard(self.prefix + "index") == 0
         return True
 
     def snapshot(self) -> dict[str, Any]:
         """Counter, leases (with their host) and scan figures, for the status; ``{}`` when Redis is away."""
         try:
             with self._reachable():
-                numbers = sorted(self.client.smembers(PREFIX + "leased"), key=int)
-                owners = self.client.mget([PREFIX + f"lease:{n}" for n in numbers]) if numbers else []
-                counter, raw_scan = self.client.get(PREFIX + "counter"), self.client.get(PREFIX + "scan")
-                job = dict(self.client.hgetall(PREFIX + "job"))
+                numbers = sorted(self.client.smembers(self.prefix + "leased"), key=int)
+                owners = self.client.mget([self.prefix + f"lease:{n}" for n in numbers]) if numbers else []
+                counter, raw_scan = self.client.get(self.prefix + "counter"), self.client.get(self.prefix + "scan")
+                job = dict(self.client.hgetall(self.prefix + "job"))
         except ClaimsUnavailable:
             return {}
         leases = {n: json.loads(owner) for n, owner in zip(numbers, owners, strict=True) if owner}
