@@ -45,15 +45,22 @@ def command(once: bool, interval: float, as_json: bool) -> None:
     not affected. Ctrl-C quits the monitor, not the job.
     """
     config = monitor_config()
-    if as_json:
-        click.echo(json.dumps(take_snapshot(config).to_dict(), ensure_ascii=False, indent=2))
-        return
-    from rich.console import Console
+    from distill.monitor.hosts import hosts_panel, read_hosts  # every host of a Redis job; nothing on one host
 
+    if as_json:
+        click.echo(json.dumps({**take_snapshot(config).to_dict(), **read_hosts()}, ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console, Group, RenderableType
+
+    from distill.monitor.snapshot import Snapshot
     from distill.monitor.view import render, watch
+
+    def draw(snap: Snapshot, width: int = 80) -> RenderableType:
+        board = read_hosts()
+        return Group(render(snap, width), hosts_panel(board)) if board else render(snap, width)
 
     console = Console()
     if once:
-        console.print(render(take_snapshot(config)))
+        console.print(draw(take_snapshot(config)))
         return
-    watch(lambda: take_snapshot(config), interval=interval, console=console)
+    watch(lambda: take_snapshot(config), interval=interval, console=console, draw=draw)

@@ -11,13 +11,16 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlparse
 
 from distill.core.errors import ConfigError
 from distill.job.claims import Claim, ClaimBook
 from distill.job.state import StateDir
 from distill.results.store import OutputStore
+
+if TYPE_CHECKING:  # redis-py is imported only by jobs that use it
+    from distill.job.job_board import JobBoard
 
 CLAIMS_URL_ENV = "DIAG_CLAIMS_URL"
 LEASE_TTL_ENV = "DIAG_LEASE_TTL"  # seconds a Redis lease lives unrenewed: how soon a dead host's reports move
@@ -113,6 +116,16 @@ def lease_ttl(*, default: float) -> float:
         raise ConfigError(f"{LEASE_TTL_ENV} must be at least {MIN_LEASE_TTL_S:g} s (leases are renewed every "
                           f"few seconds), got {raw!r}")
     return value
+
+
+def open_board(url: str | None = None) -> JobBoard | None:
+    """The shared status and stop board of a Redis job; ``None`` for the file backend (one host)."""
+    chosen = claims_url(url)
+    if chosen is None:
+        return None
+    from distill.job.job_board import JobBoard
+
+    return JobBoard(chosen)
 
 
 def require_claims_store(url: str | None = None) -> str | None:

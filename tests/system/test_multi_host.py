@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -82,6 +83,12 @@ def test_two_hosts_share_one_job_and_do_every_note_once(hosts: dict[str, Any]) -
     for name in ("a", "b"):
         result = start(hosts, hosts[name], "1", "--until-drained")
         assert result.returncode == 0, result.stderr + result.stdout
+    def both_hosts_shown() -> dict[str, Any] | None:
+        shown = json.loads(hosts["a"].cli("monitor", "--json").stdout).get("hosts", {})
+        return shown if set(shown) == {"host-a", "host-b"} else None
+
+    board = wait_until(both_hosts_shown, timeout=60)
+    assert sum(len(status["apis_status"]) for status in board.values()) == 16  # one monitor, every endpoint
     for name in ("a", "b"):
         wait_until(lambda name=name: job_ended(hosts[name].state), timeout=180)
     assert done_numbers(hosts["output"]) == list(range(1, 201))
@@ -169,3 +176,18 @@ def test_an_unreachable_redis_at_start_names_the_setting(hosts: dict[str, Any]) 
     assert refused.returncode != 0
     assert "DIAG_CLAIMS_URL / --claims-url: cannot reach Redis" in refused.stderr
     assert hosts["a"].state.running_job() is None
+
+
+def test_stop_on_one_host_stops_every_host(hosts: dict[str, Any]) -> None:
+    write_notes(hosts["input"], list(range(1, 301)))
+    hosts["stub"].latency_s = 0.3
+    for name in ("a", "b"):
+        result = start(hosts, hosts[name], "1")  # no end: only a stop ends this job
+        assert result.returncode == 0, result.stderr + result.stdout
+    wait_until(lambda: len(done_numbers(hosts["output"])) >= 4, timeout=60)
+    stopped = hosts["b"].cli("stop")
+    assert stopped.returncode == 0, stopped.stderr
+    for name in ("a", "b"):
+        wait_until(lambda name=name: job_ended(hosts[name].state), timeout=90)
+    assert 4 <= len(done_numbers(hosts["output"])) < 300
+    assert not list((hosts["output"] / "failed").glob("*.json"))
