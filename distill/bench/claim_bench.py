@@ -177,10 +177,10 @@ def format_comparison(result: dict[str, Any]) -> list[str]:
     first = result["runs"][0]
     lines = [f"claim benchmark, file backend beside Redis ({result['claims_url']}): {first['files']:,} files, "
              f"gaps up to {first['max_gap']:,}, {first['think_ms']:g} ms between a release and the next claim",
-             f"{'backend':<8} {'claimers':>8} {'claims':>7}  {'claim latency':<30} {'release latency':<30} in order"]
+             f"{'backend':<8} {'claimers':>8} {'claims':>7}  {'claim latency':<38} {'release latency':<38} in order"]
     for run in result["runs"]:
         lines.append(f"{run['backend']:<8} {run['claimers']:>8} {run['claims']:>7}  "
-                     f"{format_ms(run['claim_latency_ms']):<30} {format_ms(run['release_latency_ms']):<30} "
+                     f"{format_ms(run['claim_latency_ms']):<38} {format_ms(run['release_latency_ms']):<38} "
                      f"{run['in_order_no_repeat']}")
     return lines
 
