@@ -42,7 +42,8 @@ def _write(result: dict[str, object], json_path: Path | None, name: str) -> Path
 @click.option("--claims-each", type=click.IntRange(min=1), default=200, show_default=True,
               help="Claim benchmark: claims per claimer.")
 @click.option("--claims-url", default=None, metavar="redis://HOST:PORT/DB",
-              help="Claim benchmark: also run it on this Redis, beside the file backend, with 16 and 64 claimers.")
+              help="Claims in this Redis: the claim benchmark runs it beside the file backend with 16 and 64 "
+                   "claimers; the system benchmark runs its job on it (an empty database).")
 @click.option("--think-ms", type=click.FloatRange(min=0), default=150.0, show_default=True,
               help="Claim benchmark: pause between a release and the next claim (0: back to back).")
 def command(apis: int, reports: int, latency_ms: float, input_dir: Path | None, baseline_reports: int | None,
@@ -68,9 +69,11 @@ def command(apis: int, reports: int, latency_ms: float, input_dir: Path | None, 
             lines, name = format_claim_result(result), "claims"
     else:
         from distill.bench.system import BenchOptions, format_result, run_bench
+        from distill.job.claims_backend import require_claims_store
 
         bench = BenchOptions(apis=apis, reports=reports, latency_ms=latency_ms, input_dir=input_dir,
-                             baseline_reports=baseline_reports, keep=keep, timeout_s=timeout)
+                             baseline_reports=baseline_reports, keep=keep, timeout_s=timeout,
+                             claims_url=require_claims_store(claims_url))
         result = run_bench(bench, say=lambda line: click.echo(line, err=True))
         lines, name = format_result(result), f"bench_{apis}api_{latency_ms:g}ms"
     for line in lines:
