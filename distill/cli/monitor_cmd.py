@@ -10,6 +10,7 @@ import click
 
 from distill.core.config import load_settings
 from distill.core.errors import ConfigError
+from distill.job.claims_backend import claims_url
 from distill.monitor.snapshot import MonitorConfig, take_snapshot
 
 DEFAULT_INTERVAL_S = 10.0
@@ -45,22 +46,20 @@ def command(once: bool, interval: float, as_json: bool) -> None:
     not affected. Ctrl-C quits the monitor, not the job.
     """
     config = monitor_config()
-    from distill.monitor.hosts import hosts_panel, read_hosts  # every host of a Redis job; nothing on one host
+    if claims_url():  # a job shared by hosts: this host's panels, then every host's endpoints
+        from distill.monitor.hosts import show_with_hosts
 
-    if as_json:
-        click.echo(json.dumps({**take_snapshot(config).to_dict(), **read_hosts()}, ensure_ascii=False, indent=2))
+        show_with_hosts(lambda: take_snapshot(config), once=once, interval=interval, as_json=as_json)
         return
-    from rich.console import Console, Group, RenderableType
+    if as_json:
+        click.echo(json.dumps(take_snapshot(config).to_dict(), ensure_ascii=False, indent=2))
+        return
+    from rich.console import Console
 
-    from distill.monitor.snapshot import Snapshot
     from distill.monitor.view import render, watch
-
-    def draw(snap: Snapshot, width: int = 80) -> RenderableType:
-        board = read_hosts()
-        return Group(render(snap, width), hosts_panel(board)) if board else render(snap, width)
 
     console = Console()
     if once:
-        console.print(draw(take_snapshot(config)))
+        console.print(render(take_snapshot(config)))
         return
-    watch(lambda: take_snapshot(config), interval=interval, console=console, draw=draw)
+    watch(lambda: take_snapshot(config), interval=interval, console=console)

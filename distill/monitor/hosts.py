@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from distill.core.errors import ClaimsUnavailable
 from distill.job.claims_backend import open_board
+from distill.monitor.snapshot import Snapshot
+from distill.monitor.view import render
 
 
 def read_hosts(url: str | None = None) -> dict[str, Any]:
@@ -60,3 +67,28 @@ def hosts_panel(board: dict[str, Any]) -> Panel:
     count = sum(len(s.get("apis_status") or {}) for s in hosts.values())
     stop = f", stop {board['stop']} requested" if board.get("stop") else ""
     return Panel(body, title=f"Hosts ({len(hosts)}, {count} endpoints{stop})", title_align="left")
+
+
+def render_with_hosts(snap: Snapshot, width: int) -> RenderableType:
+    """This host's panels, then the Hosts panel."""
+    return Group(render(snap, width), hosts_panel(read_hosts()))
+
+
+def show_with_hosts(take: Callable[[], Snapshot], *, once: bool, interval: float, as_json: bool,
+                    console: Console | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    """``monitor`` for a job shared by hosts: ``--json`` gains ``"hosts"``; the screen gains the Hosts panel."""
+    if as_json:
+        print(json.dumps({**take().to_dict(), **read_hosts()}, ensure_ascii=False, indent=2))
+        return
+    console = console or Console()
+    if once:
+        console.print(render_with_hosts(take(), console.width))
+        return
+    try:
+        with Live(render_with_hosts(take(), console.width), console=console, screen=False, auto_refresh=False,
+                  transient=False) as live:
+            while True:
+                sleep(interval)
+                live.update(render_with_hosts(take(), console.width), refresh=True)
+    except KeyboardInterrupt:
+        return

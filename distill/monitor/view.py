@@ -244,14 +244,13 @@ def render(snap: Snapshot, width: int = DEFAULT_WIDTH) -> RenderableType:
 
 
 def watch(take: Callable[[], Snapshot], *, interval: float, console: Console,
-          sleep: Callable[[float], None] = time.sleep,
-          draw: Callable[[Snapshot, int], RenderableType] = render) -> int:
-    """Repaint a fresh snapshot (with ``draw``) every ``interval`` seconds until Ctrl-C; returns the exit code (0)."""
+          sleep: Callable[[float], None] = time.sleep) -> int:
+    """Repaint a fresh snapshot every ``interval`` seconds until Ctrl-C; returns the exit code (0)."""
     try:
-        with Live(draw(take(), console.width), console=console, screen=False, auto_refresh=False,
+        with Live(render(take(), console.width), console=console, screen=False, auto_refresh=False,
                   transient=False) as live:
             while True:
                 sleep(interval)
-                live.update(draw(take(), console.width), refresh=True)
+                live.update(render(take(), console.width), refresh=True)
     except KeyboardInterrupt:
         return 0

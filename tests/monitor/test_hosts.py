@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from rich.console import Console
 
@@ -37,3 +39,16 @@ def test_an_unreachable_redis_is_shown_not_raised() -> None:
     console = Console(width=100, record=True)
     console.print(hosts_panel(board))
     assert "unreachable" in console.export_text()
+
+
+def test_the_screen_shows_this_host_then_every_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distill.monitor import hosts as module
+    from distill.monitor.hosts import show_with_hosts
+    from distill.monitor.snapshot import MonitorConfig, take_snapshot
+
+    monkeypatch.setattr(module, "read_hosts", lambda: {"hosts": {"host-b": status("api_1")}})
+    console = Console(width=100, record=True)
+    show_with_hosts(lambda: take_snapshot(MonitorConfig(state_dir=Path("/nonexistent-state"))), once=True,
+                    interval=1.0, as_json=False, console=console)
+    text = console.export_text()
+    assert "Endpoints" in text and "Hosts (1, 1 endpoints)" in text and "host-b" in text
