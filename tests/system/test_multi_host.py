@@ -79,10 +79,13 @@ def start(job: dict[str, Any], host: Host, *args: str, input_dir: Path | None = 
 
 def test_two_hosts_share_one_job_and_do_every_note_once(hosts: dict[str, Any]) -> None:
     write_notes(hosts["input"], list(range(1, 201)))
-    hosts["stub"].latency_s = 0.15  # long enough that the second host joins while most notes are pending
+    hosts["stub"].latency_s = 2.0  # slow until the second host works too, however long its start takes
     for name in ("a", "b"):
         result = start(hosts, hosts[name], "1", "--until-drained")
         assert result.returncode == 0, result.stderr + result.stdout
+    wait_until(lambda: any(b.get("state") == "working" for b in hosts["b"].state.read_heartbeats().values()),
+               timeout=90)
+    hosts["stub"].latency_s = 0.1
     def both_hosts_shown() -> dict[str, Any] | None:
         shown = json.loads(hosts["a"].cli("monitor", "--json").stdout).get("hosts", {})
         return shown if set(shown) == {"host-a", "host-b"} else None
@@ -120,13 +123,15 @@ def power_cut(host: Host, server: RedisServer, output: Path) -> set[int]:
 def test_sigkill_of_a_whole_host_leaves_every_note_to_the_other_once(hosts: dict[str, Any]) -> None:
     numbers = list(range(1, 161))
     write_notes(hosts["input"], numbers)
-    hosts["stub"].latency_s = 0.2
+    hosts["stub"].latency_s = 2.0  # slow until both hosts work, however long the second one's start takes
     for name in ("a", "b"):
-        hosts[name].env["DIAG_LEASE_TTL"] = "8"
+        hosts[name].env["DIAG_LEASE_TTL"] = "15"  # well above the heartbeat's renewal, even on a loaded machine
         result = start(hosts, hosts[name], "1", "--until-drained")
         assert result.returncode == 0, result.stderr + result.stdout
-    wait_until(lambda: len(hosts["b"].state.read_heartbeats()) == 8 and len(done_numbers(hosts["output"])) >= 30,
-               timeout=60)
+    wait_until(lambda: any(b.get("state") == "working" for b in hosts["b"].state.read_heartbeats().values()),
+               timeout=90)
+    hosts["stub"].latency_s = 0.2
+    wait_until(lambda: len(done_numbers(hosts["output"])) >= 30, timeout=120)
     in_flight = power_cut(hosts["a"], hosts["server"], hosts["output"])
     assert in_flight  # host-a died holding reports: they must move to host-b
     wait_until(lambda: job_ended(hosts["b"].state), timeout=180)
@@ -154,8 +159,8 @@ def test_a_host_joining_with_another_input_folder_is_refused_with_one_line(hosts
 
 
 def test_redis_stopped_for_twenty_seconds_mid_run_fails_nothing_and_the_job_ends(hosts: dict[str, Any]) -> None:
-    write_notes(hosts["input"], list(range(1, 61)))
-    hosts["stub"].latency_s = 0.2
+    write_notes(hosts["input"], list(range(1, 121)))
+    hosts["stub"].latency_s = 0.5  # about 20 s of work: most of it is still pending when Redis goes
     result = start(hosts, hosts["a"], "1", "--until-drained")
     assert result.returncode == 0, result.stderr + result.stdout
     wait_until(lambda: len(done_numbers(hosts["output"])) >= 8, timeout=60)
@@ -165,7 +170,7 @@ def test_redis_stopped_for_twenty_seconds_mid_run_fails_nothing_and_the_job_ends
     hosts["server"].start()
     wait_until(lambda: job_ended(hosts["a"].state), timeout=180)
     assert paused  # the workers noticed and waited
-    assert done_numbers(hosts["output"]) == list(range(1, 61))
+    assert done_numbers(hosts["output"]) == list(range(1, 121))
     assert not list((hosts["output"] / "failed").glob("*.json"))
 
 
