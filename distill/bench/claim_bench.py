@@ -10,19 +10,22 @@ to the first report handed out.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import random
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
 from distill.bench.figures import format_ms, p50_p99
+from distill.core.errors import DistillError
 from distill.job.claims import ClaimBook
+from distill.job.claims_backend import ClaimsBackend, shown_url
 from distill.job.state import StateDir, my_identity
 from distill.results.store import OutputStore
 
@@ -39,6 +42,15 @@ class ClaimBenchOptions:
     claims_each: int = 200
     think_ms: float = 150.0  # time "processing" each report between release and the next claim; 0 = back to back
     seed: int = 7
+    claims_url: str | None = None  # None: the file backend; redis://...: the Redis backend
+
+
+def _book(state: str, output: str, folder: str, url: str | None, prefix: str) -> ClaimsBackend:
+    if url is None:
+        return ClaimBook(StateDir(Path(state)), OutputStore(Path(output)), Path(folder))
+    from distill.job.claims_redis import RedisClaimBook
+
+    return RedisClaimBook(url, OutputStore(Path(output)), Path(folder), prefix=prefix)
 
 
 def report_numbers(files: int, max_gap: int, seed: int) -> list[int]:
@@ -63,8 +75,8 @@ def make_files(folder: Path, numbers: list[int]) -> None:
 
 
 def _claimer(state: str, output: str, folder: str, api: str, count: int, think_s: float, ready: Any, go: Event,
-             results: Any) -> None:
-    book = ClaimBook(StateDir(Path(state)), OutputStore(Path(output)), Path(folder))
+             results: Any, url: str | None = None, prefix: str = "") -> None:
+    book = _book(state, output, folder, url, prefix)
     identity = my_identity()
     claims: list[float] = []
     releases: list[float] = []
@@ -94,6 +106,7 @@ def run_claim_bench(options: ClaimBenchOptions, say: Callable[[str], None] = pri
                     work_dir: Path | None = None) -> dict[str, Any]:
     """Build the folder, run the claimers, return the figures (temporary files are removed)."""
     root = Path(tempfile.mkdtemp(prefix="diag-claim-bench-", dir=work_dir))
+    prefix = f"diag-bench:{root.name}:"  # never the keys of a job that shares this Redis
     try:
         folder, state, output = root / "in", root / "state", root / "out"
         numbers = report_numbers(options.files, options.max_gap, options.seed)
@@ -108,7 +121,7 @@ def run_claim_bench(options: ClaimBenchOptions, say: Callable[[str], None] = pri
         ready, results, go = context.Queue(), context.Queue(), context.Event()
         processes = [context.Process(target=_claimer, args=(str(state), str(output), str(folder), f"api_{i}",
                                                             options.claims_each, options.think_ms / 1000.0,
-                                                            ready, go, results))
+                                                            ready, go, results, options.claims_url, prefix))
                      for i in range(1, options.claimers + 1)]
         for process in processes:
             process.start()
@@ -117,7 +130,7 @@ def run_claim_bench(options: ClaimBenchOptions, say: Callable[[str], None] = pri
         say(f"claims: {options.claimers} claimers ready; scanning and claiming")
         started = time.time()
         scan_s = time.perf_counter()
-        ClaimBook(StateDir(state), store, folder).begin(START, None)
+        _book(str(state), str(output), str(folder), options.claims_url, prefix).begin(START, None)
         scan_s = time.perf_counter() - scan_s
         go.set()
         outcomes = [results.get(timeout=600) for _ in processes]
@@ -129,6 +142,7 @@ def run_claim_bench(options: ClaimBenchOptions, say: Callable[[str], None] = pri
         firsts = [o["first_at"] for o in outcomes if o["first_at"] is not None]
         expected = numbers[: len(handed)]
         return {
+            "backend": "redis" if options.claims_url else "file",
             "files": len(numbers), "max_gap": options.max_gap, "claimers": options.claimers,
             "think_ms": options.think_ms,
             "claims": len(handed), "make_files_s": round(make_s, 2),
@@ -140,6 +154,35 @@ def run_claim_bench(options: ClaimBenchOptions, say: Callable[[str], None] = pri
         }
     finally:
         shutil.rmtree(root, ignore_errors=True)
+        if options.claims_url:
+            from distill.job.claims_redis import RedisClaimBook
+
+            with contextlib.suppress(DistillError):
+                RedisClaimBook(options.claims_url, OutputStore(root), root, prefix=prefix).forget()
+
+
+def run_backend_comparison(options: ClaimBenchOptions, claims_url: str, claimer_counts: tuple[int, ...] = (16, 64),
+                           say: Callable[[str], None] = print, work_dir: Path | None = None) -> dict[str, Any]:
+    """The claim benchmark on the file backend and on Redis, for each number of claimers, in one run."""
+    runs = []
+    for claimers in claimer_counts:
+        for url in (None, claims_url):
+            say(f"claims: {'redis' if url else 'file'} backend, {claimers} claimers")
+            runs.append(run_claim_bench(replace(options, claimers=claimers, claims_url=url), say, work_dir))
+    return {"claims_url": shown_url(claims_url), "runs": runs}
+
+
+def format_comparison(result: dict[str, Any]) -> list[str]:
+    """One line per backend and number of claimers: claim and release p50/p99."""
+    first = result["runs"][0]
+    lines = [f"claim benchmark, file backend beside Redis ({result['claims_url']}): {first['files']:,} files, "
+             f"gaps up to {first['max_gap']:,}, {first['think_ms']:g} ms between a release and the next claim",
+             f"{'backend':<8} {'claimers':>8} {'claims':>7}  {'claim latency':<38} {'release latency':<38} in order"]
+    for run in result["runs"]:
+        lines.append(f"{run['backend']:<8} {run['claimers']:>8} {run['claims']:>7}  "
+                     f"{format_ms(run['claim_latency_ms']):<38} {format_ms(run['release_latency_ms']):<38} "
+                     f"{run['in_order_no_repeat']}")
+    return lines
 
 
 def format_claim_result(result: dict[str, Any]) -> list[str]:

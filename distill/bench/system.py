@@ -17,6 +17,7 @@ finished its last call.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -59,6 +60,7 @@ class BenchOptions:
     baseline_reports: int | None = None
     keep: bool = False
     timeout_s: float | None = None
+    claims_url: str | None = None  # run the job on the Redis backend (an empty database: its keys go at the end)
 
 
 class StubProcess:
@@ -256,6 +258,30 @@ def _round(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def _nothing() -> None:
+    return None
+
+
+def _use_redis(ws: Workspace, url: str | None) -> Callable[[], None]:
+    """Point the benchmark's job at Redis ``url``; returns what deletes its keys afterwards."""
+    if url is None:
+        return _nothing
+    from distill.job.claims_redis import PREFIX, RedisClaimBook
+
+    book = RedisClaimBook(url, OutputStore(ws.root), ws.root)
+    book.ping()
+    if book.client.exists(PREFIX + "job"):
+        raise BenchError(f"Redis at {url} holds a job (key {PREFIX}job); give the benchmark an empty database "
+                         f"(--claims-url redis://host:port/<another db>)")
+    ws.env["DIAG_CLAIMS_URL"] = url
+
+    def forget() -> None:
+        with contextlib.suppress(DistillError):
+            book.forget()
+
+    return forget
+
+
 def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the whole benchmark and return every figure (see ``docs/benchmark.md`` for each key)."""
     if shutil.which("tmux") is None:
@@ -263,7 +289,9 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
     root = Path(tempfile.mkdtemp(prefix="diag-bench-"))
     stub = StubProcess(options.latency_ms)
     ws = make_workspace(options.apis, stub.url, root)
+    forget: Callable[[], None] = _nothing
     try:
+        forget = _use_redis(ws, options.claims_url)
         if options.input_dir is not None:
             input_dir = options.input_dir.resolve()
             numbers = _numbers_in(input_dir)[: options.reports]
@@ -279,6 +307,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
             "apis": options.apis, "latency_ms": options.latency_ms, "reports_asked": len(numbers),
             "cpus": os.cpu_count(), "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "load_average_before": os.getloadavg()[0],
+            "claims_backend": "redis" if options.claims_url else "file",
         }
         result["system"] = run_system(ws, stub, numbers, input_dir, options.apis, timeout, say)
         count = min(len(numbers), 4 * options.apis) if options.baseline_reports is None else options.baseline_reports
@@ -290,6 +319,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
         return result
     finally:
         stub.stop()
+        forget()
         # Only the tmux server on this run's own socket, which this run started.
         subprocess.run(["tmux", "-L", ws.socket, "kill-server"], capture_output=True, check=False)
         if options.keep:
@@ -304,7 +334,8 @@ def format_result(result: dict[str, Any]) -> list[str]:
     base = result.get("baseline")
     lines = [
         f"benchmark: {result['apis']} endpoints, stub latency {result['latency_ms']:g} ms, "
-        f"{result['reports_asked']} reports, {result['cpus']} CPUs, load average {result['load_average_before']:.2f}",
+        f"{result['reports_asked']} reports, {result['cpus']} CPUs, load average {result['load_average_before']:.2f}, "
+        f"claims on {result.get('claims_backend', 'file')}",
         f"wall time:                 {s['wall_s']:.2f} s ({s['reports']} done, {s['failed']} failed)",
         f"reports per second:        {s['reports_per_s']:.2f}",
         f"calls per second:          {s['calls_per_s']:.2f}",

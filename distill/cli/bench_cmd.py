@@ -41,11 +41,14 @@ def _write(result: dict[str, object], json_path: Path | None, name: str) -> Path
               help="Claim benchmark: processes claiming at once.")
 @click.option("--claims-each", type=click.IntRange(min=1), default=200, show_default=True,
               help="Claim benchmark: claims per claimer.")
+@click.option("--claims-url", default=None, metavar="redis://HOST:PORT/DB",
+              help="Claims in this Redis: the claim benchmark runs it beside the file backend with 16 and 64 "
+                   "claimers; the system benchmark runs its job on it (an empty database).")
 @click.option("--think-ms", type=click.FloatRange(min=0), default=150.0, show_default=True,
               help="Claim benchmark: pause between a release and the next claim (0: back to back).")
 def command(apis: int, reports: int, latency_ms: float, input_dir: Path | None, baseline_reports: int | None,
             json_path: Path | None, keep: bool, timeout: float | None, claims_only: bool, files: int, max_gap: int,
-            claimers: int, claims_each: int, think_ms: float) -> None:
+            claimers: int, claims_each: int, think_ms: float, claims_url: str | None) -> None:
     """Run the real system (supervisor, tmux workers, claims, outputs) against a loopback stub
     until drained, then the predecessor's dispatch loop; print and save every figure."""
     if claims_only:
@@ -53,13 +56,24 @@ def command(apis: int, reports: int, latency_ms: float, input_dir: Path | None, 
 
         options = ClaimBenchOptions(files=files, max_gap=max_gap, claimers=claimers, claims_each=claims_each,
                                     think_ms=think_ms)
-        result = run_claim_bench(options, say=lambda line: click.echo(line, err=True))
-        lines, name = format_claim_result(result), "claims"
+        if claims_url:
+            from distill.bench.claim_bench import format_comparison, run_backend_comparison
+            from distill.job.claims_backend import require_claims_store
+
+            url = require_claims_store(claims_url)
+            assert url is not None
+            result = run_backend_comparison(options, url, say=lambda line: click.echo(line, err=True))
+            lines, name = format_comparison(result), "claims_file_vs_redis"
+        else:
+            result = run_claim_bench(options, say=lambda line: click.echo(line, err=True))
+            lines, name = format_claim_result(result), "claims"
     else:
         from distill.bench.system import BenchOptions, format_result, run_bench
+        from distill.job.claims_backend import require_claims_store
 
         bench = BenchOptions(apis=apis, reports=reports, latency_ms=latency_ms, input_dir=input_dir,
-                             baseline_reports=baseline_reports, keep=keep, timeout_s=timeout)
+                             baseline_reports=baseline_reports, keep=keep, timeout_s=timeout,
+                             claims_url=require_claims_store(claims_url))
         result = run_bench(bench, say=lambda line: click.echo(line, err=True))
         lines, name = format_result(result), f"bench_{apis}api_{latency_ms:g}ms"
     for line in lines:

@@ -10,6 +10,7 @@ import click
 
 from distill.core.config import load_settings
 from distill.core.errors import ConfigError
+from distill.job.claims_backend import claims_url
 from distill.monitor.snapshot import MonitorConfig, take_snapshot
 
 DEFAULT_INTERVAL_S = 10.0
@@ -45,6 +46,11 @@ def command(once: bool, interval: float, as_json: bool) -> None:
     not affected. Ctrl-C quits the monitor, not the job.
     """
     config = monitor_config()
+    if claims_url():  # a job shared by hosts: this host's panels, then every host's endpoints
+        from distill.monitor.hosts import show_with_hosts
+
+        show_with_hosts(lambda: take_snapshot(config), once=once, interval=interval, as_json=as_json)
+        return
     if as_json:
         click.echo(json.dumps(take_snapshot(config).to_dict(), ensure_ascii=False, indent=2))
         return

@@ -13,6 +13,7 @@ from distill.cli.options import input_dir_option, output_dir_option, settings_fr
 from distill.core.config import DEFAULT_SESSION_PREFIX, DEFAULT_STATE_DIR, Settings, project_root
 from distill.core.errors import DistillError, JobAlreadyRunning
 from distill.job.claims import require_input_dir
+from distill.job.claims_backend import CLAIMS_URL_ENV, require_claims_store
 from distill.job.state import StateDir, describe_running_job
 from distill.job.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
 from distill.job.survey import survey_range
@@ -105,12 +106,17 @@ def how_to(settings: Settings, sessions_socket: str, prefix: str, apis: list[str
 @click.option("--until-drained", is_flag=True, help="End the job by itself once nothing is pending.")
 @click.option("--retry-failed", is_flag=True, help="Run reports with a failure record again.")
 @click.option("--foreground", is_flag=True, help="Keep the supervisor in this terminal (Ctrl-C stops gracefully).")
+@click.option("--claims-url", default=None, metavar="redis://HOST:PORT/DB",
+              help=f"Keep claims in Redis so several hosts work one job (default: {CLAIMS_URL_ENV}, else file locks).")
 def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: str | None, end: int | None,
-            until_drained: bool, retry_failed: bool, foreground: bool) -> None:
+            until_drained: bool, retry_failed: bool, foreground: bool, claims_url: str | None) -> None:
     """Start processing reports numbered START and up, one tmux session per endpoint."""
     if end is not None and end < start:
         raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
     settings = settings_from(input_dir, output_dir)
+    chosen = require_claims_store(claims_url)
+    if chosen is not None:  # the supervisor and every worker read it from their environment
+        os.environ[CLAIMS_URL_ENV] = chosen
     until_drained = until_drained or end is not None  # a bounded range has an end to reach
     if not foreground:
         require_input_dir(settings.input_dir)

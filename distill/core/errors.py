@@ -40,6 +40,12 @@ class InputDirMissing(ConfigError):
     """The input folder does not exist or is not a folder."""
 
 
+class ClaimsUnavailable(DistillError):
+    """The shared claims store (Redis) cannot be reached now; claiming waits until it is back."""
+
+    failure_class = "claims_unavailable"
+
+
 # --- one report ----------------------------------------------------------------
 
 

@@ -317,6 +317,9 @@ class ClaimBook:
         doc = read_json(self.state.path(CLAIMS_FILE))
         return doc if isinstance(doc, dict) else {}
 
+    def renew(self) -> None:
+        """Nothing to renew: a lease here lives as long as its owner's process."""
+
     # --- internals -----------------------------------------------------------------
 
     def _owner_alive(self, identity: str | None) -> bool:

@@ -23,8 +23,9 @@ from typing import Any
 
 from distill.core.clock import utc_now
 from distill.core.config import Settings, project_root
-from distill.core.errors import ConfigError, InputDirMissing
-from distill.job.claims import ClaimBook, require_input_dir, scan_range
+from distill.core.errors import ClaimsUnavailable, ConfigError, InputDirMissing
+from distill.job.claims import require_input_dir, scan_range
+from distill.job.claims_backend import host_name, open_board, open_claims
 from distill.job.state import CLAIMS_FILE, INDEX_FILE, JOB_FILE, SECOND_JOB_HINT, StateDir, identity_alive, my_identity
 from distill.job.status import Throughput, build_status
 from distill.job.tmux import TmuxSessions
@@ -111,7 +112,8 @@ class Supervisor:
         self.rng = rng or random.Random()
         self.state = StateDir(settings.state_dir)
         self.store = OutputStore(settings.output_dir)
-        self.book = ClaimBook(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
+        self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
+        self.board = open_board()  # shared by the hosts of a Redis job: their statuses and the stop request
         self.sessions = sessions or TmuxSessions(settings.tmux_socket, settings.session_prefix)
         self.views = {api: WorkerView() for api in self.apis}
         for api, problem in settings.endpoint_problems.items():
@@ -146,6 +148,8 @@ class Supervisor:
         self.state.write_job(self.job)
         self.state.remove_stale_temporaries()
         self.state.clear_stop()
+        if self.board is not None:
+            self.board.clear_stop()
         self.state.write_stop_script()
         self.state.clear_heartbeats()
         self.begin_scan = self.book.begin(self.spec.start, self.spec.end)
@@ -206,6 +210,7 @@ class Supervisor:
             beats = self.state.read_heartbeats()
             for api in self.apis:
                 self._check_worker(api, beats.get(api), now)
+            self._share_stop()
             stopping = self.state.stop_requested()
             if self.state.stop_now_requested() and now_sent is None:
                 now_sent = now
@@ -219,6 +224,18 @@ class Supervisor:
                 self._signal_workers(self.state.read_heartbeats(), signal.SIGKILL)
                 return
             self.sleep(TICK_S)
+
+    def _share_stop(self) -> None:
+        """A stop asked on any host of a shared job reaches this one, and one asked here reaches the others."""
+        if self.board is None:
+            return
+        from distill.job.job_board import NOW, share_stop
+
+        with contextlib.suppress(ClaimsUnavailable):  # Redis away: this host's own stop still works
+            add = share_stop(self.board, local_stop=self.state.stop_requested(),
+                             local_now=self.state.stop_now_requested())
+            if add:
+                self.state.request_stop(now=add == NOW)
 
     def _check_worker(self, api: str, beat: dict[str, Any] | None, now: float) -> None:
         view = self.views[api]
@@ -297,6 +314,9 @@ class Supervisor:
         if state == "stopped":
             self._recount(status)
         self.state.write_status(status)
+        if self.board is not None:
+            with contextlib.suppress(ClaimsUnavailable):
+                self.board.publish(host_name(), status)
 
     def _recount(self, status: dict[str, Any]) -> None:
         """Final counts from the outputs themselves (one listing each, once per job).

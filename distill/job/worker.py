@@ -27,6 +27,7 @@ from typing import Any, TextIO
 from distill.core.clock import utc_now
 from distill.core.config import Endpoint, Settings
 from distill.core.errors import (
+    ClaimsUnavailable,
     ConfigError,
     DistillError,
     EndpointAuthError,
@@ -38,7 +39,8 @@ from distill.core.errors import (
 from distill.core.words import counted
 from distill.extraction.extractor import Extractor
 from distill.extraction.pipeline import Outcome, StagedCommit, process_report
-from distill.job.claims import Claim, ClaimBook
+from distill.job.claims import Claim
+from distill.job.claims_backend import claims_url, host_name, open_claims
 from distill.job.committer import Committer
 from distill.job.heartbeat import Heartbeat, WorkerStats
 from distill.job.state import StateDir, my_identity
@@ -84,8 +86,8 @@ class Worker:
         self.out = out
         self.sleep = sleep
         self.state = StateDir(settings.state_dir)
-        self.store = OutputStore(settings.output_dir)
-        self.book = ClaimBook(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
+        self.store = OutputStore(settings.output_dir, host=host_name() if claims_url() else "")
+        self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
         self.identity = my_identity()
         self.extractor_factory = extractor_factory
         self.stop_after_current = False
@@ -97,11 +99,12 @@ class Worker:
         self.status: dict[str, Any] = {"state": "idle", "since": time.time()}
         self.last_error = ""
         self._lock = threading.Lock()
-        self.heartbeat = Heartbeat(self.state, api, self._record, self.say)
+        self.heartbeat = Heartbeat(self.state, api, self._beat, self.say)
         self.committer: Committer | None = None
         self._commit_error = ""  # set by the committer thread when finishing a commit failed
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
+        self._claims_away = ""  # why the claims store cannot be reached, while it cannot
 
     # --- heartbeat --------------------------------------------------------------------
 
@@ -118,6 +121,12 @@ class Worker:
             since = self.status["since"] if same and "since" in self.status else time.time()
             self.status = {"state": state, "since": since, **details}
         self.heartbeat.soon()
+
+    def _beat(self) -> dict[str, Any]:
+        """The heartbeat renews this worker's leases (shared backends expire the leases of the dead)."""
+        with contextlib.suppress(ClaimsUnavailable):
+            self.book.renew()
+        return self._record()
 
     def _record(self) -> dict[str, Any]:
         with self._lock:
@@ -219,14 +228,21 @@ class Worker:
                 continue
             try:
                 claim = self._next_claim()
+                drained = claim is None and self.until_drained and self.book.drained()
+            except ClaimsUnavailable as exc:  # the report in hand is finished; claim again once it is back
+                self._wait_for_claims(str(exc))
+                continue
             except (InputDirMissing, JobNotStarted) as exc:  # a folder gone, /tmp wiped: wait and look again
                 self.last_error = str(exc)
                 self.set_state("idle", note=str(exc))
                 self.say(str(exc))
                 self._wait(self.settings.check_interval)
                 continue
+            if self._claims_away:
+                self._claims_away = ""
+                self.say("claims store reachable again; claiming resumes")
             if claim is None:
-                if self.until_drained and self.book.drained():
+                if drained:
                     return EXIT_OK, "drained"
                 self.set_state("idle")
                 self._wait(self.settings.check_interval if not self.until_drained else 0.5)
@@ -234,6 +250,14 @@ class Worker:
             result = self._process(claim, extractor)
             if result is not None:
                 return result
+
+    def _wait_for_claims(self, reason: str) -> None:
+        if not self._claims_away:
+            self.say(f"{reason}; pausing claims")
+        self._claims_away = reason
+        self.last_error = reason
+        self.set_state("paused", reason=reason)
+        self._wait(1.0)
 
     def _next_claim(self) -> Claim | None:
         asked = time.perf_counter()

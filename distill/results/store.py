@@ -85,6 +85,7 @@ class OutputStore:
     """Reads and writes one output folder. All writes are atomic and private (0600)."""
 
     root: Path
+    host: str = ""  # set when several hosts share the folder: every record then names the host that wrote it
 
     def prepare(self) -> None:
         """Create the folders (0700) and remove what dead writers left: temporaries, checkpoints of done reports."""
@@ -156,6 +157,8 @@ class OutputStore:
         Splitting the commit lets a worker pay for the fsyncs while its next
         report's first call is in flight; a full disk still shows here, at once.
         """
+        if self.host:
+            raw = {**raw, "host": self.host}
         staged: list[StagedFile] = []
         try:
             staged.append(StagedFile(self.log_path(number), log_text.encode("utf-8")))
@@ -178,6 +181,8 @@ class OutputStore:
 
     def commit_failed(self, number: int, record: dict[str, Any], log_text: str) -> None:
         """Write the failure record and the log. Checkpoints are kept for a retry."""
+        if self.host:
+            record = {**record, "host": self.host}
         write_atomic(self.log_path(number), log_text.encode("utf-8"))
         write_json(self.failed_path(number), record)
 

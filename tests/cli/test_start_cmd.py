@@ -54,3 +54,18 @@ def test_start_with_end_says_what_it_found_and_the_job_ends_when_the_range_is_do
     state = StateDir(Path(isolated["state"]))
     wait_until(lambda: job_ended(state), timeout=60)
     assert done_numbers(tmp_path / "out") == [1, 2, 3]
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("http://127.0.0.1:6379", "DIAG_CLAIMS_URL / --claims-url must be a redis://host:port/db URL"),
+    ("redis://127.0.0.1:1/0", "DIAG_CLAIMS_URL / --claims-url: cannot reach Redis at redis://127.0.0.1:1/0"),
+])
+def test_a_bad_or_unreachable_claims_url_is_refused_with_one_line(isolated: dict[str, Any], tmp_path: Path,
+                                                                  url: str, says: str) -> None:
+    write_notes(tmp_path / "in", [1])
+    result = cli("start", "1", "--claims-url", url, "--input-dir", str(tmp_path / "in"),
+                 "--output-dir", str(tmp_path / "out"))
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("diag-distill: error:")]
+    assert len(errors) == 1 and says in errors[0], result.stderr
+    assert StateDir(Path(isolated["state"])).running_job() is None
