@@ -41,8 +41,9 @@ def render(stats: RunStats) -> list[Any]:
                  grounding["findings_dropped"], f"{grounding['dropped_share']:.1%}"]]),
     ]
     for title, key in (("Tokens by endpoint", "tokens_by_endpoint"), ("Tokens by model", "tokens_by_model")):
-        tables.append(_table(title, ["name", "done", "failed", "calls", "prompt", "completion"], [
-            [name, u["reports_done"], u["reports_failed"], u["calls"], u["prompt_tokens"], u["completion_tokens"]]
+        tables.append(_table(title, ["name", "done", "failed", "calls", "prompt", "cached", "completion"], [
+            [name, u["reports_done"], u["reports_failed"], u["calls"], u["prompt_tokens"], u["cached_tokens"],
+             u["completion_tokens"]]
             for name, u in data[key].items()
         ]))
     return tables

@@ -45,6 +45,7 @@ class CallRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     http_status: int | None = None
+    cached_tokens: int = 0  # of prompt_tokens, served from the endpoint's prefix cache
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -120,6 +120,7 @@ def _usage(calls: list[CallRecord]) -> dict[str, Any]:
         "calls": len(calls),
         "prompt_tokens": sum(c.prompt_tokens for c in calls),
         "completion_tokens": sum(c.completion_tokens for c in calls),
+        "cached_tokens": sum(c.cached_tokens for c in calls),
         "latency_s": round(sum(c.latency_s for c in calls), 4),
     }
 

@@ -32,6 +32,7 @@ class WorkerStats:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
     latency_s: float = 0.0
     bytes_written: int = 0
     failures: dict[str, int] = field(default_factory=dict)
@@ -47,6 +48,7 @@ class WorkerStats:
         self.bytes_written += size
         self.prompt_tokens += sum(c.prompt_tokens for c in outcome.calls)
         self.completion_tokens += sum(c.completion_tokens for c in outcome.calls)
+        self.cached_tokens += sum(c.cached_tokens for c in outcome.calls)
         self.latency_s += sum(c.latency_s for c in outcome.calls)
         self.recent.append({"report": outcome.number, "status": outcome.status, "at": utc_now(),
                             "findings": outcome.findings, "units": outcome.units, "bytes": size,
@@ -55,13 +57,14 @@ class WorkerStats:
     def to_dict(self) -> dict[str, Any]:
         return {"done": self.done, "failed": self.failed, "calls": self.calls,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "latency_s": round(self.latency_s, 3), "bytes_written": self.bytes_written,
+                "cached_tokens": self.cached_tokens, "latency_s": round(self.latency_s, 3), "bytes_written": self.bytes_written,
                 "failures": dict(self.failures), "recent": list(self.recent)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerStats:
         stats = cls()
-        for name in ("done", "failed", "calls", "prompt_tokens", "completion_tokens", "bytes_written"):
+        for name in ("done", "failed", "calls", "prompt_tokens", "completion_tokens", "cached_tokens",
+                     "bytes_written"):
             setattr(stats, name, int(data.get(name, 0)))
         stats.latency_s = float(data.get("latency_s", 0.0))
         stats.failures = dict(data.get("failures", {}))

@@ -62,6 +62,7 @@ class Usage:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     def add_calls(self, calls: Iterable[Any]) -> None:
         for call in calls:
@@ -69,6 +70,7 @@ class Usage:
                 self.calls += 1
                 self.prompt_tokens += _int(call.get("prompt_tokens"))
                 self.completion_tokens += _int(call.get("completion_tokens"))
+                self.cached_tokens += _int(call.get("cached_tokens"))
 
     def to_dict(self) -> dict[str, int]:
         return {
@@ -77,6 +79,7 @@ class Usage:
             "calls": self.calls,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
         }
 

@@ -61,9 +61,9 @@ def test_share_of_findings_dropped_by_grounding(summary: dict) -> None:
 def test_tokens_by_endpoint_include_failed_reports(summary: dict) -> None:
     assert summary["tokens_by_endpoint"] == {
         "api_1": {"reports_done": 7, "reports_failed": 1, "calls": 21, "prompt_tokens": 0, "completion_tokens": 0,
-                  "total_tokens": 0},
+                  "cached_tokens": 0, "total_tokens": 0},
         "api_2": {"reports_done": 2, "reports_failed": 1, "calls": 8, "prompt_tokens": 2100,
-                  "completion_tokens": 400, "total_tokens": 2500},
+                  "completion_tokens": 400, "cached_tokens": 0, "total_tokens": 2500},
     }
     assert sorted(summary["tokens_by_model"]) == ["local-rules-1", "qwen2.5-7b-instruct"]
     assert summary["tokens_by_model"]["qwen2.5-7b-instruct"]["prompt_tokens"] == 2100
