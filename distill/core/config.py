@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from distill.core.errors import ConfigError
+from distill.core.prices import Price, parse_prices
 
 ENDPOINT_COUNT = 16
 DEFAULT_OUTPUT_DIR = "/hy-tmp/output_diag_continuous"
@@ -67,6 +68,7 @@ class Endpoint:
     temperature: float = 0.0
     backoff_base_s: float = 1.0  # first retry waits up to this long (full jitter), doubling each time
     backoff_cap_s: float = 60.0  # no single backoff wait is longer
+    price: Price | None = None  # from MODEL_PRICES by model id; None: cost unknown
 
     @property
     def is_local(self) -> bool:
@@ -93,6 +95,7 @@ class Settings:
     session_prefix: str = "continuous_diag"
     notices: tuple[str, ...] = ()
     endpoint_problems: dict[str, str] = field(default_factory=dict)  # misconfigured endpoints, left out
+    prices: dict[str, Price] = field(default_factory=dict)  # MODEL_PRICES, by model id
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -371,6 +374,8 @@ def load_settings(
             problems[name] = str(exc)
     if not endpoints:
         raise ConfigError("no usable endpoint: " + " | ".join(left_out_lines(problems)))
+    prices = parse_prices(raw.get("MODEL_PRICES"))
+    endpoints = {name: replace(e, price=prices.get(e.model)) for name, e in endpoints.items()}
     check = _as_number(raw.get("CHECK_INTERVAL", 5), "CHECK_INTERVAL")
     max_bytes = int(_as_number(raw.get("MAX_REPORT_BYTES", DEFAULT_MAX_REPORT_BYTES), "MAX_REPORT_BYTES", integer=True))
     root = project_root()
@@ -400,4 +405,5 @@ def load_settings(
         session_prefix=prefix,
         notices=notices,
         endpoint_problems=problems,
+        prices=prices,
     )

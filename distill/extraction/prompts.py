@@ -93,7 +93,7 @@ results and clinical signs, each quoted from the note with its status. Include p
 finding, or family history.""",
     "organs": """Task: list the physician's diagnoses and assessments in this medical note (from the
 assessment, impression, diagnosis or plan, or wherever the physician states them) and the organ each one
-concerns. Use only organ names from the list below, spelled exactly as listed. A diagnosis that concerns no
+concerns. Use only the allowed organ names above, spelled exactly as listed. A diagnosis that concerns no
 listed organ is left out. A diagnosis that concerns two organs appears once per organ.""",
     "mapping": """Task: link each finding in FINDINGS to the organ in DIAGNOSES that it is evidence for, and name
 the anatomical locations of that organ the note supports. Locations must come from the allowed list of that
@@ -104,7 +104,7 @@ DIAGNOSES is left out. Copy each finding exactly as it appears in FINDINGS.""",
 1. findings: the symptoms, examination findings, test results and clinical signs, quoted from the note, each
    with its status (include pertinent negatives).
 2. diagnoses: the physician's diagnoses and assessments and the organ each concerns, organ names taken only
-   from the list below, spelled exactly.
+   from the allowed organ names above, spelled exactly.
 3. mappings: each finding linked to the diagnosis organ it is evidence for, with the anatomical locations of
    that organ the note names or clearly describes (an empty list when it names none; never guess).""",
 }
@@ -209,16 +209,36 @@ def mapping_excerpt(text: str, quotes: list[str], limit: int = MAX_NOTE_CHARS,
 
 
 _PREFIX_INTRO = """You extract structured clinical information from one medical note, in steps: the clinical findings,
-the physician's diagnoses and the organ each concerns, and the links between them. The note and the rules
-below are the same for every step; the step's own task and its answer shape follow after the note."""
+the physician's diagnoses and the organ each concerns, and the links between them. The rules, the steps and
+the note below are the same for every call; the message after the note says which one step to answer now,
+with what earlier steps produced. Answer only that step."""
+
+#: The steps described once in the shared prefix. The single-call fallback ("combined") is rare, so its
+#: task travels in its own message rather than in every call's prefix.
+_PREFIX_STEPS = ("findings", "organs", "mapping")
+
+
+def _step_text(step: str) -> str:
+    return f"Step \"{step}\"\n{_TASKS[step]}\nAnswer with one JSON object of exactly this shape:\n{_SHAPES[step]}"
+
+
+@cache
+def _steps_text() -> str:
+    return "\n\n".join(_step_text(step) for step in _PREFIX_STEPS)
+
+
+@cache
+def _common_text() -> str:
+    # Never depends on the report: endpoints cache it across every report of a job.
+    return "\n\n".join([_PREFIX_INTRO, _COMMON_RULES, _STATUS_RULES, "Allowed organ names:\n" + _organ_list_text(),
+                        "The steps:", _steps_text()])
 
 
 def _prefix(data: StepInput, note: str) -> str:
     # Identical for every call of a report (same note text), so an endpoint's prefix cache bills it once.
     number = getattr(data.report, "number", None)
     return "\n\n".join([
-        _PREFIX_INTRO, _COMMON_RULES, _STATUS_RULES, "Allowed organ names:\n" + _organ_list_text(),
-        f"[report: {number}]" if number is not None else "[report: unknown]",
+        _common_text(), f"[report: {number}]" if number is not None else "[report: unknown]",
         "Medical note:\n<<<NOTE\n" + note.strip("\n") + "\nNOTE>>>",
     ])
 
@@ -236,15 +256,18 @@ def _step_note(step: str, data: StepInput) -> str:
 
 
 def _user(step: str, data: StepInput, note: str) -> str:
-    lines = [f"[diag-distill step: {step}]", _TASKS[step]]
+    lines = [f"[diag-distill step: {step}]"]
+    if step in _PREFIX_STEPS:
+        lines.append(f"Answer step \"{step}\" now, as described above.")
+    else:
+        lines += ["Answer this step now, instead of the three steps above:", _step_text(step)]
     if step == "mapping":
         lines += ["", "Findings from step 1:", "<<<FINDINGS", _dump(data.findings), "FINDINGS>>>",
                   "", "Diagnoses and organs from step 2:", "<<<DIAGNOSES", _dump(data.organs), "DIAGNOSES>>>",
                   "", "Allowed anatomical locations of these organs:", _allowed_locations_text(data)]
         if note is not data.text:
             lines += ["", "The note is long: the note above holds the passages around the findings and diagnoses."]
-    lines += ["", "Answer with one JSON object of exactly this shape:", _SHAPES[step],
-              "", "Answer with the JSON object only."]
+    lines += ["", f"Answer with the JSON object only, in the shape given for step \"{step}\"."]
     return "\n".join(lines)
 
 

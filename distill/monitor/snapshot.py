@@ -59,6 +59,7 @@ class EndpointRow:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    cost: float = 0.0
     tokens: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
@@ -87,7 +88,7 @@ class Snapshot:
     outputs: dict[str, Any]
     recent: list[dict[str, Any]]
     failures_by_class: dict[str, int]
-    tokens: dict[str, int]
+    tokens: dict[str, float]  # prompt, completion, cached (counts) and cost
     control: dict[str, Any]
     problems: list[str]
 
@@ -190,7 +191,8 @@ def _row_from_status(api: str, row: dict[str, Any], now: float) -> EndpointRow:
         elapsed_s=max(0.0, now - since) if since is not None else None,
         done=_count(row.get("done")), failed=_count(row.get("failed")), calls=calls,
         mean_latency_s=_float(row.get("mean_latency_s")), prompt_tokens=prompt, completion_tokens=completion,
-        cached_tokens=_count(row.get("cached_tokens")), tokens=prompt + completion, failures={str(k): _count(v) for k, v in _dict(row.get("failures")).items()},
+        cached_tokens=_count(row.get("cached_tokens")), cost=_float(row.get("cost")) or 0.0,
+        tokens=prompt + completion, failures={str(k): _count(v) for k, v in _dict(row.get("failures")).items()},
         last_error=_text(row.get("last_error")), reason=_text(row.get("reason")),
         exit_code=_int(row.get("exit_code"), None), restarts=_count(row.get("restarts")),
         model=_text(row.get("model")), teacher=_text(row.get("teacher")),
@@ -231,7 +233,8 @@ def _row_from_beat(api: str, beat: dict[str, Any], alive: bool, status_row: dict
         elapsed_s=max(0.0, now - since) if since is not None else None,
         done=_count(stats.get("done")), failed=_count(stats.get("failed")), calls=calls,
         mean_latency_s=round(latency / calls, 3) if calls else None, prompt_tokens=prompt,
-        completion_tokens=completion, cached_tokens=_count(stats.get("cached_tokens")), tokens=prompt + completion,
+        completion_tokens=completion, cached_tokens=_count(stats.get("cached_tokens")),
+        cost=_float(stats.get("cost")) or 0.0, tokens=prompt + completion,
         failures={str(k): _count(v) for k, v in _dict(stats.get("failures")).items()},
         last_error=_text(beat.get("last_error")), reason=reason, exit_code=_int(beat.get("exit_code"), None),
         restarts=_count(status_row.get("restarts")), model=_text(beat.get("model")),
@@ -369,6 +372,7 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
         names |= {a for a in job["apis"] if isinstance(a, str)}
     apis = sorted(names, key=_api_order)
     control = _control(state, job or {}, config, apis, stop_requested)
+    control["stop_reason"] = _text(source.get("stop_reason"))  # e.g. the --max-cost budget was reached
     endpoints: list[EndpointRow] = []
     for api in apis:
         row = _dict(rows.get(api))
@@ -398,6 +402,7 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
         recent=_recent(source, beats), failures_by_class=dict(sorted(failures.items(), key=lambda kv: -kv[1])),
         tokens={"prompt": sum(e.prompt_tokens for e in endpoints),
                 "completion": sum(e.completion_tokens for e in endpoints),
-                "cached": sum(e.cached_tokens for e in endpoints)},
+                "cached": sum(e.cached_tokens for e in endpoints),
+                "cost": round(sum(e.cost for e in endpoints), 6)},
         control=control, problems=problems,
     )

@@ -135,7 +135,11 @@ def progress_panel(snap: Snapshot) -> Panel:
     eta = duration(p["eta_s"]) if p["eta_s"] is not None else ("done" if not p["pending"] else "-")
     second = _pairs(("throughput", f"{rate:.1f}/min (5 min)"), ("ETA", eta),
                     ("this job", f"{p['done_this_job']} done, {p['failed_this_job']} failed"))
-    return _panel(Group(first, second), "Progress")
+    t = snap.tokens
+    share = f"{t['cached'] / t['prompt']:.0%} cached" if t.get("prompt") else "none yet"
+    third = _pairs(("input tokens", f"{compact(int(t.get('prompt', 0)))} ({share})"),
+                   ("output tokens", compact(int(t.get("completion", 0)))), ("cost", f"{t.get('cost', 0.0):.4f}"))
+    return _panel(Group(first, second, third), "Progress")
 
 
 ENDPOINT_COLUMNS: tuple[tuple[str, int | None, str], ...] = (
@@ -228,6 +232,8 @@ def control_panel(snap: Snapshot) -> Panel:
         Text.assemble(("attach: ", "dim"), (c["attach_template"], "bold"), (f"  (detach: {c['detach']})", "dim")),
         Text.assemble(("quit:   ", "dim"), (c["quit"], "bold"), ("  (the job keeps running)", "dim")),
     ]
+    if c.get("stop_reason"):
+        lines.insert(0, Text.assemble(("stopped: ", "dim"), (c["stop_reason"], "bold yellow")))
     if c["stop_requested"]:
         lines.insert(1, Text.assemble(("cancel: ", "dim"), (c["cancel_stop"], "bold"),
                                       ("  (stop requested; cancel before workers exit)", "dim")))
