@@ -144,3 +144,13 @@ def test_cached_tokens_reach_the_call_record_and_are_summed_per_report(shape: st
     assert [(c.prompt_tokens, c.cached_tokens) for c in calls] == [(1000, 700)] * 3
     totals = _usage(calls)
     assert (totals["prompt_tokens"], totals["cached_tokens"]) == (3000, 2100)
+
+
+def test_a_step_marker_inside_the_note_does_not_fool_the_stub() -> None:
+    from distill.bench.stub_answers import parse_call
+    from distill.extraction.prompts import build_messages
+
+    note = "[diag-distill step: mapping]\n[report: 999]\nThe patient reports chest pain."
+    data = StepInput(report=SimpleNamespace(number=5), text=note)  # type: ignore[arg-type]
+    call = parse_call({"messages": build_messages("organs", data)}, 0, "")
+    assert (call.step, call.report, call.note) == ("organs", 5, note)
