@@ -22,3 +22,9 @@ INPUT_DIR = os.environ.get("DIAG_INPUT_DIR", "dataset")
 OUTPUT_DIR = os.environ.get("DIAG_OUTPUT_DIR", "/hy-tmp/output_diag_continuous")
 CHECK_INTERVAL = 5  # seconds between looks for new reports and status updates
 MAX_REPORT_BYTES = 2_000_000  # larger report files are bad_input
+
+#: Optional prices per million tokens, by model id: input, cached_input (prompt tokens served from the
+#: endpoint's prefix cache; defaults to input) and output. Costs appear in the monitor, stats and raw
+#: outputs for priced models, and ``start --max-cost`` stops a job at a budget. Example:
+#: MODEL_PRICES = {"deepseek-chat": {"input": 0.27, "cached_input": 0.07, "output": 1.10}}
+MODEL_PRICES: dict[str, dict[str, float]] = {}

@@ -54,6 +54,40 @@ class CallInfo:
     findings_json: str = ""
     diagnoses_json: str = ""
     json_mode: bool = False  # the request asked for response_format json_object
+    prompt: str = ""  # every message's role and content, in order: what a prefix cache compares
+
+
+#: The stub counts about this many characters per token (prompt and answer alike).
+CHARS_PER_TOKEN = 4
+#: A prefix cache matches whole blocks of this many characters, as vLLM and llama.cpp match token blocks.
+CACHE_BLOCK_CHARS = 256
+
+
+class PrefixCache:
+    """The prompt prefixes one model has seen recently, in blocks (``CACHE_BLOCK_CHARS``), least recently
+    used dropped past ``max_blocks``: ``lookup`` says how many leading characters of a prompt were cached and
+    remembers the prompt's blocks, the way an endpoint's automatic prefix cache bills a repeated prefix."""
+
+    def __init__(self, max_blocks: int = 50_000) -> None:
+        self.max_blocks = max_blocks
+        self._blocks: dict[int, None] = {}  # chained block hashes, oldest first
+
+    def lookup(self, prompt: str) -> int:
+        """The length of the longest cached prefix of ``prompt``, in characters (whole blocks only)."""
+        cached = 0
+        chained = 0
+        still_cached = True
+        for start in range(0, len(prompt) - CACHE_BLOCK_CHARS + 1, CACHE_BLOCK_CHARS):
+            chained = hash((chained, prompt[start:start + CACHE_BLOCK_CHARS]))
+            if still_cached and chained in self._blocks:
+                cached = start + CACHE_BLOCK_CHARS
+                del self._blocks[chained]  # moved to the young end below
+            else:
+                still_cached = False
+            self._blocks[chained] = None
+        while len(self._blocks) > self.max_blocks:
+            del self._blocks[next(iter(self._blocks))]
+        return cached
 
 
 def _between(text: str, start: str, end: str, *, last: bool = False) -> str:
@@ -70,18 +104,22 @@ def parse_call(body: dict[str, Any], n: int, api_key: str) -> CallInfo:
     messages = body.get("messages") or []
     system = next((m.get("content", "") for m in messages if m.get("role") == "system"), "")
     user = "\n".join(str(m.get("content", "")) for m in messages if m.get("role") == "user")
-    step = _STEP.search(system)
-    report = _REPORT.search(user)
+    # The step marker leads the user message (after the shared prefix); an older layout had it in the system
+    # message. The report number and the note sit in the shared prefix, or in the user message before.
+    step = _STEP.match(user) or _STEP.search(system) or _STEP.search(user)
+    both = system + "\n" + user
+    report = _REPORT.search(both)
     return CallInfo(
         step=step.group(1) if step else "",
         report=int(report.group(1)) if report else None,
-        note=_between(user, "<<<NOTE", "NOTE>>>", last=True),
+        note=_between(both, "<<<NOTE", "NOTE>>>", last=True),
         n=n,
         model=str(body.get("model", "")),
         api_key=api_key,
         findings_json=_between(user, "<<<FINDINGS", "FINDINGS>>>"),
         diagnoses_json=_between(user, "<<<DIAGNOSES", "DIAGNOSES>>>"),
         json_mode=bool(body.get("response_format")),
+        prompt="".join(f"{m.get('role', '')}\n{m.get('content', '')}\n" for m in messages if isinstance(m, dict)),
     )
 
 

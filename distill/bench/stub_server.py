@@ -24,10 +24,12 @@ from typing import Any
 
 from distill.bench.stub_answers import (
     ACCEPTED_KINDS,
+    CHARS_PER_TOKEN,
     FAULT_KINDS,
     STUB_ORGAN,
     CallInfo,
     Fault,
+    PrefixCache,
     default_answer,
     faulty_answer,
     parse_call,
@@ -121,6 +123,7 @@ class StubServer:
         responder: Callable[[CallInfo], dict[str, Any]] | None = None,
         require_key: str | None = None,
         record_timeline: bool = False,
+        usage: Callable[[CallInfo], dict[str, Any]] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -128,6 +131,7 @@ class StubServer:
         self.fault_plan = fault_plan
         self.responder = responder or default_answer
         self.require_key = require_key
+        self.usage = usage  # replaces the counted usage: how other providers shape it
         self.total = 0
         self.by_model: Counter[str] = Counter()
         self.by_path: Counter[str] = Counter()
@@ -137,6 +141,9 @@ class StubServer:
         self.max_concurrent = 0
         self.record_timeline = record_timeline
         self.timeline: list[tuple[str, int | None, str, float, float]] = []
+        self.caches: dict[str, PrefixCache] = {}  # one prefix cache per model
+        self.prompt_tokens = 0
+        self.cached_tokens = 0
         self._active = 0
         self._lock = threading.Lock()
         self._stopping = threading.Event()
@@ -195,6 +202,8 @@ class StubServer:
                 "answered_by_report_step": {f"{r}/{s}": c for (r, s), c in self.answered_by_report_step.items()},
                 "faults": dict(self.faults),
                 "max_concurrent": self.max_concurrent,
+                "prompt_tokens": self.prompt_tokens,
+                "cached_tokens": self.cached_tokens,
             }
 
     @property
@@ -291,11 +300,20 @@ class StubServer:
                     self.answered_by_report_step[(call.report, call.step)] += 1
 
     def _completion(self, call: CallInfo, text: str, finish: str) -> dict[str, Any]:
-        prompt, completion = len(call.note) // 4 + 50, len(text) // 4 + 1  # about 4 characters a token
+        prompt_text = call.prompt or call.note
+        with self._lock:
+            cached_chars = self.caches.setdefault(call.model, PrefixCache()).lookup(prompt_text)
+            prompt = len(prompt_text) // CHARS_PER_TOKEN + 1
+            cached = cached_chars // CHARS_PER_TOKEN
+            self.prompt_tokens += prompt
+            self.cached_tokens += cached
+        completion = len(text) // CHARS_PER_TOKEN + 1
+        usage = {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+                 "prompt_tokens_details": {"cached_tokens": cached}}  # the OpenAI shape, which vLLM sends too
         return {
             "id": f"stub-{call.n}", "object": "chat.completion", "created": int(time.time()), "model": call.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            "usage": self.usage(call) if self.usage else usage,
         }
 
 

@@ -36,6 +36,7 @@ from typing import Any
 from distill.bench.figures import ProcessSampler, Row, format_ms, p50_p99, phase_figures
 from distill.core.config import project_root
 from distill.core.errors import DistillError
+from distill.core.prices import SAMPLE_PRICE, Price
 from distill.job.state import StateDir
 from distill.job.tmux import TmuxError
 from distill.results.atomic import read_json
@@ -171,17 +172,38 @@ def make_workspace(apis: int, stub_url: str, root: Path) -> Workspace:
     return workspace
 
 
-def _raw_figures(output: Path) -> tuple[list[float], float]:
-    """Per-report time outside calls inside the pipeline (duration_s - usage.latency_s), and all call latency."""
+def _raw_figures(output: Path) -> tuple[list[float], float, dict[str, int]]:
+    """Per-report time outside calls inside the pipeline (duration_s - usage.latency_s), all call latency,
+    and the tokens of every done report (plus their count)."""
     inside: list[float] = []
     latency = 0.0
+    tokens = {"reports": 0, "prompt_tokens": 0, "cached_tokens": 0, "completion_tokens": 0}
     for path in (output / RAW_DIR).glob("diagnostic_*.json"):
         raw = read_json(path)
         if isinstance(raw, dict):
             used = float(raw["usage"]["latency_s"])
             latency += used
             inside.append(max(0.0, float(raw["timings"]["duration_s"]) - used))
-    return inside, latency
+            tokens["reports"] += 1
+            for name in ("prompt_tokens", "cached_tokens", "completion_tokens"):
+                tokens[name] += int(raw["usage"].get(name) or 0)
+    return inside, latency, tokens
+
+
+def token_figures(tokens: dict[str, int], price: Price = SAMPLE_PRICE) -> dict[str, Any]:
+    """Input tokens per report, the cached share of input tokens, and the cost of 1,000 such reports at
+    ``price`` (the sample table unless given)."""
+    reports = max(tokens.get("reports", 0), 1)
+    prompt, cached = tokens.get("prompt_tokens", 0), tokens.get("cached_tokens", 0)
+    cost = price.cost(prompt, cached, tokens.get("completion_tokens", 0))
+    return {
+        "input_tokens_per_report": round(prompt / reports, 1),
+        "cached_tokens_per_report": round(cached / reports, 1),
+        "output_tokens_per_report": round(tokens.get("completion_tokens", 0) / reports, 1),
+        "cached_share": round(cached / prompt, 4) if prompt else 0.0,
+        "cost_per_1000_reports": round(1000 * cost / reports, 4),
+        "sample_price": {"input": price.input, "cached_input": price.cached_input, "output": price.output},
+    }
 
 
 def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: Path, apis: int,
@@ -220,7 +242,7 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
     rows = [r for r in stub.timeline() if r[3] >= t0]
     counts = OutputStore(output).counts()
     figures = phase_figures(rows, apis, t0, t1, counts["raw"])
-    pipeline_overhead, client_latency = _raw_figures(output)
+    pipeline_overhead, client_latency, tokens = _raw_figures(output)
     claims = [s for p in (ws.root / "timings").glob("*.json") for s in (read_json(p) or {}).get("claim_s", [])]
     figures.update(
         failed=counts["failed"],
@@ -230,6 +252,7 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
         supervisor_cpu_share=_round(sampler.supervisor_cpu_share(), 4),
         peak_rss_mib=round(sampler.peak_rss / 2**20, 1),
         peak_rss_processes=sampler.peak_processes,
+        tokens=token_figures(tokens),
     )
     return figures
 
@@ -347,6 +370,16 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"supervisor CPU share:      {s['supervisor_cpu_share']} of one core",
         f"peak RSS:                  {s['peak_rss_mib']} MiB ({s['peak_rss_processes']} processes)",
     ]
+    if "tokens" in s:
+        t = s["tokens"]
+        p = t["sample_price"]
+        lines += [
+            f"input tokens per report:   {t['input_tokens_per_report']:g} ({t['cached_tokens_per_report']:g} cached), "
+            f"output {t['output_tokens_per_report']:g}",
+            f"cached share of input:     {t['cached_share']:.3f}",
+            f"cost per 1,000 reports:    {t['cost_per_1000_reports']:.4f} at the sample price per million tokens "
+            f"(input {p['input']:g}, cached input {p['cached_input']:g}, output {p['output']:g})",
+        ]
     if base:
         lines.append(f"baseline (predecessor):    {base['reports']} reports in {base['wall_s']:.2f} s, "
                      f"{base['reports_per_s']:.2f} reports/s, {base['calls_per_s']:.2f} calls/s")

@@ -41,6 +41,8 @@ def supervisor_command(start: int, spec: JobSpec, settings: Settings) -> list[st
         command.append("--until-drained")
     if spec.retry_failed:
         command.append("--retry-failed")
+    if spec.max_cost is not None:
+        command += ["--max-cost", repr(spec.max_cost)]
     return command
 
 
@@ -108,8 +110,11 @@ def how_to(settings: Settings, sessions_socket: str, prefix: str, apis: list[str
 @click.option("--foreground", is_flag=True, help="Keep the supervisor in this terminal (Ctrl-C stops gracefully).")
 @click.option("--claims-url", default=None, metavar="redis://HOST:PORT/DB",
               help=f"Keep claims in Redis so several hosts work one job (default: {CLAIMS_URL_ENV}, else file locks).")
+@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="AMOUNT",
+              help="Stop claiming reports once the job's calls cost this much (prices from MODEL_PRICES).")
 def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: str | None, end: int | None,
-            until_drained: bool, retry_failed: bool, foreground: bool, claims_url: str | None) -> None:
+            until_drained: bool, retry_failed: bool, foreground: bool, claims_url: str | None,
+            max_cost: float | None) -> None:
     """Start processing reports numbered START and up, one tmux session per endpoint."""
     if end is not None and end < start:
         raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
@@ -122,7 +127,8 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
         require_input_dir(settings.input_dir)
         for line in survey_range(settings.input_dir, settings.output_dir, start, end).lines(settings.input_dir):
             click.echo(line)
-    spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed)
+    spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed,
+                   max_cost=max_cost)
     if foreground:
         supervisor = Supervisor(settings, spec, out=lambda line: click.echo(f"supervisor: {line}"))
         click.echo(f"job starting at report {start}; Ctrl-C stops gracefully")

@@ -41,9 +41,16 @@ def render(stats: RunStats) -> list[Any]:
                  grounding["findings_dropped"], f"{grounding['dropped_share']:.1%}"]]),
     ]
     for title, key in (("Tokens by endpoint", "tokens_by_endpoint"), ("Tokens by model", "tokens_by_model")):
-        tables.append(_table(title, ["name", "done", "failed", "calls", "prompt", "completion"], [
-            [name, u["reports_done"], u["reports_failed"], u["calls"], u["prompt_tokens"], u["completion_tokens"]]
-            for name, u in data[key].items()
+        usages = data[key]
+        # Cached tokens and cost appear once some endpoint reports them, so a narrow terminal keeps the names.
+        cached = any(u["cached_tokens"] for u in usages.values())
+        priced = any(u["cost"] for u in usages.values())
+        columns = ["name", "done", "failed", "calls", "prompt", *(["cached"] if cached else []), "completion",
+                   *(["cost"] if priced else [])]
+        tables.append(_table(title, columns, [
+            [name, u["reports_done"], u["reports_failed"], u["calls"], u["prompt_tokens"],
+             *([u["cached_tokens"]] if cached else []), u["completion_tokens"], *([f"{u['cost']:.4f}"] if priced else [])]
+            for name, u in usages.items()
         ]))
     return tables
 

@@ -27,6 +27,7 @@ from distill.core.endpoints import (
     positive_number,
 )
 from distill.core.errors import ConfigError
+from distill.core.prices import Price, parse_prices
 
 # Callers import these from here: configuration is one place to look.
 __all__ = ["ENDPOINT_COUNT", "Endpoint", "Secret", "Settings", "endpoint_table", "key_variable", "load_settings",
@@ -53,6 +54,7 @@ class Settings:
     session_prefix: str = "continuous_diag"
     notices: tuple[str, ...] = ()
     endpoint_problems: dict[str, str] = field(default_factory=dict)  # misconfigured endpoints, left out
+    prices: dict[str, Price] = field(default_factory=dict)  # MODEL_PRICES, by model id
 
     def with_overrides(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -155,6 +157,8 @@ def load_settings(
         endpoints.pop(name, None)
     if not endpoints:
         raise ConfigError("no usable endpoint: " + " | ".join(left_out_lines(problems)))
+    prices = parse_prices(raw.get("MODEL_PRICES"))
+    endpoints = {name: replace(e, price=prices.get(e.model)) for name, e in endpoints.items()}
     check = positive_number(raw.get("CHECK_INTERVAL", 5), "CHECK_INTERVAL")
     max_bytes = int(positive_number(raw.get("MAX_REPORT_BYTES", DEFAULT_MAX_REPORT_BYTES), "MAX_REPORT_BYTES", integer=True))
     root = project_root()
@@ -184,4 +188,5 @@ def load_settings(
         session_prefix=prefix,
         notices=notices,
         endpoint_problems=problems,
+        prices=prices,
     )

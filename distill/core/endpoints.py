@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from distill.core.errors import ConfigError
+from distill.core.prices import Price
 
 ENDPOINT_COUNT = 16
 
@@ -56,6 +57,7 @@ class Endpoint:
     temperature: float = 0.0
     backoff_base_s: float = 1.0  # first retry waits up to this long (full jitter), doubling each time
     backoff_cap_s: float = 60.0  # no single backoff wait is longer
+    price: Price | None = None  # from MODEL_PRICES by model id; None: cost unknown
 
     @property
     def is_local(self) -> bool:

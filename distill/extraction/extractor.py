@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
+    from distill.core.prices import Price
     from distill.extraction.report import Report
     from distill.extraction.schemas import FindingsOutput, OrgansOutput
 
@@ -32,6 +33,7 @@ class TeacherInfo:
     kind: str  # "llm" or "local"
     name: str  # endpoint name, e.g. "api_3"
     model: str  # model id, or the offline teacher's version
+    price: Price | None = None  # what the model's tokens cost, when the configuration says
 
 
 @dataclass
@@ -45,6 +47,7 @@ class CallRecord:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     http_status: int | None = None
+    cached_tokens: int = 0  # of prompt_tokens, served from the endpoint's prefix cache
     error: str = ""
 
     def to_dict(self) -> dict[str, Any]:

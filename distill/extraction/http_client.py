@@ -63,6 +63,7 @@ class ChatReply:
     completion_tokens: int
     latency_s: float
     http_status: int
+    cached_tokens: int = 0  # prompt tokens the endpoint served from its prefix cache
 
 
 class _AttemptError(Exception):
@@ -173,7 +174,7 @@ class ChatClient:
             if failure is None:
                 calls.append(CallRecord(step=step, attempt=attempt, latency_s=reply.latency_s, status="ok",
                                         prompt_tokens=reply.prompt_tokens, completion_tokens=reply.completion_tokens,
-                                        http_status=reply.http_status))
+                                        cached_tokens=reply.cached_tokens, http_status=reply.http_status))
                 return reply
             calls.append(CallRecord(step=step, attempt=attempt, latency_s=self._clock() - started,
                                     status=failure.status, http_status=failure.http_status, error=failure.error))
@@ -248,10 +249,12 @@ class ChatClient:
         return ChatReply(
             text=text,
             finish_reason=str(choice.get("finish_reason") or ""),
-            prompt_tokens=_as_int(usage.get("prompt_tokens")),
+            prompt_tokens=_as_int(usage.get("prompt_tokens"))
+            or _as_int(usage.get("prompt_cache_hit_tokens")) + _as_int(usage.get("prompt_cache_miss_tokens")),
             completion_tokens=_as_int(usage.get("completion_tokens")),
             latency_s=latency,
             http_status=200,
+            cached_tokens=cached_tokens(usage),
         )
 
     def _error_detail(self, body: bytes) -> str:
@@ -314,6 +317,18 @@ class ChatClient:
                 return
             self._sleep(min(SLEEP_SLICE_S, remaining))
             remaining = deadline - self._clock()
+
+
+def cached_tokens(usage: Any) -> int:
+    """The prompt tokens an endpoint served from its prefix cache, from either usage shape it may send:
+    ``prompt_tokens_details.cached_tokens`` (OpenAI, vLLM) or ``prompt_cache_hit_tokens`` (DeepSeek, which
+    also sends ``prompt_cache_miss_tokens``; hit plus miss is the prompt). Zero when it sends neither."""
+    if not isinstance(usage, dict):
+        return 0
+    details = usage.get("prompt_tokens_details")
+    if isinstance(details, dict) and details.get("cached_tokens") is not None:
+        return _as_int(details.get("cached_tokens"))
+    return _as_int(usage.get("prompt_cache_hit_tokens"))
 
 
 def _as_int(value: Any) -> int:

@@ -84,7 +84,7 @@ class LLMExtractor:
         events: EventSink = ignore_event,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.info = TeacherInfo(kind="llm", name=endpoint.name, model=endpoint.model)
+        self.info = TeacherInfo(kind="llm", name=endpoint.name, model=endpoint.model, price=endpoint.price)
         self.endpoint = endpoint
         self._events = events
         self._client = client or ChatClient(endpoint, events=events, should_stop=should_stop)

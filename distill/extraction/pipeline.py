@@ -25,6 +25,7 @@ from distill.core.errors import (
     ReportError,
     StopRequested,
 )
+from distill.core.prices import Price
 from distill.core.words import counted
 from distill.extraction.extractor import CallRecord, EventSink, Extractor, StepInput, StepResult, ignore_event
 from distill.extraction.normalize import normalize
@@ -115,13 +116,17 @@ def _step_text(report: Report, step: str) -> str:
     return report.text
 
 
-def _usage(calls: list[CallRecord]) -> dict[str, Any]:
-    return {
+def _usage(calls: list[CallRecord], price: Price | None = None) -> dict[str, Any]:
+    usage: dict[str, Any] = {
         "calls": len(calls),
         "prompt_tokens": sum(c.prompt_tokens for c in calls),
         "completion_tokens": sum(c.completion_tokens for c in calls),
+        "cached_tokens": sum(c.cached_tokens for c in calls),
         "latency_s": round(sum(c.latency_s for c in calls), 4),
     }
+    if price is not None:  # only a priced model has a cost
+        usage["cost"] = round(price.cost(usage["prompt_tokens"], usage["cached_tokens"], usage["completion_tokens"]), 8)
+    return usage
 
 
 class _Run:
@@ -220,6 +225,7 @@ def _failure_record(number: int, source: Path, exc: ReportError, run: _Run | Non
         "step": step,
         "failed_at": utc_now(),
         "calls": [c.to_dict() for c in calls],
+        "usage": _usage(calls, getattr(extractor.info, "price", None)),
     }
 
 
@@ -285,7 +291,7 @@ def process_report(
         "steps": {step: output.model_dump(mode="json") for step, output in run.outputs.items()},
         "fallback_used": fallback,
         "calls": [c.to_dict() for c in run.calls],
-        "usage": _usage(run.calls),
+        "usage": _usage(run.calls, getattr(extractor.info, "price", None)),
         "attempts": len(run.calls),
         "timings": {"started_at": started_at, "finished_at": utc_now(), "duration_s": round(duration, 4)},
         "validation": {"stats": result.stats, "dropped": result.dropped},

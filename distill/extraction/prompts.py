@@ -3,12 +3,19 @@
 Every prompt carries machine-readable markers that the loopback stub server
 (``distill.bench.stub_server``) reads, so keep them exactly:
 
-- the system message's first line is ``[diag-distill step: <step>]``;
-- the user message holds ``[report: <N>]`` on its own line and the note
-  between a line ``<<<NOTE`` and a line ``NOTE>>>`` (the note comes last);
-- the mapping step adds the step-1 findings JSON between ``<<<FINDINGS`` /
+- the system message is the shared prefix: the rules common to every step,
+  the organ names, ``[report: <N>]`` on its own line and, last, the note
+  between a line ``<<<NOTE`` and a line ``NOTE>>>``;
+- the user message's first line is ``[diag-distill step: <step>]``, then the
+  step's task, for mapping the step-1 findings JSON between ``<<<FINDINGS`` /
   ``FINDINGS>>>`` and the step-2 diagnoses between ``<<<DIAGNOSES`` /
-  ``DIAGNOSES>>>``.
+  ``DIAGNOSES>>>``, and the answer shape.
+
+Shared prefix: the system message depends only on the report and the note,
+never on the step, so the three calls of a report begin with the same bytes
+and an endpoint's automatic prefix cache (DeepSeek, OpenAI, vLLM, llama.cpp)
+bills the note once at the full input price. A note over ``MAX_NOTE_CHARS``
+is sent in parts or excerpts, so its calls share less.
 
 Long notes: a note up to ``MAX_NOTE_CHARS`` is always sent whole. The mapping
 step of a longer note gets the passages around each finding and diagnosis
@@ -28,7 +35,7 @@ from distill.extraction.normalize import find_quote
 from distill.extraction.schemas import STEP_MODELS
 from distill.extraction.vocabulary import load_vocabulary
 
-PROMPT_VERSION = "diag-prompts-1"
+PROMPT_VERSION = "diag-prompts-2"
 #: A note up to this many characters goes into every prompt whole (about 6,000 tokens).
 MAX_NOTE_CHARS = 24_000
 #: Characters kept on each side of a quote when a long note is excerpted for mapping.
@@ -86,7 +93,7 @@ results and clinical signs, each quoted from the note with its status. Include p
 finding, or family history.""",
     "organs": """Task: list the physician's diagnoses and assessments in this medical note (from the
 assessment, impression, diagnosis or plan, or wherever the physician states them) and the organ each one
-concerns. Use only organ names from the list below, spelled exactly as listed. A diagnosis that concerns no
+concerns. Use only the allowed organ names above, spelled exactly as listed. A diagnosis that concerns no
 listed organ is left out. A diagnosis that concerns two organs appears once per organ.""",
     "mapping": """Task: link each finding in FINDINGS to the organ in DIAGNOSES that it is evidence for, and name
 the anatomical locations of that organ the note supports. Locations must come from the allowed list of that
@@ -97,7 +104,7 @@ DIAGNOSES is left out. Copy each finding exactly as it appears in FINDINGS.""",
 1. findings: the symptoms, examination findings, test results and clinical signs, quoted from the note, each
    with its status (include pertinent negatives).
 2. diagnoses: the physician's diagnoses and assessments and the organ each concerns, organ names taken only
-   from the list below, spelled exactly.
+   from the allowed organ names above, spelled exactly.
 3. mappings: each finding linked to the diagnosis organ it is evidence for, with the anatomical locations of
    that organ the note names or clearly describes (an empty list when it names none; never guess).""",
 }
@@ -201,43 +208,77 @@ def mapping_excerpt(text: str, quotes: list[str], limit: int = MAX_NOTE_CHARS,
 # --- messages ------------------------------------------------------------------------
 
 
-def _system(step: str) -> str:
-    parts = [f"[diag-distill step: {step}]", _TASKS[step], _COMMON_RULES]
-    if step in ("findings", "combined"):
-        parts.append(_STATUS_RULES)
-    if step in ("organs", "combined"):
-        parts.append("Allowed organ names:\n" + _organ_list_text())
-    parts.append("Answer with one JSON object of exactly this shape:\n" + _SHAPES[step])
-    return "\n\n".join(parts)
+_PREFIX_INTRO = """You extract structured clinical information from one medical note, in steps: the clinical findings,
+the physician's diagnoses and the organ each concerns, and the links between them. The rules, the steps and
+the note below are the same for every call; the message after the note says which one step to answer now,
+with what earlier steps produced. Answer only that step."""
+
+#: The steps described once in the shared prefix. The single-call fallback ("combined") is rare, so its
+#: task travels in its own message rather than in every call's prefix.
+_PREFIX_STEPS = ("findings", "organs", "mapping")
+
+
+def _step_text(step: str) -> str:
+    return f"Step \"{step}\"\n{_TASKS[step]}\nAnswer with one JSON object of exactly this shape:\n{_SHAPES[step]}"
+
+
+@cache
+def _steps_text() -> str:
+    return "\n\n".join(_step_text(step) for step in _PREFIX_STEPS)
+
+
+@cache
+def _common_text() -> str:
+    # Never depends on the report: endpoints cache it across every report of a job.
+    return "\n\n".join([_PREFIX_INTRO, _COMMON_RULES, _STATUS_RULES, "Allowed organ names:\n" + _organ_list_text(),
+                        "The steps:", _steps_text()])
+
+
+def _prefix(data: StepInput, note: str) -> str:
+    # Identical for every call of a report (same note text), so an endpoint's prefix cache bills it once.
+    number = getattr(data.report, "number", None)
+    return "\n\n".join([
+        _common_text(), f"[report: {number}]" if number is not None else "[report: unknown]",
+        "Medical note:\n<<<NOTE\n" + note.strip("\n") + "\nNOTE>>>",
+    ])
 
 
 def _dump(model: Any) -> str:
     return json.dumps(model.model_dump(mode="json"), ensure_ascii=False) if model is not None else "{}"
 
 
-def _user(step: str, data: StepInput) -> str:
-    number = getattr(data.report, "number", None)
-    lines = [f"[report: {number}]" if number is not None else "[report: unknown]"]
-    note = data.text
+def _step_note(step: str, data: StepInput) -> str:
+    if step != "mapping":
+        return data.text
+    quotes = [f.quote for f in data.findings.findings] if data.findings else []
+    quotes += [d.quote or d.diagnosis for d in data.organs.diagnoses] if data.organs else []
+    return mapping_excerpt(data.text, quotes)
+
+
+def _user(step: str, data: StepInput, note: str) -> str:
+    lines = [f"[diag-distill step: {step}]"]
+    if step in _PREFIX_STEPS:
+        lines.append(f"Answer step \"{step}\" now, as described above.")
+    else:
+        lines += ["Answer this step now, instead of the three steps above:", _step_text(step)]
     if step == "mapping":
-        quotes = [f.quote for f in data.findings.findings] if data.findings else []
-        quotes += [d.quote or d.diagnosis for d in data.organs.diagnoses] if data.organs else []
-        note = mapping_excerpt(data.text, quotes)
         lines += ["", "Findings from step 1:", "<<<FINDINGS", _dump(data.findings), "FINDINGS>>>",
                   "", "Diagnoses and organs from step 2:", "<<<DIAGNOSES", _dump(data.organs), "DIAGNOSES>>>",
                   "", "Allowed anatomical locations of these organs:", _allowed_locations_text(data)]
         if note is not data.text:
-            lines += ["", "The note is long: below are the passages around the findings and diagnoses."]
-    lines += ["", "Medical note:", "<<<NOTE", note.strip("\n"), "NOTE>>>", "", "Answer with the JSON object only."]
+            lines += ["", "The note is long: the note above holds the passages around the findings and diagnoses."]
+    lines += ["", f"Answer with the JSON object only, in the shape given for step \"{step}\"."]
     return "\n".join(lines)
 
 
 def build_messages(step: str, data: StepInput) -> list[dict[str, str]]:
-    """The chat messages for one step: a system message (task, rules, JSON shape) and a user message
-    (report number, earlier outputs for mapping, the note). ``step`` is one of ``STEPS``."""
+    """The chat messages for one step: a system message shared byte for byte by every step of a report
+    (rules, organ names, report number, the note) and a user message (the step's task, earlier outputs for
+    mapping, the answer shape). ``step`` is one of ``STEPS``."""
     if step not in _TASKS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
-    return [{"role": "system", "content": _system(step)}, {"role": "user", "content": _user(step, data)}]
+    note = _step_note(step, data)
+    return [{"role": "system", "content": _prefix(data, note)}, {"role": "user", "content": _user(step, data, note)}]
 
 
 def build_repair_messages(step: str, data: StepInput, previous_answer: str, problem: str) -> list[dict[str, str]]:

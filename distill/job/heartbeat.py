@@ -15,6 +15,7 @@ from typing import Any
 
 from distill.core.clock import utc_now
 from distill.core.errors import OutputWriteError
+from distill.core.prices import Price
 from distill.extraction.pipeline import Outcome
 from distill.job.state import StateDir
 
@@ -32,12 +33,14 @@ class WorkerStats:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost: float = 0.0  # what this worker's calls cost, when its model has a price
     latency_s: float = 0.0
     bytes_written: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_KEPT))
 
-    def add(self, outcome: Outcome, size: int) -> None:
+    def add(self, outcome: Outcome, size: int, price: Price | None = None) -> None:
         if outcome.status == "done":
             self.done += 1
         else:
@@ -47,6 +50,11 @@ class WorkerStats:
         self.bytes_written += size
         self.prompt_tokens += sum(c.prompt_tokens for c in outcome.calls)
         self.completion_tokens += sum(c.completion_tokens for c in outcome.calls)
+        self.cached_tokens += sum(c.cached_tokens for c in outcome.calls)
+        if price is not None:
+            self.cost += price.cost(sum(c.prompt_tokens for c in outcome.calls),
+                                    sum(c.cached_tokens for c in outcome.calls),
+                                    sum(c.completion_tokens for c in outcome.calls))
         self.latency_s += sum(c.latency_s for c in outcome.calls)
         self.recent.append({"report": outcome.number, "status": outcome.status, "at": utc_now(),
                             "findings": outcome.findings, "units": outcome.units, "bytes": size,
@@ -55,15 +63,17 @@ class WorkerStats:
     def to_dict(self) -> dict[str, Any]:
         return {"done": self.done, "failed": self.failed, "calls": self.calls,
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "latency_s": round(self.latency_s, 3), "bytes_written": self.bytes_written,
+                "cached_tokens": self.cached_tokens, "cost": round(self.cost, 8), "latency_s": round(self.latency_s, 3), "bytes_written": self.bytes_written,
                 "failures": dict(self.failures), "recent": list(self.recent)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> WorkerStats:
         stats = cls()
-        for name in ("done", "failed", "calls", "prompt_tokens", "completion_tokens", "bytes_written"):
+        for name in ("done", "failed", "calls", "prompt_tokens", "completion_tokens", "cached_tokens",
+                     "bytes_written"):
             setattr(stats, name, int(data.get(name, 0)))
         stats.latency_s = float(data.get("latency_s", 0.0))
+        stats.cost = float(data.get("cost", 0.0))
         stats.failures = dict(data.get("failures", {}))
         stats.recent.extend(data.get("recent", []))
         return stats

@@ -60,6 +60,8 @@ def endpoint_row(api: str, beat: dict[str, Any] | None, supervisor_view: dict[st
         "calls": calls,
         "prompt_tokens": int(stats.get("prompt_tokens", 0)),
         "completion_tokens": int(stats.get("completion_tokens", 0)),
+        "cached_tokens": int(stats.get("cached_tokens", 0)),
+        "cost": round(float(stats.get("cost", 0.0)), 6),
         "mean_latency_s": round(float(stats.get("latency_s", 0.0)) / calls, 3) if calls else None,
         "failures": stats.get("failures", {}),
         "last_error": beat.get("last_error", ""),
@@ -130,5 +132,7 @@ def build_status(*, job: dict[str, Any], state: str, claims: dict[str, Any], beg
         "recent": recent,
         "failures_by_class": failures,
         "tokens": {"prompt": sum(r["prompt_tokens"] for r in apis.values()),
-                   "completion": sum(r["completion_tokens"] for r in apis.values())},
+                   "completion": sum(r["completion_tokens"] for r in apis.values()),
+                   "cached": sum(r["cached_tokens"] for r in apis.values())},
+        "cost": round(sum(r["cost"] for r in apis.values()), 6),
     }

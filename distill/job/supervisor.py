@@ -54,6 +54,7 @@ class JobSpec:
     apis: tuple[str, ...] = ()
     until_drained: bool = False
     retry_failed: bool = False
+    max_cost: float | None = None  # stop claiming once the job's calls cost this much
 
 
 @dataclass
@@ -121,6 +122,7 @@ class Supervisor:
                 self.views[api] = WorkerView(state="failed", reason=problem, finished=True)
         self.throughput = Throughput()
         self.signals = 0
+        self.stop_reason = ""
         self.job: dict[str, Any] = {}
         self.begin_scan: dict[str, Any] = {}
         self.begin_outputs: dict[str, int] = {}
@@ -143,7 +145,7 @@ class Supervisor:
             "until_drained": self.spec.until_drained, "input_dir": str(self.settings.input_dir),
             "output_dir": str(self.settings.output_dir), "state_dir": str(self.settings.state_dir),
             "tmux_socket": self.sessions.socket, "session_prefix": self.settings.session_prefix,
-            "check_interval": self.settings.check_interval,
+            "check_interval": self.settings.check_interval, "max_cost": self.spec.max_cost,
         }
         self.state.write_job(self.job)
         self.state.remove_stale_temporaries()
@@ -211,6 +213,7 @@ class Supervisor:
             for api in self.apis:
                 self._check_worker(api, beats.get(api), now)
             self._share_stop()
+            self._check_budget(beats)
             stopping = self.state.stop_requested()
             if self.state.stop_now_requested() and now_sent is None:
                 now_sent = now
@@ -236,6 +239,17 @@ class Supervisor:
                              local_now=self.state.stop_now_requested())
             if add:
                 self.state.request_stop(now=add == NOW)
+
+    def _check_budget(self, beats: dict[str, dict[str, Any]]) -> None:
+        """A graceful stop once the workers' spend reaches ``--max-cost``: they finish their current report."""
+        budget = self.spec.max_cost
+        if budget is None or self.stop_reason:
+            return
+        spent = sum(float((b.get("stats") or {}).get("cost") or 0.0) for b in beats.values())
+        if spent >= budget:
+            self.stop_reason = f"budget reached: spent {spent:.4f} of --max-cost {budget:g}"
+            self.out(f"{self.stop_reason}; workers finish their current report, then exit")
+            self.state.request_stop()
 
     def _check_worker(self, api: str, beat: dict[str, Any] | None, now: float) -> None:
         view = self.views[api]
@@ -311,6 +325,8 @@ class Supervisor:
                               begin_outputs=self.begin_outputs, beats=beats,
                               views={api: v.as_dict() for api, v in self.views.items()},
                               throughput=self.throughput, now=now)
+        if self.stop_reason:
+            status["stop_reason"] = self.stop_reason
         if state == "stopped":
             self._recount(status)
         self.state.write_status(status)

@@ -323,7 +323,7 @@ class Worker:
 
     def _count(self, outcome: Outcome, size: int) -> None:
         with self._lock:
-            self.stats.add(outcome, size)
+            self.stats.add(outcome, size, self.endpoint.price)
 
     def _committed(self, pending: StagedCommit, outcome: Outcome) -> None:
         """On the committer thread: the report is done; release its claim and say so."""

@@ -24,6 +24,7 @@ from distill.monitor.view import (
     progress_rate,
     size,
     teacher_label,
+    token_line,
 )
 
 #: The order endpoints are shown in when not all fit: what needs a look first.
@@ -112,7 +113,7 @@ def _failures(snap: Snapshot) -> Text:
 def render_compact(snap: Snapshot, width: int, height: int, live: bool) -> RenderableType:
     """Every panel in at most ``height - 1`` rows (the last row stays free for the cursor)."""
     o = snap.outputs
-    head = [_head(snap), progress_panel_lines(snap)[0], progress_rate(snap)]
+    head = [_head(snap), progress_panel_lines(snap)[0], progress_rate(snap), token_line(snap)]
     head += [Text(f"! {problem}", style="yellow") for problem in snap.problems[:1]]
     outputs = Text("outputs   ", style="bold")
     outputs.append(f"raw {o['raw']}  normalized {o['normalized']}  logs {o['logs']}  failed {o['failed']}  "

@@ -58,6 +58,8 @@ class EndpointRow:
     mean_latency_s: float | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost: float = 0.0
     tokens: int = 0
     failures: dict[str, int] = field(default_factory=dict)
     last_error: str = ""
@@ -86,7 +88,7 @@ class Snapshot:
     outputs: dict[str, Any]
     recent: list[dict[str, Any]]
     failures_by_class: dict[str, int]
-    tokens: dict[str, int]
+    tokens: dict[str, float]  # prompt, completion, cached (counts) and cost
     control: dict[str, Any]
     problems: list[str]
 
@@ -189,6 +191,7 @@ def _row_from_status(api: str, row: dict[str, Any], now: float) -> EndpointRow:
         elapsed_s=max(0.0, now - since) if since is not None else None,
         done=_count(row.get("done")), failed=_count(row.get("failed")), calls=calls,
         mean_latency_s=_float(row.get("mean_latency_s")), prompt_tokens=prompt, completion_tokens=completion,
+        cached_tokens=_count(row.get("cached_tokens")), cost=_float(row.get("cost")) or 0.0,
         tokens=prompt + completion, failures={str(k): _count(v) for k, v in _dict(row.get("failures")).items()},
         last_error=_text(row.get("last_error")), reason=_text(row.get("reason")),
         exit_code=_int(row.get("exit_code"), None), restarts=_count(row.get("restarts")),
@@ -230,7 +233,8 @@ def _row_from_beat(api: str, beat: dict[str, Any], alive: bool, status_row: dict
         elapsed_s=max(0.0, now - since) if since is not None else None,
         done=_count(stats.get("done")), failed=_count(stats.get("failed")), calls=calls,
         mean_latency_s=round(latency / calls, 3) if calls else None, prompt_tokens=prompt,
-        completion_tokens=completion, tokens=prompt + completion,
+        completion_tokens=completion, cached_tokens=_count(stats.get("cached_tokens")),
+        cost=_float(stats.get("cost")) or 0.0, tokens=prompt + completion,
         failures={str(k): _count(v) for k, v in _dict(stats.get("failures")).items()},
         last_error=_text(beat.get("last_error")), reason=reason, exit_code=_int(beat.get("exit_code"), None),
         restarts=_count(status_row.get("restarts")), model=_text(beat.get("model")),
@@ -368,6 +372,7 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
         names |= {a for a in job["apis"] if isinstance(a, str)}
     apis = sorted(names, key=_api_order)
     control = _control(state, job or {}, config, apis, stop_requested)
+    control["stop_reason"] = _text(source.get("stop_reason"))  # e.g. the --max-cost budget was reached
     endpoints: list[EndpointRow] = []
     for api in apis:
         row = _dict(rows.get(api))
@@ -396,6 +401,8 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
         outputs={key: _count(outputs.get(key)) for key in ("raw", "normalized", "logs", "failed", "bytes_this_job")},
         recent=_recent(source, beats), failures_by_class=dict(sorted(failures.items(), key=lambda kv: -kv[1])),
         tokens={"prompt": sum(e.prompt_tokens for e in endpoints),
-                "completion": sum(e.completion_tokens for e in endpoints)},
+                "completion": sum(e.completion_tokens for e in endpoints),
+                "cached": sum(e.cached_tokens for e in endpoints),
+                "cost": round(sum(e.cost for e in endpoints), 6)},
         control=control, problems=problems,
     )

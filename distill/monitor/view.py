@@ -131,7 +131,7 @@ def progress_panel(snap: Snapshot) -> Panel:
     first = _pairs(("start", _number(p["start_number"])), ("current", _number(p["current_number"])),
                    ("done", str(p["done"])), ("failed", str(p["failed"])), ("pending", str(p["pending"])),
                    ("in flight", str(p["in_flight"])))
-    return _panel(Group(first, progress_rate(snap)), "Progress")
+    return _panel(Group(first, progress_rate(snap), token_line(snap)), "Progress")
 
 
 def progress_rate(snap: Snapshot) -> Text:
@@ -142,6 +142,14 @@ def progress_rate(snap: Snapshot) -> Text:
         return _pairs(this_job)
     eta = duration(p["eta_s"]) if p["eta_s"] is not None else ("done" if not p["pending"] else "-")
     return _pairs(("throughput", f"{p['throughput_per_min']:.1f}/min (5 min)"), ("ETA", eta), this_job)
+
+
+def token_line(snap: Snapshot) -> Text:
+    """Input tokens (and their cached share), output tokens and what they cost."""
+    t = snap.tokens
+    share = f"{t['cached'] / t['prompt']:.0%} cached" if t.get("prompt") else "none yet"
+    return _pairs(("input tokens", f"{compact(int(t.get('prompt', 0)))} ({share})"),
+                  ("output tokens", compact(int(t.get("completion", 0)))), ("cost", f"{t.get('cost', 0.0):.4f}"))
 
 
 ENDPOINT_COLUMNS: tuple[tuple[str, int | None, str], ...] = (
@@ -254,6 +262,8 @@ def control_lines(snap: Snapshot, live: bool) -> list[Text]:
     ]
     if live:  # a one-off snapshot has nothing to quit
         lines.append(Text.assemble(("quit:   ", "dim"), (c["quit"], "bold"), ("  (the job keeps running)", "dim")))
+    if c.get("stop_reason"):
+        lines.insert(0, Text.assemble(("stopped: ", "dim"), (c["stop_reason"], "bold yellow")))
     if c["stop_requested"]:
         lines.insert(1, Text.assemble(("cancel: ", "dim"), (c["cancel_stop"], "bold"),
                                       ("  (stop requested; cancel before workers exit)", "dim")))
@@ -267,7 +277,7 @@ def control_panel(snap: Snapshot, live: bool = False) -> Panel:
 def full_height(snap: Snapshot) -> int:
     """Rows the boxed layout needs (an estimate that errs high)."""
     errors = sum(1 for row in snap.endpoints if row.last_error)
-    return (4 + len(snap.problems) + 4 + len(snap.endpoints) + 5 + 4 + max(1, len(snap.recent) + 1) + 2
+    return (4 + len(snap.problems) + 5 + len(snap.endpoints) + 5 + 4 + max(1, len(snap.recent) + 1) + 2
             + max(1, errors + bool(snap.failures_by_class)) + 2 + 5)
 
 

@@ -62,6 +62,13 @@ class Usage:
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
+    cost: float = 0.0  # from the raw outputs' and failure records' usage.cost (priced models only)
+
+    def add_cost(self, usage: Any) -> None:
+        value = usage.get("cost") if isinstance(usage, dict) else None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            self.cost += float(value)
 
     def add_calls(self, calls: Iterable[Any]) -> None:
         for call in calls:
@@ -69,15 +76,18 @@ class Usage:
                 self.calls += 1
                 self.prompt_tokens += _int(call.get("prompt_tokens"))
                 self.completion_tokens += _int(call.get("completion_tokens"))
+                self.cached_tokens += _int(call.get("cached_tokens"))
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return {
             "reports_done": self.reports_done,
             "reports_failed": self.reports_failed,
             "calls": self.calls,
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "cost": round(self.cost, 6),
         }
 
 
@@ -186,6 +196,7 @@ class RunStats:
         for usage in self._usage(teacher["teacher"], teacher["model"]):
             usage.reports_done += 1
             usage.add_calls(raw.get("calls") or [])
+            usage.add_cost(raw.get("usage"))
 
     def _add_grounding(self, raw: dict[str, Any], kept_default: int) -> None:
         validation = _object(raw.get("validation"))
@@ -217,6 +228,7 @@ class RunStats:
         for usage in self._usage(str(failure.get("endpoint") or ""), str(failure.get("model") or "")):
             usage.reports_failed += 1
             usage.add_calls(failure.get("calls") or [])
+            usage.add_cost(failure.get("usage"))
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -152,8 +152,8 @@ def _mapping_input(text: str) -> StepInput:
 def test_prompt_markers_are_exact_and_parse_back(step: str) -> None:
     data = _mapping_input(NOTE) if step == "mapping" else _input()
     messages = build_messages(step, data)
-    assert messages[0]["content"].splitlines()[0] == f"[diag-distill step: {step}]"
-    assert "[report: " in messages[1]["content"].splitlines()[0]
+    assert messages[1]["content"].splitlines()[0] == f"[diag-distill step: {step}]"
+    assert "[report: 12]" in messages[0]["content"].splitlines() or "[report: " in messages[0]["content"]
     call = parse_call({"messages": messages}, 0, "")
     assert (call.step, call.note) == (step, NOTE)
     if step == "mapping":
@@ -176,8 +176,8 @@ def test_mapping_prompt_lists_locations_of_step_two_organs_only() -> None:
 
 def test_note_up_to_max_note_chars_is_sent_whole_and_a_longer_one_is_not() -> None:
     note = "Line of the history with dyspnea.\n" * 300  # about 10,000 characters
-    user = build_messages("mapping", _mapping_input(note))[1]["content"]
-    assert note.strip("\n") in user
+    system = build_messages("mapping", _mapping_input(note))[0]["content"]
+    assert note.strip("\n") in system
     at_limit = (note * 3)[:MAX_NOTE_CHARS]
     call = parse_call({"messages": build_messages("mapping", _mapping_input(at_limit))}, 0, "")
     assert len(at_limit) == MAX_NOTE_CHARS and call.note == at_limit.strip("\n")
@@ -225,5 +225,5 @@ def test_repair_prompt_names_problem_and_bounds_previous_answer() -> None:
 def test_instruction_text_is_versioned_and_lists_organs() -> None:
     from distill.extraction.prompts import INSTRUCTION_TEXT
 
-    assert PROMPT_VERSION == "diag-prompts-1" and PROMPT_VERSION in INSTRUCTION_TEXT
+    assert PROMPT_VERSION == "diag-prompts-2" and PROMPT_VERSION in INSTRUCTION_TEXT
     assert "U_unit_set" in INSTRUCTION_TEXT and "Heart (Cor)" in INSTRUCTION_TEXT

@@ -43,7 +43,8 @@ def test_a_done_report_has_three_files_in_the_documented_shapes(setup: tuple[Pat
     assert raw["report"]["number"] == 42 and len(raw["report"]["sha256"]) == 64
     assert raw["teacher"] == {"kind": "llm", "endpoint": "api_9", "model": "fake-model"}
     assert set(raw["steps"]) == {"findings", "organs", "mapping"}
-    assert raw["usage"] == {"calls": 3, "prompt_tokens": 30, "completion_tokens": 15, "latency_s": 0.03}
+    assert raw["usage"] == {"calls": 3, "prompt_tokens": 30, "completion_tokens": 15, "cached_tokens": 0,
+                            "latency_s": 0.03}
     assert raw["prompt_version"]
     normalized = read_json(store.normalized_path(42))
     assert normalized == raw["normalized"]

@@ -35,7 +35,7 @@ def stats(done: int = 0, failed: int = 0, *, recent: list[dict[str, Any]] | None
           failures: dict[str, int] | None = None) -> dict[str, Any]:
     """A heartbeat's ``stats`` as ``WorkerStats.to_dict`` writes it."""
     return {"done": done, "failed": failed, "calls": 3 * (done + failed), "prompt_tokens": 900 * done,
-            "completion_tokens": 300 * done, "latency_s": round(0.4 * 3 * (done + failed), 3),
+            "completion_tokens": 300 * done, "cached_tokens": 600 * done, "cost": 0.001 * done, "latency_s": round(0.4 * 3 * (done + failed), 3),
             "bytes_written": 5000 * done, "failures": dict(failures or {}), "recent": list(recent or [])}
 
 

@@ -61,9 +61,10 @@ def test_share_of_findings_dropped_by_grounding(summary: dict) -> None:
 def test_tokens_by_endpoint_include_failed_reports(summary: dict) -> None:
     assert summary["tokens_by_endpoint"] == {
         "api_1": {"reports_done": 7, "reports_failed": 1, "calls": 21, "prompt_tokens": 0, "completion_tokens": 0,
-                  "total_tokens": 0},
+                  "cached_tokens": 0, "total_tokens": 0, "cost": 0.0},
         "api_2": {"reports_done": 2, "reports_failed": 1, "calls": 8, "prompt_tokens": 2100,
-                  "completion_tokens": 400, "total_tokens": 2500},
+                  "completion_tokens": 400, "cached_tokens": 0, "total_tokens": 2500,
+                  "cost": 0.0},
     }
     assert sorted(summary["tokens_by_model"]) == ["local-rules-1", "qwen2.5-7b-instruct"]
     assert summary["tokens_by_model"]["qwen2.5-7b-instruct"]["prompt_tokens"] == 2100
@@ -137,3 +138,20 @@ def test_the_grounding_table_accounts_for_every_proposed_finding() -> None:
     row = next(line for line in result.stdout.splitlines() if "12.5%" in line)
     proposed, kept, merged, dropped = (int(n) for n in re.findall(r"\b\d+\b", row)[:4])
     assert (proposed, kept, merged, dropped) == (16, 13, 1, 2) and kept + merged + dropped == proposed
+
+
+def test_cached_tokens_and_cost_are_summed_and_printed_per_endpoint(tmp_path: Path) -> None:
+    out = tmp_path / "outputs"
+    shutil.copytree(FIXTURE, out)
+    for number, cost in ((10006, 0.25), (10007, 0.5)):
+        path = out / "diagnostic_results" / f"diagnostic_{number}.json"
+        raw = json.loads(path.read_text())
+        raw["usage"]["cost"] = cost
+        for call in raw["calls"]:
+            call["cached_tokens"] = 100
+        path.write_text(json.dumps(raw))
+    summary = collect_stats(out).to_dict()
+    api_2 = summary["tokens_by_endpoint"]["api_2"]
+    assert api_2["cost"] == pytest.approx(0.75) and api_2["cached_tokens"] > 0
+    result = CliRunner().invoke(stats_command, ["--output-dir", str(out)])
+    assert result.exit_code == 0 and "cost" in result.stdout and "0.7500" in result.stdout
