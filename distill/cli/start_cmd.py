@@ -13,6 +13,7 @@ from distill.cli.options import input_dir_option, output_dir_option, settings_fr
 from distill.core.config import DEFAULT_SESSION_PREFIX, DEFAULT_STATE_DIR, Settings, project_root
 from distill.core.errors import DistillError, JobAlreadyRunning
 from distill.job.claims import require_input_dir
+from distill.job.job_env import adopt_job_env, remove_job_env, write_job_env
 from distill.job.state import StateDir, describe_running_job
 from distill.job.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
 from distill.job.survey import survey_range
@@ -54,6 +55,17 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
     refuse_foreign_sessions(sessions, settings)
     previous = state.running_job()
     environment = {**worker_environment(settings), IN_SESSION_ENV: sessions.name("supervisor")}
+    write_job_env(settings.state_dir, os.environ)
+    try:
+        return _await_supervisor(spec, settings, sessions, state, environment, previous)
+    except DistillError:
+        if state.job_lock_free():  # no supervisor holds the job: its settings file must not outlive it
+            remove_job_env(settings.state_dir)
+        raise
+
+
+def _await_supervisor(spec: JobSpec, settings: Settings, sessions: TmuxSessions, state: StateDir,
+                      environment: dict[str, str], previous: dict[str, object] | None) -> dict[str, object]:
     sessions.start("supervisor", supervisor_command(spec.start, spec, settings), environment=environment,
                    cwd=project_root())
     timeout = SUPERVISOR_START_TIMEOUT_S + SESSION_START_ALLOWANCE_S * len(spec.apis or settings.endpoints)
@@ -110,6 +122,7 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
     """Start processing reports numbered START and up, one tmux session per endpoint."""
     if end is not None and end < start:
         raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
+    adopt_job_env()
     settings = settings_from(input_dir, output_dir)
     until_drained = until_drained or end is not None  # a bounded range has an end to reach
     if not foreground:

@@ -37,6 +37,8 @@ JOB_LOCK = "continuous_diag_job.lock"
 CLAIMS_FILE = "continuous_diag_claims.json"
 CLAIMS_LOCK = "continuous_diag_claims.lock"
 INDEX_FILE = "continuous_diag_index.bin"
+#: The job's DIAG_* settings (keys included), 0600, for the processes the supervisor starts.
+ENV_FILE = "continuous_diag_job_env.json"
 WORKERS_DIR = "continuous_diag_workers"
 
 
@@ -105,7 +107,8 @@ class StateDir:
         Only names this package writes are touched: the state directory may be
         ``/tmp``, shared with everything else on the machine.
         """
-        ours = (STATUS_FILE, COUNTER_FILE, STOP_FLAG, STOP_SCRIPT, STOP_NOW_FLAG, JOB_FILE, CLAIMS_FILE, INDEX_FILE)
+        ours = (STATUS_FILE, COUNTER_FILE, STOP_FLAG, STOP_SCRIPT, STOP_NOW_FLAG, JOB_FILE, CLAIMS_FILE, INDEX_FILE,
+                ENV_FILE)
         removed = 0
         for name in ours:
             for stale in self.root.glob(f"{TMP_MARK}{name}.*"):

@@ -25,6 +25,7 @@ from distill.core.clock import utc_now
 from distill.core.config import Settings, project_root
 from distill.core.errors import ConfigError, InputDirMissing
 from distill.job.claims import ClaimBook, require_input_dir, scan_range
+from distill.job.job_env import HANDOFF_ENV, remove_job_env, write_job_env
 from distill.job.state import CLAIMS_FILE, INDEX_FILE, JOB_FILE, SECOND_JOB_HINT, StateDir, identity_alive, my_identity
 from distill.job.status import Throughput, build_status
 from distill.job.tmux import TmuxSessions
@@ -73,8 +74,9 @@ class WorkerView:
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
-    """The environment each worker gets, passed explicitly (a tmux session would inherit the server's)."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("DIAG_") or k in PASSED_ENV}
+    """The key-free environment each process of the job gets from tmux; its DIAG_* settings come from the job file."""
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
+    env[HANDOFF_ENV] = "1"
     env["DIAG_STATE_DIR"] = str(settings.state_dir)
     env["DIAG_SESSION_PREFIX"] = settings.session_prefix
     if settings.tmux_socket:
@@ -131,6 +133,7 @@ class Supervisor:
         self._lock = self.state.acquire_job_lock()
         refuse_foreign_sessions(self.sessions, self.settings)
         require_input_dir(self.settings.input_dir)
+        write_job_env(self.settings.state_dir, os.environ)
         self.store.prepare()
         if self.spec.retry_failed:
             retried = self.store.release_failed()
@@ -327,5 +330,6 @@ class Supervisor:
         for name in (INDEX_FILE, CLAIMS_FILE, JOB_FILE):
             self.state.path(name).unlink(missing_ok=True)
         self.state.clear_heartbeats()
+        remove_job_env(self.settings.state_dir)
         self.state.remove_stale_temporaries()  # writes cut short by a worker killed during the job
         self.out("job ended")
