@@ -41,6 +41,8 @@ def supervisor_command(start: int, spec: JobSpec, settings: Settings) -> list[st
         command.append("--until-drained")
     if spec.retry_failed:
         command.append("--retry-failed")
+    if spec.follow_symlinks:
+        command.append("--follow-symlinks")
     return command
 
 
@@ -116,9 +118,11 @@ def how_to(settings: Settings, sessions_socket: str, prefix: str, apis: list[str
               help="Last report number to process; the job ends by itself once the range is done.")
 @click.option("--until-drained", is_flag=True, help="End the job by itself once nothing is pending.")
 @click.option("--retry-failed", is_flag=True, help="Run reports with a failure record again.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Read report files that are symbolic links, when they stay inside the input folder.")
 @click.option("--foreground", is_flag=True, help="Keep the supervisor in this terminal (Ctrl-C stops gracefully).")
 def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: str | None, end: int | None,
-            until_drained: bool, retry_failed: bool, foreground: bool) -> None:
+            until_drained: bool, retry_failed: bool, follow_symlinks: bool, foreground: bool) -> None:
     """Start processing reports numbered START and up, one tmux session per endpoint."""
     if end is not None and end < start:
         raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
@@ -129,7 +133,8 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
         require_input_dir(settings.input_dir)
         for line in survey_range(settings.input_dir, settings.output_dir, start, end).lines(settings.input_dir):
             click.echo(line)
-    spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed)
+    spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed,
+                   follow_symlinks=follow_symlinks)
     if foreground:
         supervisor = Supervisor(settings, spec, out=lambda line: click.echo(f"supervisor: {line}"))
         click.echo(f"job starting at report {start}; Ctrl-C stops gracefully")

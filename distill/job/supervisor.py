@@ -54,6 +54,7 @@ class JobSpec:
     apis: tuple[str, ...] = ()
     until_drained: bool = False
     retry_failed: bool = False
+    follow_symlinks: bool = False
 
 
 @dataclass
@@ -167,6 +168,8 @@ class Supervisor:
                    "--input-dir", str(self.settings.input_dir), "--output-dir", str(self.settings.output_dir)]
         if self.spec.until_drained:
             command.append("--until-drained")
+        if self.spec.follow_symlinks:
+            command.append("--follow-symlinks")
         return command
 
     def _spawn(self, api: str) -> None:

@@ -74,6 +74,7 @@ class Worker:
     """One endpoint's worker. ``run()`` returns the process exit code."""
 
     def __init__(self, api: str, settings: Settings, *, job_id: str, until_drained: bool = False,
+                 follow_symlinks: bool = False,
                  out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep,
                  extractor_factory: Callable[..., Extractor] = make_extractor) -> None:
         self.api = api
@@ -81,6 +82,7 @@ class Worker:
         self.settings = settings
         self.job_id = job_id
         self.until_drained = until_drained
+        self.follow_symlinks = follow_symlinks
         self.out = out
         self.sleep = sleep
         self.state = StateDir(settings.state_dir)
@@ -272,7 +274,8 @@ class Worker:
         write_error = ""
         try:
             outcome = process_report(claim.path, extractor=extractor, store=self.store, publish=publish,
-                                     max_bytes=self.settings.max_report_bytes, events=self.on_event)
+                                     max_bytes=self.settings.max_report_bytes, events=self.on_event,
+                                     follow_symlinks=self.follow_symlinks)
             finished = True
         except EndpointAuthError as exc:
             self.last_error = str(exc)

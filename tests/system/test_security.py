@@ -280,3 +280,26 @@ def test_a_symlink_to_a_file_outside_the_input_folder_is_bad_input_and_never_sen
     failure = json.loads(OutputStore(output).failed_path(3).read_text())
     assert failure["error_class"] == "bad_input"
     assert "symbolic link" in str(failure) and str(outside) in str(failure)
+
+
+@needs_tmux
+def test_follow_symlinks_reads_links_inside_the_input_folder_and_refuses_the_others(
+        isolated: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp: Path = isolated["tmp"]
+    write_notes(tmp / "notes", [1])
+    (tmp / "in").mkdir()
+    (tmp / "notes" / "report_1.txt").rename(tmp / "in" / "kept.txt")
+    (tmp / "in" / "report_1.txt").symlink_to("kept.txt")
+    (tmp / "in" / "report_2.txt").symlink_to(tmp / "notes" / "missing_here.txt")
+    write_notes(tmp / "notes", [3])
+    (tmp / "in" / "report_3.txt").symlink_to(tmp / "notes" / "report_3.txt")
+    output = tmp / "out"
+    state = StateDir(Path(isolated["state"]))
+    monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp)))
+    result = cli("start", "1", "--end", "3", "--apis", "api_1", "--follow-symlinks", "--input-dir", str(tmp / "in"),
+                 "--output-dir", str(output))
+    assert result.returncode == 0, result.stderr + result.stdout
+    wait_until(lambda: job_ended(state), timeout=60)
+    assert done_numbers(output) == [1]
+    outside = json.loads(OutputStore(output).failed_path(3).read_text())
+    assert outside["error_class"] == "bad_input" and "outside the input folder" in str(outside)
