@@ -32,6 +32,9 @@ COUNTER_FILE = "current_diag_processing_number.txt"
 STOP_FLAG = "stop_diag_distillation.flag"
 STOP_SCRIPT = "stop_diag_distillation.sh"
 STOP_NOW_FLAG = "stop_diag_distillation.now"
+#: First word of the stop flag: the job runs, or a graceful stop was asked for.
+RUNNING_MARK = "running"
+STOP_MARK = "stop"
 JOB_FILE = "continuous_diag_job.json"
 JOB_LOCK = "continuous_diag_job.lock"
 CLAIMS_FILE = "continuous_diag_claims.json"
@@ -144,31 +147,64 @@ class StateDir:
     # --- the stop request ----------------------------------------------------
 
     def stop_requested(self) -> bool:
-        return self.stop_flag.exists()
+        """A graceful stop was asked for: the flag says so, or a running job's flag was deleted."""
+        try:
+            text = self.stop_flag.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return self.running_job() is not None
+        except OSError:
+            return True  # an unreadable flag is no reason to go on paying for calls
+        return text.startswith(STOP_MARK)
 
     def stop_now_requested(self) -> bool:
         return self.stop_now_flag.exists()
 
+    def arm_stop_flag(self, job_id: str) -> None:
+        """The flag that exists while job ``job_id`` runs; deleting it, or the stop script, stops the job."""
+        self._write_flag(f"{RUNNING_MARK} {job_id}\n"
+                         f"# delete this file, or run {self.stop_script}, to stop the job gracefully\n")
+
     def request_stop(self, *, now: bool = False) -> None:
-        write_atomic(self.stop_flag, b"stop requested\n", durable=False)
+        self._write_flag(f"{STOP_MARK} {self._flag_job_id()}\n"
+                         f"# withdraw with: diag-distill stop --cancel (DIAG_STATE_DIR={self.root})\n")
         if now:
-            write_atomic(self.stop_now_flag, b"stop now\n", durable=False)
+            write_atomic(self.stop_now_flag, b"stop now\n", mode=0o600, durable=False)
+
+    def cancel_stop(self) -> bool:
+        """Withdraw a graceful stop of the running job; ``False`` when no job runs to go on."""
+        job = self.running_job()
+        if job is None:
+            return False
+        self.arm_stop_flag(str(job.get("job_id", "")))
+        return True
+
+    def _flag_job_id(self) -> str:
+        job = self.running_job() or {}
+        return str(job.get("job_id", ""))
+
+    def _write_flag(self, text: str) -> None:
+        refuse_symlink(self.stop_flag)
+        write_atomic(self.stop_flag, text.encode(), mode=0o600, durable=False)
+        os.chmod(self.stop_flag, 0o600)
 
     def clear_stop(self) -> None:
         for flag in (self.stop_flag, self.stop_now_flag):
             refuse_symlink(flag)
             flag.unlink(missing_ok=True)
 
-    def write_stop_script(self) -> None:
-        """The executable ``stop_diag_distillation.sh`` that users run to stop the job gracefully."""
-        flag = shlex.quote(str(self.stop_flag))
+    def write_stop_script(self, python: str) -> None:
+        """The executable ``stop_diag_distillation.sh``: ``diag-distill stop`` for this state directory.
+
+        It runs the same code as ``diag-distill stop`` (``python`` is the job's
+        interpreter), so with no job running it says so and writes nothing.
+        """
         script = (
             "#!/bin/sh\n"
             "# Ask the diag-distill job of this state directory to stop gracefully:\n"
-            "# workers finish their current report, then exit. Remove the flag to cancel.\n"
-            f"touch {flag} && echo \"stop requested: workers finish their current report, then exit\" \\\n"
-            f"  && echo \"(to cancel before they stop: rm {flag})\"\n"
+            "# workers finish their current report, then exit. Withdraw with: diag-distill stop --cancel\n"
+            f"DIAG_STATE_DIR={shlex.quote(str(self.root))} exec {shlex.quote(python)} -m distill stop \"$@\"\n"
         )
+        refuse_symlink(self.stop_script)
         write_atomic(self.stop_script, script.encode(), mode=0o700, durable=False)
         os.chmod(self.stop_script, 0o700)
 

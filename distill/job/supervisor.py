@@ -147,10 +147,11 @@ class Supervisor:
             "tmux_socket": self.sessions.socket, "session_prefix": self.settings.session_prefix,
             "check_interval": self.settings.check_interval,
         }
+        self.state.clear_stop()
+        self.state.arm_stop_flag(str(self.job["job_id"]))  # before the job record: no worker sees a missing flag
         self.state.write_job(self.job)
         self.state.remove_stale_temporaries()
-        self.state.clear_stop()
-        self.state.write_stop_script()
+        self.state.write_stop_script(sys.executable)
         self.state.clear_heartbeats()
         self.begin_scan = self.book.begin(self.spec.start, self.spec.end)
         self.begin_outputs = self.store.counts()

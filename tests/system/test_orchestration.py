@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,16 +223,72 @@ def test_a_second_job_beside_the_first_gets_commands_that_watch_it_not_the_first
         cli("stop", "--now", "--wait", "--timeout", "30", env=env)
 
 
-def test_removing_the_stop_flag_in_time_cancels_the_stop(job: dict[str, Any]) -> None:
+def _stops_gracefully(job: dict[str, Any], ask_to_stop: Callable[[], object]) -> None:
+    """Ask a busy 16-worker job to stop: every report in flight is finished, none is started after."""
+    write_notes(job["input"], list(range(1, 201)))
+    job["stub"].latency_s = 0.3
+    start(job, "1")
+    wait_until(lambda: len(working(job["state"])) >= 8, timeout=30)
+    ask_to_stop()
+    done_before = len(done_numbers(job["output"]))  # the stop is asked for once ask_to_stop returns
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    done_after = done_numbers(job["output"])
+    assert done_before < len(done_after) <= done_before + 16 + 16
+    assert len(done_after) < 200
+    started = {int(key.split("/")[0]) for key in job["stub"].stats()["by_report_step"]}
+    assert started == set(done_after)  # every report that was started was finished
+    assert job["sessions"].roles() == []
+
+
+def test_the_stop_flag_exists_while_the_job_runs_names_it_and_is_private(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1])
+    start(job, "1")
+    flag, script = job["state"].stop_flag, job["state"].stop_script
+    running = job["state"].running_job()
+    assert running is not None and str(running["job_id"]) in flag.read_text()
+    assert stat.S_IMODE(flag.stat().st_mode) == 0o600
+    assert stat.S_IMODE(script.stat().st_mode) == 0o700
+    assert not job["state"].stop_requested()
+
+
+def test_removing_the_stop_flag_stops_the_job_gracefully(job: dict[str, Any]) -> None:
+    _stops_gracefully(job, job["state"].stop_flag.unlink)
+
+
+def test_the_stop_script_stops_the_job_gracefully(job: dict[str, Any]) -> None:
+    ran: list[subprocess.CompletedProcess[str]] = []
+    _stops_gracefully(job, lambda: ran.append(subprocess.run([str(job["state"].stop_script)], capture_output=True,
+                                                             text=True, timeout=30, check=False)))
+    assert ran[0].returncode == 0, ran[0].stderr
+    assert "stop requested" in ran[0].stdout and "diag-distill stop --cancel" in ran[0].stdout
+
+
+def test_stop_cancel_after_the_stop_script_lets_the_job_go_on(job: dict[str, Any]) -> None:
     write_notes(job["input"], list(range(1, 4)))
-    job["stub"].latency_s = 2.5  # a report takes 7.5 s: the flag comes and goes while the first is in flight
+    job["stub"].latency_s = 4.0  # a report takes 12 s: the stop comes and goes while the first is in flight
     start(job, "1", "--until-drained", "--apis", "api_1")
     wait_until(lambda: (job["state"].read_heartbeat("api_1") or {}).get("step") == "findings", timeout=30)
-    job["state"].request_stop()
-    wait_until(lambda: status(job["state"]).get("state") == "stopping", timeout=10)
-    job["state"].stop_flag.unlink()
-    wait_until(lambda: job_ended(job["state"]), timeout=90)
+    ran = subprocess.run([str(job["state"].stop_script)], capture_output=True, text=True, timeout=30, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert job["state"].stop_requested()
+    cancelled = cli("stop", "--cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "stop withdrawn" in cancelled.stdout
+    assert not job["state"].stop_requested()
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
     assert done_numbers(job["output"]) == [1, 2, 3]  # the worker went on past the report in flight
+
+
+def test_the_stop_script_with_no_job_running_says_so_and_leaves_nothing_behind(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1])
+    start(job, "1", "--until-drained")
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    before = sorted(p.name for p in job["state"].root.iterdir())
+    ran = subprocess.run([str(job["state"].stop_script)], capture_output=True, text=True, timeout=30, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert f"no diag-distill job is running on state directory {job['state'].root}" in ran.stdout
+    assert sorted(p.name for p in job["state"].root.iterdir()) == before
+    assert not job["state"].stop_flag.exists()
 
 
 def test_a_misconfigured_endpoint_is_reported_and_the_others_run(job: dict[str, Any],
