@@ -12,6 +12,7 @@ import click
 from distill.cli.options import input_dir_option, output_dir_option, settings_from
 from distill.core.config import DEFAULT_SESSION_PREFIX, DEFAULT_STATE_DIR, Settings, project_root
 from distill.core.errors import DistillError, JobAlreadyRunning
+from distill.core.redact import mask_known
 from distill.job.claims import require_input_dir
 from distill.job.job_env import adopt_job_env, remove_job_env, write_job_env
 from distill.job.state import StateDir, describe_running_job
@@ -136,7 +137,7 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
     spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed,
                    follow_symlinks=follow_symlinks)
     if foreground:
-        supervisor = Supervisor(settings, spec, out=lambda line: click.echo(f"supervisor: {line}"))
+        supervisor = Supervisor(settings, spec, out=lambda line: click.echo(mask_known(f"supervisor: {line}")))
         click.echo(f"job starting at report {start}; Ctrl-C stops gracefully")
         for line in how_to(settings, supervisor.sessions.socket, settings.session_prefix, supervisor.apis):
             click.echo(line)

@@ -38,7 +38,8 @@ def write_job_env(state_dir: Path, environ: Mapping[str, str]) -> None:
     """Write the job's settings where only this user can read them."""
     path = env_file(state_dir)
     refuse_symlink(path)
-    write_atomic(path, json.dumps(job_settings(environ), sort_keys=True).encode(), mode=0o600, durable=False)
+    write_atomic(path, json.dumps(job_settings(environ), sort_keys=True).encode(), mode=0o600, durable=False,
+                 mask_keys=False)  # the one file meant to hold the keys
     os.chmod(path, 0o600)
 
 

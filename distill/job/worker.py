@@ -35,6 +35,7 @@ from distill.core.errors import (
     OutputWriteError,
     StopRequested,
 )
+from distill.core.redact import mask_known
 from distill.core.words import counted
 from distill.extraction.extractor import Extractor
 from distill.extraction.pipeline import Outcome, StagedCommit, process_report
@@ -136,7 +137,7 @@ class Worker:
     def say(self, message: str) -> None:
         line = f"{datetime.now().strftime('%H:%M:%S')} [{self.api}] {message}\n"
         try:
-            self.out.write(line)
+            self.out.write(mask_known(line))
             self.out.flush()
         except (OSError, ValueError):
             pass  # the pane is gone (kill-session): keep working, the heartbeat still tells

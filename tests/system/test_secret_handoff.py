@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
+from distill.bench.stub_answers import CallInfo, default_answer
 from distill.bench.stub_server import StubServer
 from distill.job.job_env import ENV_FILE
 from distill.job.state import StateDir
 from distill.job.tmux import TmuxSessions
 from distill.results.outputs import teacher_fields
 from distill.results.store import OutputStore
-from tests.helpers.chaos_tools import write_endpoint_config
+from tests.helpers.chaos_tools import files_containing, write_endpoint_config
 from tests.helpers.jobtools import cli, done_numbers, job_ended, wait_until, write_config
 from tests.helpers.notes import write_notes
 
@@ -123,3 +124,44 @@ def test_a_key_left_in_an_old_tmux_server_never_reaches_a_job(isolated: dict[str
     teachers = [teacher_fields(json.loads(store.raw_path(n).read_text())) for n in NOTES]
     assert {t["teacher"] for t in teachers} == {"api_5"}
     assert {t["teacher_kind"] for t in teachers} == {"local"}
+
+
+def _echoing_answer(call: CallInfo) -> dict[str, Any]:
+    """A valid answer that also repeats the caller's key; for report 2 an unusable one that repeats it."""
+    if call.report == 2:
+        return {"result": f"cannot help, key {call.api_key}"}
+    return {**default_answer(call), "echo": f"authorised with {call.api_key}"}
+
+
+def test_a_key_echoed_inside_a_200_answer_reaches_no_file_and_no_pane(isolated: dict[str, Any],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp: Path = isolated["tmp"]
+    state = StateDir(Path(isolated["state"]))
+    write_notes(tmp / "in", NOTES)
+    output = tmp / "out"
+    with StubServer(latency_s=0.01, require_key=CANARY, responder=_echoing_answer) as stub:
+        monkeypatch.setenv("DIAG_CONFIG", str(write_endpoint_config(tmp, endpoints=1, max_attempts=2)))
+        monkeypatch.setenv("DIAG_API_KEY", CANARY)
+        monkeypatch.setenv("DIAG_BASE_URL", stub.url)
+        result = cli("start", "1", "--end", str(NOTES[-1]), "--input-dir", str(tmp / "in"), "--output-dir",
+                     str(output))
+        assert result.returncode == 0, result.stderr + result.stdout
+        sessions = TmuxSessions(str(isolated["socket"]), str(isolated["prefix"]))
+        panes: dict[str, list[str]] = {}
+
+        def settled() -> bool:
+            panes.update({role: sessions.capture(role, 5000) for role in sessions.roles()})
+            return sorted([*done_numbers(output), 2]) == NOTES and OutputStore(output).failed_path(2).exists()
+
+        wait_until(settled, timeout=60)
+        hits_running = [p for p in files_containing(CANARY.encode(), state.root, output) if p.name != ENV_FILE]
+        wait_until(lambda: job_ended(state), timeout=60)
+        (tmp / "export").mkdir()
+        export = cli("export", "--output-dir", str(output), "--to", str(tmp / "export" / "train.jsonl"))
+    assert hits_running == []
+    assert files_containing(CANARY.encode(), state.root, output, tmp / "export") == []
+    failure = json.loads(OutputStore(output).failed_path(2).read_text())
+    assert failure["error_class"] == "invalid_output"  # the echoing answer was received and judged
+    assert "api_1" in panes and any("saved" in line or "done" in line for line in panes["api_1"])
+    assert [line for lines in panes.values() for line in lines if CANARY in line] == []
+    assert CANARY not in result.stdout + result.stderr + export.stdout + export.stderr
