@@ -6,6 +6,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Callable
 
 import click
 
@@ -26,7 +27,7 @@ def command(now: bool, wait: bool, timeout: float, cancel: bool) -> None:
     state = StateDir(settings.state_dir)
     job = state.running_job()
     if job is None:
-        click.echo(f"no diag-distill job is running on state directory {state.root}")
+        _stop_orphans(state, now=now, cancel=cancel, wait=wait, timeout=timeout)
         return
     if cancel:
         click.echo(_cancel(state))
@@ -40,12 +41,7 @@ def command(now: bool, wait: bool, timeout: float, cancel: bool) -> None:
         click.echo("stop requested: workers finish their current report, then exit "
                    "(withdraw with: diag-distill stop --cancel)")
     if wait:
-        deadline = time.monotonic() + timeout
-        while state.running_job() is not None:
-            if time.monotonic() > deadline:
-                raise click.ClickException(f"the job is still running after {timeout:.0f} s")
-            time.sleep(0.5)
-        click.echo("job ended")
+        _wait(lambda: state.running_job() is not None, timeout)
 
 
 def _cancel(state: StateDir) -> str:
@@ -56,3 +52,38 @@ def _cancel(state: StateDir) -> str:
     if not state.cancel_stop():
         return f"no diag-distill job is running on state directory {state.root}"
     return "stop withdrawn: the job goes on"
+
+
+def _stop_orphans(state: StateDir, *, now: bool, cancel: bool, wait: bool, timeout: float) -> None:
+    """Workers whose supervisor was killed go on paying for calls: stop them from their heartbeats."""
+    problem = state.untrusted()
+    if problem is not None:
+        raise click.ClickException(problem)
+    orphans = state.orphaned_workers()
+    if not orphans:
+        click.echo(f"no diag-distill job is running on state directory {state.root}")
+        return
+    names = ", ".join(sorted(orphans))
+    if cancel:
+        click.echo(f"the supervisor is gone; {len(orphans)} worker(s) left running ({names}): stop them, then start again")
+        return
+    state.request_stop(now=now)
+    if now:
+        for pid in orphans.values():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        click.echo(f"the supervisor is gone; stop now sent to its {len(orphans)} worker(s): {names}")
+    else:
+        click.echo(f"the supervisor is gone; its {len(orphans)} worker(s) finish their current report, then exit: "
+                   f"{names}")
+    if wait:
+        _wait(lambda: bool(state.orphaned_workers()), timeout)
+
+
+def _wait(running: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while running():
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"the job is still running after {timeout:.0f} s")
+        time.sleep(0.5)
+    click.echo("job ended")

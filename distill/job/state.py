@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,30 @@ def identity_alive(identity: object) -> bool:
         return False
     pid_text = identity.split(":", 1)[0]
     return pid_text.isdigit() and process_identity(int(pid_text)) == identity
+
+
+def worker_pid(beat: dict[str, Any], job_id: str) -> int | None:
+    """The pid of the live worker of job ``job_id`` that wrote heartbeat ``beat``, or ``None``.
+
+    The pid's identity (pid and start time) must be the heartbeat's and its
+    command line that worker's, so a reused or planted pid is never signalled.
+    """
+    identity, pid = beat.get("identity"), beat.get("pid")
+    if (not job_id or beat.get("job_id") != job_id or not isinstance(pid, int) or isinstance(pid, bool)
+            or not identity_alive(identity) or not str(identity).startswith(f"{pid}:")):
+        return None
+    return pid if _is_worker_command(pid, str(beat.get("api", "")), job_id) else None
+
+
+def _is_worker_command(pid: int, api: str, job_id: str) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        owner = Path(f"/proc/{pid}").stat().st_uid
+    except OSError:
+        return False
+    words = [w.decode(errors="replace") for w in argv]
+    wanted = ("worker", "--api", api, "--job-id", job_id)
+    return owner == os.getuid() and all(w in words for w in wanted) and "distill" in " ".join(words)
 
 
 def my_identity() -> str:
@@ -252,6 +277,48 @@ class StateDir:
 
     def read_heartbeats(self) -> dict[str, dict[str, Any]]:
         return read_json_folder(self.path(WORKERS_DIR))
+
+    def untrusted(self) -> str | None:
+        """Why the files a stop acts on cannot be trusted (one line naming the path), or ``None``.
+
+        As ssh does with its files: the state directory, its workers folder and
+        every heartbeat must belong to this user and be writable by nobody else;
+        otherwise another user could make us signal a pid of their choosing. A
+        sticky world-writable directory (``/tmp``) is allowed as the state
+        directory itself, since nobody else can replace what we made in it.
+        """
+        folder = self.path(WORKERS_DIR)
+        paths = [self.root, folder, *(sorted(folder.glob("*.json")) if folder.is_dir() else [])]
+        for path in paths:
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            sticky = path == self.root and info.st_mode & stat.S_ISVTX
+            if stat.S_ISLNK(info.st_mode):
+                return f"{path} is a symbolic link; refusing to trust it"
+            if info.st_uid != os.getuid() and not (sticky and info.st_uid == 0):
+                return f"{path} belongs to uid {info.st_uid}, not to you (uid {os.getuid()}); refusing to trust it"
+            if info.st_mode & 0o022 and not sticky:
+                return f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); refusing to trust it"
+        return None
+
+    def orphaned_workers(self) -> dict[str, int]:
+        """``{api: pid}`` of live workers of this directory's last job whose supervisor is gone.
+
+        A pid counts only when its identity (pid and start time) is the one its
+        heartbeat recorded and its command line is that worker's, of that job.
+        """
+        job = read_json(self.path(JOB_FILE))
+        if not isinstance(job, dict) or identity_alive(job.get("identity")):
+            return {}
+        job_id = str(job.get("job_id", ""))
+        found = {}
+        for api, beat in self.read_heartbeats().items():
+            pid = worker_pid(beat, job_id)
+            if pid is not None:
+                found[str(beat.get("api", api))] = pid
+        return found
 
     def clear_heartbeats(self) -> None:
         folder = self.path(WORKERS_DIR)

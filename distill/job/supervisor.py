@@ -26,7 +26,16 @@ from distill.core.config import Settings, project_root
 from distill.core.errors import ConfigError, InputDirMissing
 from distill.job.claims import ClaimBook, require_input_dir, scan_range
 from distill.job.job_env import HANDOFF_ENV, remove_job_env, write_job_env
-from distill.job.state import CLAIMS_FILE, INDEX_FILE, JOB_FILE, SECOND_JOB_HINT, StateDir, identity_alive, my_identity
+from distill.job.state import (
+    CLAIMS_FILE,
+    INDEX_FILE,
+    JOB_FILE,
+    SECOND_JOB_HINT,
+    StateDir,
+    identity_alive,
+    my_identity,
+    worker_pid,
+)
 from distill.job.status import Throughput, build_status
 from distill.job.tmux import TmuxSessions
 from distill.job.worker import EXIT_CONFIG, EXIT_DISABLED, EXIT_OK, SIGNALLED_REASON
@@ -288,9 +297,10 @@ class Supervisor:
 
     def _signal_workers(self, beats: dict[str, dict[str, Any]], sig: signal.Signals) -> None:
         for beat in beats.values():
-            if identity_alive(beat.get("identity")):
-                with contextlib.suppress(ProcessLookupError, PermissionError, KeyError, ValueError):
-                    os.kill(int(beat["pid"]), sig)
+            pid = worker_pid(beat, str(self.job.get("job_id", "")))
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
 
     def _write_status(self, state: str, beats: dict[str, dict[str, Any]], now: float) -> None:
         claims = self.book.snapshot()

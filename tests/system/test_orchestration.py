@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 from distill.bench.stub_server import StubServer
-from distill.job.state import StateDir
+from distill.job.state import StateDir, process_identity
 from distill.job.tmux import TmuxSessions
 from tests.helpers.chaos_tools import kill_all, kill_worker
 from tests.helpers.jobtools import (
@@ -362,3 +363,35 @@ def test_the_live_monitor_fits_an_80_by_24_tmux_window_during_a_sixteen_endpoint
     assert "api_" in text and ("not shown" in text or "api_16" in text)
     for part in ("outputs", "Recent results", " done ", "failures", "stop:", "attach:", "quit:"):
         assert part in text, (part, text)
+
+
+def test_stop_now_ends_the_workers_of_a_killed_supervisor_and_nothing_else(job: dict[str, Any]) -> None:
+    write_notes(job["input"], list(range(1, 201)))
+    job["stub"].latency_s = 0.3
+    start(job, "1", "--apis", "api_1,api_2,api_3")
+    wait_until(lambda: len(working(job["state"])) == 3, timeout=30)
+    pids = {api: int(beat["pid"]) for api, beat in job["state"].read_heartbeats().items()}
+    bystander = subprocess.Popen(["sleep", "300"])  # a process of ours that is no worker of the job
+    supervisor = job["state"].running_job()
+    assert supervisor is not None
+    os.kill(int(supervisor["pid"]), signal.SIGKILL)
+    wait_until(lambda: job["state"].running_job() is None, timeout=10)
+    try:
+        assert job["state"].orphaned_workers() == pids
+        folder = job["state"].root / "continuous_diag_workers"
+        folder.chmod(0o770)  # another member of the group could plant a heartbeat naming any pid
+        refused = cli("stop", "--now")
+        assert refused.returncode != 0
+        assert refused.stderr.strip().splitlines()[-1].endswith(
+            f"{folder} is writable by group or others (mode 770); refusing to trust it")
+        assert all(process_identity(pid) is not None for pid in pids.values())  # nothing was signalled
+        folder.chmod(0o700)
+        result = cli("stop", "--now", "--wait", "--timeout", "30")
+        assert result.returncode == 0, result.stderr
+        assert "the supervisor is gone" in result.stdout and "api_1, api_2, api_3" in result.stdout
+        wait_until(lambda: all(process_identity(pid) is None for pid in pids.values()), timeout=10)
+        assert bystander.poll() is None
+        assert "no diag-distill job is running" in cli("stop").stdout
+    finally:
+        bystander.kill()
+        bystander.wait()
