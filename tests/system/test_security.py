@@ -12,6 +12,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import traceback
 import uuid
@@ -202,7 +203,7 @@ def _writers(tmp_path: Path) -> dict[str, Callable[[StateDir], object]]:
         CLAIMS_QUEUE: claims,
         JOB_FILE: lambda state: state.write_job({"pid": 1}),
         JOB_LOCK: lambda state: state.acquire_job_lock(),
-        STOP_SCRIPT: lambda state: state.write_stop_script(),
+        STOP_SCRIPT: lambda state: state.write_stop_script(sys.executable),
         STOP_FLAG: lambda state: state.request_stop(),
         WORKERS_DIR: lambda state: state.ensure(),
         f"{WORKERS_DIR}/api_1.json": lambda state: state.write_heartbeat("api_1", {"state": "idle"}),
