@@ -11,7 +11,7 @@ import click
 
 from distill.cli.options import input_dir_option, output_dir_option, settings_from
 from distill.core.config import DEFAULT_SESSION_PREFIX, DEFAULT_STATE_DIR, Settings, project_root
-from distill.core.errors import DistillError, JobAlreadyRunning
+from distill.core.errors import DistillError, JobAlreadyRunning, StateDirError
 from distill.core.redact import mask_known
 from distill.job.claims import require_input_dir
 from distill.job.job_env import adopt_job_env, remove_job_env, write_job_env
@@ -51,6 +51,9 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
     """Run the supervisor in ``<prefix>_supervisor`` and wait until it holds the job."""
     state = StateDir(settings.state_dir)
     state.ensure()
+    problem = state.untrusted()
+    if problem is not None:
+        raise StateDirError(f"DIAG_STATE_DIR: {problem}")
     if not state.job_lock_free():
         raise JobAlreadyRunning(describe_running_job(state))
     require_input_dir(settings.input_dir)

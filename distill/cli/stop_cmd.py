@@ -25,6 +25,9 @@ def command(now: bool, wait: bool, timeout: float, cancel: bool) -> None:
         raise click.UsageError("--cancel withdraws a stop; it goes with neither --now nor --wait")
     settings = load_settings(create_output=False)
     state = StateDir(settings.state_dir)
+    problem = state.untrusted()
+    if problem is not None:  # the job record and heartbeats say which pids to signal
+        raise click.ClickException(problem)
     job = state.running_job()
     if job is None:
         _stop_orphans(state, now=now, cancel=cancel, wait=wait, timeout=timeout)
@@ -56,9 +59,6 @@ def _cancel(state: StateDir) -> str:
 
 def _stop_orphans(state: StateDir, *, now: bool, cancel: bool, wait: bool, timeout: float) -> None:
     """Workers whose supervisor was killed go on paying for calls: stop them from their heartbeats."""
-    problem = state.untrusted()
-    if problem is not None:
-        raise click.ClickException(problem)
     orphans = state.orphaned_workers()
     if not orphans:
         click.echo(f"no diag-distill job is running on state directory {state.root}")

@@ -281,14 +281,14 @@ class StateDir:
     def untrusted(self) -> str | None:
         """Why the files a stop acts on cannot be trusted (one line naming the path), or ``None``.
 
-        As ssh does with its files: the state directory, its workers folder and
-        every heartbeat must belong to this user and be writable by nobody else;
+        As ssh does with its files: the state directory, the job record, the
+        workers folder and every heartbeat must belong to this user and be writable by nobody else;
         otherwise another user could make us signal a pid of their choosing. A
         sticky world-writable directory (``/tmp``) is allowed as the state
         directory itself, since nobody else can replace what we made in it.
         """
         folder = self.path(WORKERS_DIR)
-        paths = [self.root, folder, *(sorted(folder.glob("*.json")) if folder.is_dir() else [])]
+        paths = [self.root, self.path(JOB_FILE), folder, *(sorted(folder.glob("*.json")) if folder.is_dir() else [])]
         for path in paths:
             try:
                 info = path.lstat()

@@ -23,7 +23,7 @@ from typing import Any
 
 from distill.core.clock import utc_now
 from distill.core.config import Settings, project_root
-from distill.core.errors import ConfigError, InputDirMissing
+from distill.core.errors import ConfigError, InputDirMissing, StateDirError
 from distill.job.claims import ClaimBook, require_input_dir, scan_range
 from distill.job.job_env import HANDOFF_ENV, remove_job_env, write_job_env
 from distill.job.state import (
@@ -140,6 +140,9 @@ class Supervisor:
     def prepare(self) -> None:
         """Everything before the workers start; raises before touching anything when refused."""
         self.state.ensure()
+        problem = self.state.untrusted()
+        if problem is not None:
+            raise StateDirError(f"DIAG_STATE_DIR: {problem}")
         self._lock = self.state.acquire_job_lock()
         refuse_foreign_sessions(self.sessions, self.settings)
         require_input_dir(self.settings.input_dir)

@@ -395,3 +395,17 @@ def test_stop_now_ends_the_workers_of_a_killed_supervisor_and_nothing_else(job: 
     finally:
         bystander.kill()
         bystander.wait()
+
+
+def test_start_and_stop_refuse_a_group_writable_state_directory_with_one_line(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1])
+    root = job["state"].root
+    root.chmod(0o770)
+    expected = f"{root} is writable by group or others (mode 770); refusing to trust it"
+    started = cli("start", "1", "--input-dir", str(job["input"]), "--output-dir", str(job["output"]))
+    assert started.returncode != 0
+    assert started.stderr.strip().splitlines() == [f"diag-distill: error: DIAG_STATE_DIR: {expected}"]
+    assert job["state"].running_job() is None and job["sessions"].roles() == []
+    stopped = cli("stop", "--now")
+    assert stopped.returncode != 0
+    assert len(stopped.stderr.strip().splitlines()) == 1 and stopped.stderr.strip().endswith(expected)
