@@ -299,11 +299,11 @@ def test_a_misconfigured_endpoint_is_reported_and_the_others_run(job: dict[str, 
     result = cli("start", "1", "--until-drained", "--apis", "api_1,api_2,api_3", "--input-dir", str(job["input"]),
                  "--output-dir", str(job["output"]))
     assert result.returncode == 0, result.stderr
-    assert "api_2 left out" in result.stderr and "base_url" in result.stderr
+    assert "api_2 left out" in result.stderr and "DIAG_API_2_BASE_URL" in result.stderr
     wait_until(lambda: job_ended(job["state"]), timeout=60)
     assert done_numbers(job["output"]) == list(range(1, 9))
     row = status(job["state"])["apis_status"]["api_2"]
-    assert row["state"] == "failed" and "base_url" in row["reason"]
+    assert row["state"] == "failed" and "DIAG_API_2_BASE_URL" in row["reason"]
 
 
 def test_a_session_closed_by_hand_is_restarted_and_the_monitor_says_so(job: dict[str, Any]) -> None:
