@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from distill.core.config import Settings, load_settings
+from distill.core.redact import register_secrets
 
 if TYPE_CHECKING:  # the output reader is only needed by the commands that show progress
     from distill.results.outputs import ProgressSink
@@ -29,6 +30,7 @@ def output_dir_option() -> Callable[[Any], Any]:
 def settings_from(input_dir: Path | None, output_dir: Path | None, *, create_output: bool = True) -> Settings:
     """Settings with the command line's folders applied; notices are printed once."""
     settings = load_settings(input_dir=input_dir, output_dir=output_dir, create_output=create_output)
+    register_secrets(e.api_key.reveal() if e.api_key else None for e in settings.endpoints.values())
     for notice in settings.notices:
         click.echo(f"note: {notice}", err=True)
     return settings

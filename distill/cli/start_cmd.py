@@ -11,9 +11,11 @@ import click
 
 from distill.cli.options import input_dir_option, output_dir_option, settings_from
 from distill.core.config import DEFAULT_SESSION_PREFIX, DEFAULT_STATE_DIR, Settings, project_root
-from distill.core.errors import DistillError, JobAlreadyRunning
+from distill.core.errors import DistillError, JobAlreadyRunning, StateDirError
+from distill.core.redact import mask_known
 from distill.job.claims import require_input_dir
 from distill.job.claims_backend import CLAIMS_URL_ENV, require_claims_store
+from distill.job.job_env import adopt_job_env, remove_job_env, write_job_env
 from distill.job.state import StateDir, describe_running_job
 from distill.job.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
 from distill.job.survey import survey_range
@@ -43,6 +45,8 @@ def supervisor_command(start: int, spec: JobSpec, settings: Settings) -> list[st
         command.append("--retry-failed")
     if spec.max_cost is not None:
         command += ["--max-cost", repr(spec.max_cost)]
+    if spec.follow_symlinks:
+        command.append("--follow-symlinks")
     return command
 
 
@@ -50,6 +54,9 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
     """Run the supervisor in ``<prefix>_supervisor`` and wait until it holds the job."""
     state = StateDir(settings.state_dir)
     state.ensure()
+    problem = state.untrusted()
+    if problem is not None:
+        raise StateDirError(f"DIAG_STATE_DIR: {problem}")
     if not state.job_lock_free():
         raise JobAlreadyRunning(describe_running_job(state))
     require_input_dir(settings.input_dir)
@@ -57,6 +64,17 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
     refuse_foreign_sessions(sessions, settings)
     previous = state.running_job()
     environment = {**worker_environment(settings), IN_SESSION_ENV: sessions.name("supervisor")}
+    write_job_env(settings.state_dir, os.environ)
+    try:
+        return _await_supervisor(spec, settings, sessions, state, environment, previous)
+    except DistillError:
+        if state.job_lock_free():  # no supervisor holds the job: its settings file must not outlive it
+            remove_job_env(settings.state_dir)
+        raise
+
+
+def _await_supervisor(spec: JobSpec, settings: Settings, sessions: TmuxSessions, state: StateDir,
+                      environment: dict[str, str], previous: dict[str, object] | None) -> dict[str, object]:
     sessions.start("supervisor", supervisor_command(spec.start, spec, settings), environment=environment,
                    cwd=project_root())
     timeout = SUPERVISOR_START_TIMEOUT_S + SESSION_START_ALLOWANCE_S * len(spec.apis or settings.endpoints)
@@ -107,17 +125,20 @@ def how_to(settings: Settings, sessions_socket: str, prefix: str, apis: list[str
               help="Last report number to process; the job ends by itself once the range is done.")
 @click.option("--until-drained", is_flag=True, help="End the job by itself once nothing is pending.")
 @click.option("--retry-failed", is_flag=True, help="Run reports with a failure record again.")
+@click.option("--follow-symlinks", is_flag=True,
+              help="Read report files that are symbolic links, when they stay inside the input folder.")
 @click.option("--foreground", is_flag=True, help="Keep the supervisor in this terminal (Ctrl-C stops gracefully).")
 @click.option("--claims-url", default=None, metavar="redis://HOST:PORT/DB",
               help=f"Keep claims in Redis so several hosts work one job (default: {CLAIMS_URL_ENV}, else file locks).")
 @click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="AMOUNT",
               help="Stop claiming reports once the job's calls cost this much (prices from MODEL_PRICES).")
 def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: str | None, end: int | None,
-            until_drained: bool, retry_failed: bool, foreground: bool, claims_url: str | None,
-            max_cost: float | None) -> None:
+            until_drained: bool, retry_failed: bool, follow_symlinks: bool, foreground: bool,
+            claims_url: str | None, max_cost: float | None) -> None:
     """Start processing reports numbered START and up, one tmux session per endpoint."""
     if end is not None and end < start:
         raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
+    adopt_job_env()
     settings = settings_from(input_dir, output_dir)
     chosen = require_claims_store(claims_url)
     if chosen is not None:  # the supervisor and every worker read it from their environment
@@ -128,9 +149,9 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
         for line in survey_range(settings.input_dir, settings.output_dir, start, end).lines(settings.input_dir):
             click.echo(line)
     spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed,
-                   max_cost=max_cost)
+                   max_cost=max_cost, follow_symlinks=follow_symlinks)
     if foreground:
-        supervisor = Supervisor(settings, spec, out=lambda line: click.echo(f"supervisor: {line}"))
+        supervisor = Supervisor(settings, spec, out=lambda line: click.echo(mask_known(f"supervisor: {line}")))
         click.echo(f"job starting at report {start}; Ctrl-C stops gracefully")
         for line in how_to(settings, supervisor.sessions.socket, settings.session_prefix, supervisor.apis):
             click.echo(line)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from distill.cli.options import input_dir_option, output_dir_option, settings_from
+from distill.job.job_env import adopt_job_env
 from distill.job.worker import Worker
 
 
@@ -17,9 +18,12 @@ from distill.job.worker import Worker
 @input_dir_option()
 @output_dir_option()
 @click.option("--until-drained", is_flag=True, help="Exit once nothing is pending.")
-def command(api: str, job_id: str, input_dir: Path | None, output_dir: Path | None, until_drained: bool) -> None:
+@click.option("--follow-symlinks", is_flag=True, help="Read report files that are links inside the input folder.")
+def command(api: str, job_id: str, input_dir: Path | None, output_dir: Path | None, until_drained: bool,
+            follow_symlinks: bool) -> None:
     """Claim and process reports with one endpoint until stopped (used by the supervisor)."""
+    adopt_job_env()
     settings = settings_from(input_dir, output_dir)
-    worker = Worker(api, settings, job_id=job_id, until_drained=until_drained)
+    worker = Worker(api, settings, job_id=job_id, until_drained=until_drained, follow_symlinks=follow_symlinks)
     worker.install_signals()
     sys.exit(worker.run())

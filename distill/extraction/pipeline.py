@@ -237,6 +237,7 @@ def process_report(
     max_bytes: int = 2_000_000,
     events: EventSink = ignore_event,
     publish: Callable[[StagedCommit, Outcome], None] | None = None,
+    follow_symlinks: bool = False,
 ) -> Outcome:
     """Run one report end to end and commit the result or a failure record.
 
@@ -256,7 +257,7 @@ def process_report(
     log = ReportLog(number, events)
     run: _Run | None = None
     try:
-        report = read_report(path, max_bytes=max_bytes)
+        report = read_report(path, max_bytes=max_bytes, follow_symlinks=follow_symlinks, inside=path.parent)
         log(f"read {path.name}: {len(report.text)} characters, {report.encoding}, "
             f"sections: {', '.join(report.sections.names()) or 'none'}")
         run = _Run(report, extractor, store, log, events)

@@ -10,6 +10,7 @@ never quotes the note, which is protected health data.
 from __future__ import annotations
 
 import codecs
+import errno
 import hashlib
 import json
 import os
@@ -54,20 +55,25 @@ def report_number(path: str | Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def read_report(path: str | Path, *, max_bytes: int = DEFAULT_MAX_REPORT_BYTES) -> Report:
+def read_report(path: str | Path, *, max_bytes: int = DEFAULT_MAX_REPORT_BYTES, follow_symlinks: bool = False,
+                inside: Path | None = None) -> Report:
     """Read, decode and section one report file.
 
     The size is checked on the open file before reading, so a huge file is
     never read whole. Raises ``BadInput`` (one line: file name, then the
     reason) for a missing, unreadable, non-regular, empty, oversized, binary,
-    undecodable or malformed file.
+    undecodable or malformed file, and for a symbolic link: one is followed
+    only with ``follow_symlinks`` and when it stays inside ``inside`` (the
+    input folder; the file's own folder by default).
     """
     p = Path(path)
     name = p.name
     number = report_number(p)
     if number is None:
         raise BadInput(f"{name}: not a report file name (expected report_<N>.txt or report_<N>.json)")
-    data = _read_bytes(p, max_bytes)
+    if _is_link(p):
+        _check_link(p, follow_symlinks, inside)
+    data = _read_bytes(p, max_bytes, follow=follow_symlinks)
     if p.suffix == ".json":
         text, encoding = _text_from_json(data, name=name), "json"
     else:
@@ -110,10 +116,35 @@ def decode_report_bytes(data: bytes, *, name: str) -> tuple[str, str]:
 # --- helpers -----------------------------------------------------------------------
 
 
-def _read_bytes(p: Path, max_bytes: int) -> bytes:
+def _is_link(p: Path) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(p).st_mode)
+    except OSError:  # missing or unreachable: the open below says which, in one line
+        return False
+
+
+def _check_link(p: Path, follow: bool, inside: Path | None) -> None:
+    """A link could send any file the user can read (``/etc/passwd``) to a paid endpoint."""
+    try:
+        target = os.readlink(p)
+    except OSError as exc:
+        raise BadInput(f"{p.name}: cannot read the symbolic link: {exc.strerror or exc} ({p})") from None
+    if not p.exists():
+        raise BadInput(f"{p.name}: broken symbolic link to {target} ({p})")
+    if not follow:
+        raise BadInput(f"{p.name}: symbolic link to {target}, not followed "
+                       f"(start with --follow-symlinks to allow links that stay inside the input folder)")
+    root = (inside or p.parent).resolve()
+    if not p.resolve().is_relative_to(root):
+        raise BadInput(f"{p.name}: symbolic link to {target}, which is outside the input folder {root}")
+
+
+def _read_bytes(p: Path, max_bytes: int, *, follow: bool = False) -> bytes:
     name = p.name
     # O_NONBLOCK: opening a FIFO named like a report must not hang the worker.
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    if not follow:  # a link swapped in after the check above is refused by the kernel
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
         fd = os.open(p, flags)
     except FileNotFoundError:
@@ -124,6 +155,8 @@ def _read_bytes(p: Path, max_bytes: int) -> bytes:
     except IsADirectoryError:
         raise BadInput(f"{name}: is a directory, not a report file ({p})") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP and _is_link(p):
+            raise BadInput(f"{name}: symbolic link, not followed ({p})") from None
         raise BadInput(f"{name}: cannot open the file: {exc.strerror or exc} ({p})") from None
     try:
         st = os.fstat(fd)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +33,16 @@ COUNTER_FILE = "current_diag_processing_number.txt"
 STOP_FLAG = "stop_diag_distillation.flag"
 STOP_SCRIPT = "stop_diag_distillation.sh"
 STOP_NOW_FLAG = "stop_diag_distillation.now"
+#: First word of the stop flag: the job runs, or a graceful stop was asked for.
+RUNNING_MARK = "running"
+STOP_MARK = "stop"
 JOB_FILE = "continuous_diag_job.json"
 JOB_LOCK = "continuous_diag_job.lock"
 CLAIMS_FILE = "continuous_diag_claims.json"
 CLAIMS_LOCK = "continuous_diag_claims.lock"
 INDEX_FILE = "continuous_diag_index.bin"
+#: The job's DIAG_* settings (keys included), 0600, for the processes the supervisor starts.
+ENV_FILE = "continuous_diag_job_env.json"
 WORKERS_DIR = "continuous_diag_workers"
 
 
@@ -74,6 +80,30 @@ def identity_alive(identity: object) -> bool:
     return pid_text.isdigit() and process_identity(int(pid_text)) == identity
 
 
+def worker_pid(beat: dict[str, Any], job_id: str) -> int | None:
+    """The pid of the live worker of job ``job_id`` that wrote heartbeat ``beat``, or ``None``.
+
+    The pid's identity (pid and start time) must be the heartbeat's and its
+    command line that worker's, so a reused or planted pid is never signalled.
+    """
+    identity, pid = beat.get("identity"), beat.get("pid")
+    if (not job_id or beat.get("job_id") != job_id or not isinstance(pid, int) or isinstance(pid, bool)
+            or not identity_alive(identity) or not str(identity).startswith(f"{pid}:")):
+        return None
+    return pid if _is_worker_command(pid, str(beat.get("api", "")), job_id) else None
+
+
+def _is_worker_command(pid: int, api: str, job_id: str) -> bool:
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        owner = Path(f"/proc/{pid}").stat().st_uid
+    except OSError:
+        return False
+    words = [w.decode(errors="replace") for w in argv]
+    wanted = ("worker", "--api", api, "--job-id", job_id)
+    return owner == os.getuid() and all(w in words for w in wanted) and "distill" in " ".join(words)
+
+
 def my_identity() -> str:
     return process_identity(os.getpid()) or str(os.getpid())
 
@@ -105,7 +135,8 @@ class StateDir:
         Only names this package writes are touched: the state directory may be
         ``/tmp``, shared with everything else on the machine.
         """
-        ours = (STATUS_FILE, COUNTER_FILE, STOP_FLAG, STOP_SCRIPT, STOP_NOW_FLAG, JOB_FILE, CLAIMS_FILE, INDEX_FILE)
+        ours = (STATUS_FILE, COUNTER_FILE, STOP_FLAG, STOP_SCRIPT, STOP_NOW_FLAG, JOB_FILE, CLAIMS_FILE, INDEX_FILE,
+                ENV_FILE)
         removed = 0
         for name in ours:
             for stale in self.root.glob(f"{TMP_MARK}{name}.*"):
@@ -141,31 +172,64 @@ class StateDir:
     # --- the stop request ----------------------------------------------------
 
     def stop_requested(self) -> bool:
-        return self.stop_flag.exists()
+        """A graceful stop was asked for: the flag says so, or a running job's flag was deleted."""
+        try:
+            text = self.stop_flag.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return self.running_job() is not None
+        except OSError:
+            return True  # an unreadable flag is no reason to go on paying for calls
+        return text.startswith(STOP_MARK)
 
     def stop_now_requested(self) -> bool:
         return self.stop_now_flag.exists()
 
+    def arm_stop_flag(self, job_id: str) -> None:
+        """The flag that exists while job ``job_id`` runs; deleting it, or the stop script, stops the job."""
+        self._write_flag(f"{RUNNING_MARK} {job_id}\n"
+                         f"# delete this file, or run {self.stop_script}, to stop the job gracefully\n")
+
     def request_stop(self, *, now: bool = False) -> None:
-        write_atomic(self.stop_flag, b"stop requested\n", durable=False)
+        self._write_flag(f"{STOP_MARK} {self._flag_job_id()}\n"
+                         f"# withdraw with: diag-distill stop --cancel (DIAG_STATE_DIR={self.root})\n")
         if now:
-            write_atomic(self.stop_now_flag, b"stop now\n", durable=False)
+            write_atomic(self.stop_now_flag, b"stop now\n", mode=0o600, durable=False)
+
+    def cancel_stop(self) -> bool:
+        """Withdraw a graceful stop of the running job; ``False`` when no job runs to go on."""
+        job = self.running_job()
+        if job is None:
+            return False
+        self.arm_stop_flag(str(job.get("job_id", "")))
+        return True
+
+    def _flag_job_id(self) -> str:
+        job = self.running_job() or {}
+        return str(job.get("job_id", ""))
+
+    def _write_flag(self, text: str) -> None:
+        refuse_symlink(self.stop_flag)
+        write_atomic(self.stop_flag, text.encode(), mode=0o600, durable=False)
+        os.chmod(self.stop_flag, 0o600)
 
     def clear_stop(self) -> None:
         for flag in (self.stop_flag, self.stop_now_flag):
             refuse_symlink(flag)
             flag.unlink(missing_ok=True)
 
-    def write_stop_script(self) -> None:
-        """The executable ``stop_diag_distillation.sh`` that users run to stop the job gracefully."""
-        flag = shlex.quote(str(self.stop_flag))
+    def write_stop_script(self, python: str) -> None:
+        """The executable ``stop_diag_distillation.sh``: ``diag-distill stop`` for this state directory.
+
+        It runs the same code as ``diag-distill stop`` (``python`` is the job's
+        interpreter), so with no job running it says so and writes nothing.
+        """
         script = (
             "#!/bin/sh\n"
             "# Ask the diag-distill job of this state directory to stop gracefully:\n"
-            "# workers finish their current report, then exit. Remove the flag to cancel.\n"
-            f"touch {flag} && echo \"stop requested: workers finish their current report, then exit\" \\\n"
-            f"  && echo \"(to cancel before they stop: rm {flag})\"\n"
+            "# workers finish their current report, then exit. Withdraw with: diag-distill stop --cancel\n"
+            f"DIAG_STATE_DIR={shlex.quote(str(self.root))} exec {shlex.quote(python)} -m distill stop \"$@\"\n"
         )
+        refuse_symlink(self.stop_script)
         write_atomic(self.stop_script, script.encode(), mode=0o700, durable=False)
         os.chmod(self.stop_script, 0o700)
 
@@ -213,6 +277,48 @@ class StateDir:
 
     def read_heartbeats(self) -> dict[str, dict[str, Any]]:
         return read_json_folder(self.path(WORKERS_DIR))
+
+    def untrusted(self) -> str | None:
+        """Why the files a stop acts on cannot be trusted (one line naming the path), or ``None``.
+
+        As ssh does with its files: the state directory, the job record, the
+        workers folder and every heartbeat must belong to this user and be writable by nobody else;
+        otherwise another user could make us signal a pid of their choosing. A
+        sticky world-writable directory (``/tmp``) is allowed as the state
+        directory itself, since nobody else can replace what we made in it.
+        """
+        folder = self.path(WORKERS_DIR)
+        paths = [self.root, self.path(JOB_FILE), folder, *(sorted(folder.glob("*.json")) if folder.is_dir() else [])]
+        for path in paths:
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                continue
+            sticky = path == self.root and info.st_mode & stat.S_ISVTX
+            if stat.S_ISLNK(info.st_mode):
+                return f"{path} is a symbolic link; refusing to trust it"
+            if info.st_uid != os.getuid() and not (sticky and info.st_uid == 0):
+                return f"{path} belongs to uid {info.st_uid}, not to you (uid {os.getuid()}); refusing to trust it"
+            if info.st_mode & 0o022 and not sticky:
+                return f"{path} is writable by group or others (mode {stat.S_IMODE(info.st_mode):o}); refusing to trust it"
+        return None
+
+    def orphaned_workers(self) -> dict[str, int]:
+        """``{api: pid}`` of live workers of this directory's last job whose supervisor is gone.
+
+        A pid counts only when its identity (pid and start time) is the one its
+        heartbeat recorded and its command line is that worker's, of that job.
+        """
+        job = read_json(self.path(JOB_FILE))
+        if not isinstance(job, dict) or identity_alive(job.get("identity")):
+            return {}
+        job_id = str(job.get("job_id", ""))
+        found = {}
+        for api, beat in self.read_heartbeats().items():
+            pid = worker_pid(beat, job_id)
+            if pid is not None:
+                found[str(beat.get("api", api))] = pid
+        return found
 
     def clear_heartbeats(self) -> None:
         folder = self.path(WORKERS_DIR)

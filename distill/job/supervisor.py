@@ -23,10 +23,20 @@ from typing import Any
 
 from distill.core.clock import utc_now
 from distill.core.config import Settings, project_root
-from distill.core.errors import ClaimsUnavailable, ConfigError, InputDirMissing
+from distill.core.errors import ClaimsUnavailable, ConfigError, InputDirMissing, StateDirError
 from distill.job.claims import require_input_dir, scan_range
 from distill.job.claims_backend import host_name, open_board, open_claims
-from distill.job.state import CLAIMS_FILE, INDEX_FILE, JOB_FILE, SECOND_JOB_HINT, StateDir, identity_alive, my_identity
+from distill.job.job_env import HANDOFF_ENV, remove_job_env, write_job_env
+from distill.job.state import (
+    CLAIMS_FILE,
+    INDEX_FILE,
+    JOB_FILE,
+    SECOND_JOB_HINT,
+    StateDir,
+    identity_alive,
+    my_identity,
+    worker_pid,
+)
 from distill.job.status import Throughput, build_status
 from distill.job.tmux import TmuxSessions
 from distill.job.worker import EXIT_CONFIG, EXIT_DISABLED, EXIT_OK, SIGNALLED_REASON
@@ -55,6 +65,7 @@ class JobSpec:
     until_drained: bool = False
     retry_failed: bool = False
     max_cost: float | None = None  # stop claiming once the job's calls cost this much
+    follow_symlinks: bool = False
 
 
 @dataclass
@@ -75,8 +86,9 @@ class WorkerView:
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
-    """The environment each worker gets, passed explicitly (a tmux session would inherit the server's)."""
-    env = {k: v for k, v in os.environ.items() if k.startswith("DIAG_") or k in PASSED_ENV}
+    """The key-free environment each process of the job gets from tmux; its DIAG_* settings come from the job file."""
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ENV}
+    env[HANDOFF_ENV] = "1"
     env["DIAG_STATE_DIR"] = str(settings.state_dir)
     env["DIAG_SESSION_PREFIX"] = settings.session_prefix
     if settings.tmux_socket:
@@ -132,9 +144,13 @@ class Supervisor:
     def prepare(self) -> None:
         """Everything before the workers start; raises before touching anything when refused."""
         self.state.ensure()
+        problem = self.state.untrusted()
+        if problem is not None:
+            raise StateDirError(f"DIAG_STATE_DIR: {problem}")
         self._lock = self.state.acquire_job_lock()
         refuse_foreign_sessions(self.sessions, self.settings)
         require_input_dir(self.settings.input_dir)
+        write_job_env(self.settings.state_dir, os.environ)
         self.store.prepare()
         if self.spec.retry_failed:
             retried = self.store.release_failed()
@@ -147,12 +163,13 @@ class Supervisor:
             "tmux_socket": self.sessions.socket, "session_prefix": self.settings.session_prefix,
             "check_interval": self.settings.check_interval, "max_cost": self.spec.max_cost,
         }
+        self.state.clear_stop()
+        self.state.arm_stop_flag(str(self.job["job_id"]))  # before the job record: no worker sees a missing flag
         self.state.write_job(self.job)
         self.state.remove_stale_temporaries()
-        self.state.clear_stop()
         if self.board is not None:
             self.board.clear_stop()
-        self.state.write_stop_script()
+        self.state.write_stop_script(sys.executable)
         self.state.clear_heartbeats()
         self.begin_scan = self.book.begin(self.spec.start, self.spec.end)
         self.begin_outputs = self.store.counts()
@@ -170,6 +187,8 @@ class Supervisor:
                    "--input-dir", str(self.settings.input_dir), "--output-dir", str(self.settings.output_dir)]
         if self.spec.until_drained:
             command.append("--until-drained")
+        if self.spec.follow_symlinks:
+            command.append("--follow-symlinks")
         return command
 
     def _spawn(self, api: str) -> None:
@@ -312,9 +331,10 @@ class Supervisor:
 
     def _signal_workers(self, beats: dict[str, dict[str, Any]], sig: signal.Signals) -> None:
         for beat in beats.values():
-            if identity_alive(beat.get("identity")):
-                with contextlib.suppress(ProcessLookupError, PermissionError, KeyError, ValueError):
-                    os.kill(int(beat["pid"]), sig)
+            pid = worker_pid(beat, str(self.job.get("job_id", "")))
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, sig)
 
     def _write_status(self, state: str, beats: dict[str, dict[str, Any]], now: float) -> None:
         claims = self.book.snapshot()
@@ -363,5 +383,6 @@ class Supervisor:
         for name in (INDEX_FILE, CLAIMS_FILE, JOB_FILE):
             self.state.path(name).unlink(missing_ok=True)
         self.state.clear_heartbeats()
+        remove_job_env(self.settings.state_dir)
         self.state.remove_stale_temporaries()  # writes cut short by a worker killed during the job
         self.out("job ended")

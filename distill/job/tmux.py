@@ -9,9 +9,11 @@ otherwise drive the enclosing server. Sessions are addressed by object or by
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
+import subprocess
 from pathlib import Path
 
 import libtmux
@@ -62,10 +64,7 @@ class TmuxSessions:
         session = self._session(role)
         try:
             if session is None:
-                session = self.server.new_session(
-                    session_name=self.name(role), attach=False, start_directory=str(cwd),
-                    window_command=PLACEHOLDER, environment=environment, x=200, y=50,
-                )
+                session = self._new_session(role, environment, cwd)
             else:
                 for key, value in environment.items():
                     session.set_environment(key, value)
@@ -76,6 +75,24 @@ class TmuxSessions:
             self.server.cmd("respawn-pane", "-k", "-c", str(cwd), "-t", str(pane.pane_id), shlex.join(command))
         except LibTmuxException as exc:
             raise TmuxError(f"tmux refused to start session {self.name(role)}: {exc}") from None
+
+    def _new_session(self, role: str, environment: dict[str, str], cwd: Path) -> libtmux.Session:
+        """Create the session from an environment without DIAG_* variables.
+
+        The first session starts the tmux server, which keeps the client's
+        environment as its global one for its whole life: keys there would
+        reach every later session.
+        """
+        command = ["tmux", "-L", self.socket, "new-session", "-d", "-s", self.name(role), "-x", "200", "-y", "50",
+                   "-c", str(cwd)]
+        for key, value in environment.items():
+            command += ["-e", f"{key}={value}"]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("DIAG_") and k not in ("TMUX", "TMUX_PANE")}
+        result = subprocess.run([*command, PLACEHOLDER], env=clean, capture_output=True, text=True, check=False)
+        session = self._session(role)
+        if result.returncode != 0 or session is None:
+            raise LibTmuxException(result.stderr.strip() or "new-session failed")
+        return session
 
     def pane_state(self, role: str) -> tuple[bool, int | None]:
         """(running, pane pid) of the session's pane; (False, None) when the session is gone."""

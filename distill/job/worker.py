@@ -36,6 +36,7 @@ from distill.core.errors import (
     OutputWriteError,
     StopRequested,
 )
+from distill.core.redact import mask_known
 from distill.core.words import counted
 from distill.extraction.extractor import Extractor
 from distill.extraction.pipeline import Outcome, StagedCommit, process_report
@@ -76,6 +77,7 @@ class Worker:
     """One endpoint's worker. ``run()`` returns the process exit code."""
 
     def __init__(self, api: str, settings: Settings, *, job_id: str, until_drained: bool = False,
+                 follow_symlinks: bool = False,
                  out: TextIO = sys.stdout, sleep: Callable[[float], None] = time.sleep,
                  extractor_factory: Callable[..., Extractor] = make_extractor) -> None:
         self.api = api
@@ -83,6 +85,7 @@ class Worker:
         self.settings = settings
         self.job_id = job_id
         self.until_drained = until_drained
+        self.follow_symlinks = follow_symlinks
         self.out = out
         self.sleep = sleep
         self.state = StateDir(settings.state_dir)
@@ -143,7 +146,7 @@ class Worker:
     def say(self, message: str) -> None:
         line = f"{datetime.now().strftime('%H:%M:%S')} [{self.api}] {message}\n"
         try:
-            self.out.write(line)
+            self.out.write(mask_known(line))
             self.out.flush()
         except (OSError, ValueError):
             pass  # the pane is gone (kill-session): keep working, the heartbeat still tells
@@ -296,7 +299,8 @@ class Worker:
         write_error = ""
         try:
             outcome = process_report(claim.path, extractor=extractor, store=self.store, publish=publish,
-                                     max_bytes=self.settings.max_report_bytes, events=self.on_event)
+                                     max_bytes=self.settings.max_report_bytes, events=self.on_event,
+                                     follow_symlinks=self.follow_symlinks)
             finished = True
         except EndpointAuthError as exc:
             self.last_error = str(exc)

@@ -333,7 +333,7 @@ def _control(state: StateDir, job: dict[str, Any], config: MonitorConfig, apis: 
     example = apis[0] if apis else "api_1"
     return {
         "stop_script": str(state.stop_script), "stop_flag": str(state.stop_flag),
-        "stop_requested": stop_requested, "cancel_stop": f"rm {state.stop_flag}",
+        "stop_requested": stop_requested, "cancel_stop": "diag-distill stop --cancel",
         "attach": f"{tmux} attach -t {prefix}_{example}", "attach_template": f"{tmux} attach -t {prefix}_api_<N>",
         "detach": "Ctrl-b d", "quit": "Ctrl-C", "session_prefix": prefix, "tmux_socket": socket,
     }

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.errors import OutputWriteError, StateDirError
+from distill.core.redact import mask_known_bytes
 
 TMP_MARK = ".tmp-"
 
@@ -62,8 +63,10 @@ class StagedFile:
     ``OutputWriteError`` and leaves no temporary behind.
     """
 
-    def __init__(self, path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    def __init__(self, path: Path, data: bytes, *, mode: int = 0o600, mask_keys: bool = True) -> None:
         refuse_symlink(path)
+        if mask_keys:  # a key an endpoint echoed must not reach any file
+            data = mask_known_bytes(data)
         self.path = path
         self.size = len(data)
         self.tmp = temporary_name(path)
@@ -106,7 +109,8 @@ def fsync_folders(paths: list[Path]) -> None:
         _fsync_dir(folder)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True) -> None:
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = True, mask_keys: bool = True,
+                 ) -> None:
     """Replace ``path`` with ``data`` atomically; raise ``OutputWriteError`` on any OS error.
 
     On failure the temporary file is removed and ``path`` is left as it was.
@@ -114,7 +118,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
     (heartbeats, claims in /tmp) or that only has to outlive the process
     (checkpoints): the rename alone keeps readers from torn files.
     """
-    StagedFile(path, data, mode=mode).publish(durable=durable)
+    StagedFile(path, data, mode=mode, mask_keys=mask_keys).publish(durable=durable)
     if durable:
         _fsync_dir(path.parent)
 

@@ -26,6 +26,7 @@ from typing import IO, Any, Literal
 
 from distill.core.config import DEFAULT_MAX_REPORT_BYTES
 from distill.core.errors import BadInput, ConfigError, OutputWriteError
+from distill.core.redact import mask_known
 from distill.extraction.schemas import NormalizedFinding
 from distill.results.atomic import fsync_folders, temporary_name
 from distill.results.outputs import (
@@ -82,7 +83,7 @@ class _AtomicLines:
 
     def write(self, obj: dict[str, Any]) -> None:
         try:
-            self.handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            self.handle.write(mask_known(json.dumps(obj, ensure_ascii=False)) + "\n")
         except OSError as exc:
             raise OutputWriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
         self.lines += 1

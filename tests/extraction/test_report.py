@@ -264,3 +264,27 @@ def test_notes_a_user_adds_to_the_dataset_folder_are_ignored_by_git() -> None:
 
     assert ignored("report_99999.txt") and ignored("report_20001.json")
     assert not any(ignored(p.name) for p in bundled_notes(DATASET))
+
+
+def test_a_symlink_is_not_followed_by_default_and_the_message_names_its_target(tmp_path: Path) -> None:
+    outside = tmp_path / "secret.txt"
+    outside.write_text("CHIEF COMPLAINT: not a note of this folder.\n")
+    (tmp_path / "in").mkdir()
+    link = tmp_path / "in" / "report_5.txt"
+    link.symlink_to(outside)
+    message = bad_input_message(link)
+    assert "symbolic link" in message and str(outside) in message and "report_5.txt" in message
+
+
+def test_follow_symlinks_allows_a_link_inside_the_input_folder_only(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "real.txt").write_text("CHIEF COMPLAINT: Chest pain for two days.\n")
+    (tmp_path / "outside.txt").write_text("CHIEF COMPLAINT: Chest pain for two days.\n")
+    inside = folder / "report_6.txt"
+    inside.symlink_to(folder / "real.txt")
+    escaping = folder / "report_7.txt"
+    escaping.symlink_to(Path("..") / "outside.txt")
+    assert read_report(inside, follow_symlinks=True, inside=folder).number == 6
+    with pytest.raises(BadInput, match="outside the input folder"):
+        read_report(escaping, follow_symlinks=True, inside=folder)

@@ -68,6 +68,7 @@ def write_job_state(root: Path, beats: dict[str, dict[str, Any] | None], *, now:
         "until_drained": False, "input_dir": "/data/notes", "output_dir": "/data/out", "state_dir": str(root),
         "tmux_socket": "default", "session_prefix": "continuous_diag", "check_interval": CHECK_INTERVAL,
     }
+    folder.arm_stop_flag(JOB_ID)  # as the supervisor does: the flag exists while the job runs
     folder.write_job(job)
     present = {api: beat for api, beat in beats.items() if beat is not None}
     throughput = Throughput()
@@ -206,8 +207,9 @@ def test_stopping_shows_how_to_cancel(tmp_path: Path) -> None:
     now = time.time()
     folder = write_job_state(tmp_path, {"api_1": heartbeat("api_1", "idle", now=now)}, now=now, stop_flag=True)
     snap = snapshot_of(tmp_path, now)
-    assert snap.control["cancel_stop"] == f"rm {folder.stop_flag}"
-    assert "cancel: rm " in flat(rendered(snap))
+    assert folder.stop_requested()
+    assert snap.control["cancel_stop"] == "diag-distill stop --cancel"
+    assert "cancel: diag-distill stop --cancel" in flat(rendered(snap))
 
 
 def test_dead_supervisor_is_stopped_and_says_so(tmp_path: Path) -> None:

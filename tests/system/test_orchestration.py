@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import stat
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from distill.bench.stub_server import StubServer
-from distill.job.state import StateDir
+from distill.job.state import StateDir, process_identity
 from distill.job.tmux import TmuxSessions
 from tests.helpers.chaos_tools import kill_all, kill_worker
 from tests.helpers.jobtools import (
@@ -221,16 +224,72 @@ def test_a_second_job_beside_the_first_gets_commands_that_watch_it_not_the_first
         cli("stop", "--now", "--wait", "--timeout", "30", env=env)
 
 
-def test_removing_the_stop_flag_in_time_cancels_the_stop(job: dict[str, Any]) -> None:
+def _stops_gracefully(job: dict[str, Any], ask_to_stop: Callable[[], object]) -> None:
+    """Ask a busy 16-worker job to stop: every report in flight is finished, none is started after."""
+    write_notes(job["input"], list(range(1, 201)))
+    job["stub"].latency_s = 0.3
+    start(job, "1")
+    wait_until(lambda: len(working(job["state"])) >= 8, timeout=30)
+    ask_to_stop()
+    done_before = len(done_numbers(job["output"]))  # the stop is asked for once ask_to_stop returns
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    done_after = done_numbers(job["output"])
+    assert done_before < len(done_after) <= done_before + 16 + 16
+    assert len(done_after) < 200
+    started = {int(key.split("/")[0]) for key in job["stub"].stats()["by_report_step"]}
+    assert started == set(done_after)  # every report that was started was finished
+    assert job["sessions"].roles() == []
+
+
+def test_the_stop_flag_exists_while_the_job_runs_names_it_and_is_private(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1])
+    start(job, "1")
+    flag, script = job["state"].stop_flag, job["state"].stop_script
+    running = job["state"].running_job()
+    assert running is not None and str(running["job_id"]) in flag.read_text()
+    assert stat.S_IMODE(flag.stat().st_mode) == 0o600
+    assert stat.S_IMODE(script.stat().st_mode) == 0o700
+    assert not job["state"].stop_requested()
+
+
+def test_removing_the_stop_flag_stops_the_job_gracefully(job: dict[str, Any]) -> None:
+    _stops_gracefully(job, job["state"].stop_flag.unlink)
+
+
+def test_the_stop_script_stops_the_job_gracefully(job: dict[str, Any]) -> None:
+    ran: list[subprocess.CompletedProcess[str]] = []
+    _stops_gracefully(job, lambda: ran.append(subprocess.run([str(job["state"].stop_script)], capture_output=True,
+                                                             text=True, timeout=30, check=False)))
+    assert ran[0].returncode == 0, ran[0].stderr
+    assert "stop requested" in ran[0].stdout and "diag-distill stop --cancel" in ran[0].stdout
+
+
+def test_stop_cancel_after_the_stop_script_lets_the_job_go_on(job: dict[str, Any]) -> None:
     write_notes(job["input"], list(range(1, 4)))
-    job["stub"].latency_s = 2.5  # a report takes 7.5 s: the flag comes and goes while the first is in flight
+    job["stub"].latency_s = 4.0  # a report takes 12 s: the stop comes and goes while the first is in flight
     start(job, "1", "--until-drained", "--apis", "api_1")
     wait_until(lambda: (job["state"].read_heartbeat("api_1") or {}).get("step") == "findings", timeout=30)
-    job["state"].request_stop()
-    wait_until(lambda: status(job["state"]).get("state") == "stopping", timeout=10)
-    job["state"].stop_flag.unlink()
-    wait_until(lambda: job_ended(job["state"]), timeout=90)
+    ran = subprocess.run([str(job["state"].stop_script)], capture_output=True, text=True, timeout=30, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert job["state"].stop_requested()
+    cancelled = cli("stop", "--cancel")
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert "stop withdrawn" in cancelled.stdout
+    assert not job["state"].stop_requested()
+    wait_until(lambda: job_ended(job["state"]), timeout=120)
     assert done_numbers(job["output"]) == [1, 2, 3]  # the worker went on past the report in flight
+
+
+def test_the_stop_script_with_no_job_running_says_so_and_leaves_nothing_behind(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1])
+    start(job, "1", "--until-drained")
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
+    before = sorted(p.name for p in job["state"].root.iterdir())
+    ran = subprocess.run([str(job["state"].stop_script)], capture_output=True, text=True, timeout=30, check=False)
+    assert ran.returncode == 0, ran.stderr
+    assert f"no diag-distill job is running on state directory {job['state'].root}" in ran.stdout
+    assert sorted(p.name for p in job["state"].root.iterdir()) == before
+    assert not job["state"].stop_flag.exists()
 
 
 def test_a_misconfigured_endpoint_is_reported_and_the_others_run(job: dict[str, Any],
@@ -304,3 +363,49 @@ def test_the_live_monitor_fits_an_80_by_24_tmux_window_during_a_sixteen_endpoint
     assert "api_" in text and ("not shown" in text or "api_16" in text)
     for part in ("outputs", "Recent results", " done ", "failures", "stop:", "attach:", "quit:"):
         assert part in text, (part, text)
+
+
+def test_stop_now_ends_the_workers_of_a_killed_supervisor_and_nothing_else(job: dict[str, Any]) -> None:
+    write_notes(job["input"], list(range(1, 201)))
+    job["stub"].latency_s = 0.3
+    start(job, "1", "--apis", "api_1,api_2,api_3")
+    wait_until(lambda: len(working(job["state"])) == 3, timeout=30)
+    pids = {api: int(beat["pid"]) for api, beat in job["state"].read_heartbeats().items()}
+    bystander = subprocess.Popen(["sleep", "300"])  # a process of ours that is no worker of the job
+    supervisor = job["state"].running_job()
+    assert supervisor is not None
+    os.kill(int(supervisor["pid"]), signal.SIGKILL)
+    wait_until(lambda: job["state"].running_job() is None, timeout=10)
+    try:
+        assert job["state"].orphaned_workers() == pids
+        folder = job["state"].root / "continuous_diag_workers"
+        folder.chmod(0o770)  # another member of the group could plant a heartbeat naming any pid
+        refused = cli("stop", "--now")
+        assert refused.returncode != 0
+        assert refused.stderr.strip().splitlines()[-1].endswith(
+            f"{folder} is writable by group or others (mode 770); refusing to trust it")
+        assert all(process_identity(pid) is not None for pid in pids.values())  # nothing was signalled
+        folder.chmod(0o700)
+        result = cli("stop", "--now", "--wait", "--timeout", "30")
+        assert result.returncode == 0, result.stderr
+        assert "the supervisor is gone" in result.stdout and "api_1, api_2, api_3" in result.stdout
+        wait_until(lambda: all(process_identity(pid) is None for pid in pids.values()), timeout=10)
+        assert bystander.poll() is None
+        assert "no diag-distill job is running" in cli("stop").stdout
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_start_and_stop_refuse_a_group_writable_state_directory_with_one_line(job: dict[str, Any]) -> None:
+    write_notes(job["input"], [1])
+    root = job["state"].root
+    root.chmod(0o770)
+    expected = f"{root} is writable by group or others (mode 770); refusing to trust it"
+    started = cli("start", "1", "--input-dir", str(job["input"]), "--output-dir", str(job["output"]))
+    assert started.returncode != 0
+    assert started.stderr.strip().splitlines() == [f"diag-distill: error: DIAG_STATE_DIR: {expected}"]
+    assert job["state"].running_job() is None and job["sessions"].roles() == []
+    stopped = cli("stop", "--now")
+    assert stopped.returncode != 0
+    assert len(stopped.stderr.strip().splitlines()) == 1 and stopped.stderr.strip().endswith(expected)

@@ -7,10 +7,12 @@ in every file, every tmux pane and every error message it produced.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
 import subprocess
+import sys
 import threading
 import traceback
 import uuid
@@ -26,6 +28,7 @@ from distill.core.config import Endpoint, Secret
 from distill.core.errors import EndpointAuthError, OutputWriteError, StateDirError
 from distill.extraction.http_client import ChatClient
 from distill.job.claims import CLAIMS_QUEUE, ClaimBook
+from distill.job.job_env import ENV_FILE
 from distill.job.state import (
     CLAIMS_FILE,
     CLAIMS_LOCK,
@@ -92,8 +95,10 @@ def finished_job(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
                        timeout=30)
             panes = {role: sessions.capture(role, 5000) for role in sessions.roles()}
             running = {path: _private(path) for path in [state.root, *state.root.rglob("*")]}
+            # The job's private settings file is the one place the keys are meant to be while it runs.
             hits_running = [p for key in (CANARY, WRONG_CANARY) for p in files_containing(key.encode(), state.root,
-                                                                                            output)]
+                                                                                            output)
+                            if p != state.path(ENV_FILE)]
             final_status = status(state)
             state.request_stop()
             wait_until(lambda: job_ended(state), timeout=60)
@@ -116,6 +121,7 @@ def test_neither_key_is_in_any_file_under_the_state_and_output_folders(finished_
     for key in (CANARY, WRONG_CANARY):
         assert files_containing(key.encode(), *folders) == []
     assert finished_job["hits"] == []  # nor while it ran (heartbeats are removed at the end)
+    assert not finished_job["state"].path(ENV_FILE).exists()
 
 
 @needs_tmux
@@ -197,7 +203,7 @@ def _writers(tmp_path: Path) -> dict[str, Callable[[StateDir], object]]:
         CLAIMS_QUEUE: claims,
         JOB_FILE: lambda state: state.write_job({"pid": 1}),
         JOB_LOCK: lambda state: state.acquire_job_lock(),
-        STOP_SCRIPT: lambda state: state.write_stop_script(),
+        STOP_SCRIPT: lambda state: state.write_stop_script(sys.executable),
         STOP_FLAG: lambda state: state.request_stop(),
         WORKERS_DIR: lambda state: state.ensure(),
         f"{WORKERS_DIR}/api_1.json": lambda state: state.write_heartbeat("api_1", {"state": "idle"}),
@@ -246,3 +252,55 @@ def test_start_refuses_a_planted_symlink_with_one_line_naming_it(isolated: dict[
     assert f"{planted} is a symbolic link; refusing to follow it" in result.stderr
     assert victim.read_text() == "precious\n"
     wait_until(lambda: StateDir(Path(isolated["state"])).running_job() is None, timeout=10)
+
+
+# --- input files --------------------------------------------------------------------------------
+
+
+@needs_tmux
+def test_a_symlink_to_a_file_outside_the_input_folder_is_bad_input_and_never_sent(
+        isolated: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp: Path = isolated["tmp"]
+    write_notes(tmp / "in", [1, 2])
+    outside = tmp / "private.txt"
+    outside.write_text("CHIEF COMPLAINT: text that must never leave this machine.\n")
+    (tmp / "in" / "report_3.txt").symlink_to(outside)
+    output = tmp / "out"
+    state = StateDir(Path(isolated["state"]))
+    with StubServer(latency_s=0.01, require_key=CANARY) as stub:
+        monkeypatch.setenv("DIAG_CONFIG", str(write_endpoint_config(tmp, endpoints=1)))
+        monkeypatch.setenv("DIAG_API_KEY", CANARY)
+        monkeypatch.setenv("DIAG_BASE_URL", stub.url)
+        result = cli("start", "1", "--end", "3", "--input-dir", str(tmp / "in"), "--output-dir", str(output))
+        assert result.returncode == 0, result.stderr + result.stdout
+        wait_until(lambda: job_ended(state), timeout=60)
+        sent = stub.stats()["by_report_step"]
+    assert done_numbers(output) == [1, 2]
+    assert any(key.startswith("1/") for key in sent)  # the stub does see the regular notes
+    assert [key for key in sent if key.startswith("3/")] == []
+    failure = json.loads(OutputStore(output).failed_path(3).read_text())
+    assert failure["error_class"] == "bad_input"
+    assert "symbolic link" in str(failure) and str(outside) in str(failure)
+
+
+@needs_tmux
+def test_follow_symlinks_reads_links_inside_the_input_folder_and_refuses_the_others(
+        isolated: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp: Path = isolated["tmp"]
+    write_notes(tmp / "notes", [1])
+    (tmp / "in").mkdir()
+    (tmp / "notes" / "report_1.txt").rename(tmp / "in" / "kept.txt")
+    (tmp / "in" / "report_1.txt").symlink_to("kept.txt")
+    (tmp / "in" / "report_2.txt").symlink_to(tmp / "notes" / "missing_here.txt")
+    write_notes(tmp / "notes", [3])
+    (tmp / "in" / "report_3.txt").symlink_to(tmp / "notes" / "report_3.txt")
+    output = tmp / "out"
+    state = StateDir(Path(isolated["state"]))
+    monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp)))
+    result = cli("start", "1", "--end", "3", "--apis", "api_1", "--follow-symlinks", "--input-dir", str(tmp / "in"),
+                 "--output-dir", str(output))
+    assert result.returncode == 0, result.stderr + result.stdout
+    wait_until(lambda: job_ended(state), timeout=60)
+    assert done_numbers(output) == [1]
+    outside = json.loads(OutputStore(output).failed_path(3).read_text())
+    assert outside["error_class"] == "bad_input" and "outside the input folder" in str(outside)

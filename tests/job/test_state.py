@@ -1,0 +1,25 @@
+"""What a stop may trust in the state directory, and which pids it may signal."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from distill.job.state import StateDir, my_identity, worker_pid
+
+
+def test_a_group_writable_heartbeat_makes_the_state_directory_untrusted(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    assert state.untrusted() is None
+    state.write_heartbeat("api_1", {"api": "api_1", "pid": os.getpid()})
+    beat = state.path("continuous_diag_workers") / "api_1.json"
+    beat.chmod(0o620)
+    assert state.untrusted() == f"{beat} is writable by group or others (mode 620); refusing to trust it"
+
+
+def test_a_heartbeat_naming_a_live_pid_that_is_no_worker_of_the_job_gives_no_pid() -> None:
+    mine = {"api": "api_1", "job_id": "j1", "pid": os.getpid(), "identity": my_identity()}
+    assert worker_pid(mine, "j1") is None  # alive and ours, but its command line is pytest's, not a worker's
+    assert worker_pid({**mine, "identity": f"{os.getpid()}:1"}, "j1") is None  # a reused pid
+    assert worker_pid(mine, "other-job") is None
