@@ -197,7 +197,7 @@ class LocalTeacher:
         lex, text = self._lex, context.text
         found: list[Finding] = []
         seen: set[tuple[str, str]] = set()
-        for hit in _yield_to_longer(lex.findings, text):
+        for hit in self._finding_hits(text):
             if hit.term.category == "skip":
                 continue
             status = context.status(hit.start, hit.end)
@@ -209,10 +209,23 @@ class LocalTeacher:
             if key in seen:
                 continue
             seen.add(key)
-            found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, hit.term.category)))
+            kind = "sign" if hit.term.category == "dx" else hit.term.category
+            found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, kind)))
             if len(found) >= MAX_FINDINGS:
                 break
         return found
+
+    def _finding_hits(self, text: str) -> list[Hit]:
+        """Finding terms, and the diseases a note states (an operative note's "squamous cell carcinoma",
+        a history's 肺炎): a stated condition is itself a clinical finding of the patient."""
+        hits = _yield_to_longer(self._lex.findings, text)
+        taken = [(h.start, h.end) for h in hits]
+        for hit in self._lex.diagnoses.find(text):
+            if hit.term.text == "CVA" and _AFTER_CVA.match(text, hit.end):
+                continue
+            if not any(hit.start < end and start < hit.end for start, end in taken):
+                hits.append(hit)
+        return sorted(hits, key=lambda h: h.start)
 
     # --- step 2 ---------------------------------------------------------------
 
