@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from typing import Literal, cast
 
 from pydantic import BaseModel
@@ -108,7 +108,8 @@ class _Context:
     def status(self, start: int, end: int) -> ContextStatus:
         """``present``, ``absent``, ``uncertain``, or ``skip`` (hypothetical, or not the patient's)."""
         left, right = self.sentence(start, end)
-        lo, hi = bisect_left(self.cue_starts, left), bisect_left(self.cue_starts, right)
+        # A question mark ends the sentence and is its cue ("肝癌？"): the cue at ``right`` counts.
+        lo, hi = bisect_left(self.cue_starts, left), bisect_right(self.cue_starts, right)
         nearby = self.cues[lo:hi]
         enders = [hit for hit in nearby if hit.term.category == "term"]
         best: tuple[int, ContextStatus] | None = None
