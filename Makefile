@@ -12,13 +12,13 @@ ARGS ?=
 
 OUTPUT_ARG := $(if $(OUTPUT_DIR),--output-dir $(OUTPUT_DIR),)
 
-.PHONY: venv dev start stop monitor status test lint bench chaos clean help
+.PHONY: venv dev start stop monitor status test lint bench eval chaos clean help
 
 help:
 	@echo "make start START=10001   start the job (bundled sample notes, offline teacher by default)"
 	@echo "make monitor             watch every endpoint (make status: one snapshot)"
 	@echo "make stop                stop gracefully (same as /tmp/stop_diag_distillation.sh)"
-	@echo "make test | lint | bench | chaos"
+	@echo "make test | lint | bench | eval | chaos"
 	@echo "every other command: .venv/bin/diag-distill --help (or: source .venv/bin/activate)"
 
 venv: $(STAMP)
@@ -58,6 +58,11 @@ lint: $(DEV_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/diag-distill bench $(ARGS)
+
+# Figures of the offline teacher on ../shared/data (SAMPLE=N notes per set); asserts nothing.
+SAMPLE ?=
+eval: $(STAMP)
+	$(BIN)/diag-distill eval $(if $(SAMPLE),--sample $(SAMPLE),) $(ARGS)
 
 chaos: $(DEV_STAMP)
 	$(BIN)/python -m pytest -q tests/system/test_chaos.py $(ARGS)

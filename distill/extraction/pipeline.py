@@ -28,7 +28,8 @@ from distill.core.errors import (
 from distill.core.prices import Price
 from distill.core.words import counted
 from distill.extraction.extractor import CallRecord, EventSink, Extractor, StepInput, StepResult, ignore_event
-from distill.extraction.normalize import normalize
+from distill.extraction.normalize import normalize, quote_in_text
+from distill.extraction.parts import Part, Piece, finding_parts
 from distill.extraction.report import Report, read_report, report_number
 from distill.extraction.schemas import STEP_MODELS, CombinedOutput, FindingsOutput, MappingOutput, OrgansOutput
 
@@ -102,18 +103,34 @@ class ReportLog:
 
 
 def _step_text(report: Report, step: str) -> str:
-    sections = report.sections
-    candidates: tuple[str, ...]
-    if step == "findings":
-        candidates = (sections.patient_text(), sections.narrative_physician_text())
-    elif step == "organs":
-        candidates = (sections.physician_text(),)
-    else:
-        candidates = ()
-    for text in candidates:
+    if step == "organs":
+        text = report.sections.physician_text()
         if len(text.strip()) >= MIN_STEP_TEXT:
             return text
     return report.text
+
+
+def _finding_parts(report: Report) -> list[Part]:
+    """Every part of the note that can hold a finding; the whole note when they are too short to matter."""
+    parts = finding_parts(report.sections)
+    if sum(len(p.text.strip()) for p in parts) >= MIN_STEP_TEXT:
+        return parts
+    return [Part((Piece("note", 0, len(report.text), report.text),))]
+
+
+def _checkpoint_names(count: int) -> list[str]:
+    return ["findings"] if count == 1 else [f"findings_part_{i}" for i in range(1, count + 1)]
+
+
+def _base_step(name: str) -> str:
+    return "findings" if name.startswith("findings_part_") else name
+
+
+def _section_of(quote: str, part: Part) -> str:
+    for piece in part.pieces:
+        if quote_in_text(quote, piece.text):
+            return piece.section
+    return ""
 
 
 def _usage(calls: list[CallRecord], price: Price | None = None) -> dict[str, Any]:
@@ -144,11 +161,15 @@ class _Run:
         self.checkpoints = {
             step: data
             for step, data in store.load_checkpoints(report.number).items()
-            if data.get("sha256") == report.sha256 and step in STEP_MODELS
+            if data.get("sha256") == report.sha256 and _base_step(step) in STEP_MODELS
         }
+        self.finding_parts: list[dict[str, Any]] = []
+        self.finding_sections: list[dict[str, Any]] = []
 
-    def step(self, step: str, data: StepInput) -> BaseModel:
-        saved = self.checkpoints.get(step)
+    def step(self, step: str, data: StepInput, checkpoint: str | None = None) -> BaseModel:
+        """Run ``step`` (or reuse its checkpoint, saved under ``checkpoint``, the step's name by default)."""
+        name = checkpoint or step
+        saved = self.checkpoints.get(name)
         if saved is not None:
             try:
                 output = STEP_MODELS[step].model_validate(saved["output"])
@@ -156,8 +177,9 @@ class _Run:
                 output = None
             if output is not None:
                 self.calls.extend(CallRecord(**c) for c in saved.get("calls", []))
-                self.log(f"step {step}: resumed from checkpoint (no new call)", step=step)
-                self.outputs[step] = output
+                self.log(f"step {name}: resumed from checkpoint (no new call)", step=step)
+                if checkpoint is None:
+                    self.outputs[step] = output
                 return output
         self.events("step", {"report": self.report.number, "step": step})
         started = time.monotonic()
@@ -166,24 +188,42 @@ class _Run:
         except ReportError as exc:
             # A failed step's calls were paid for: they count in the report's usage and failure record.
             self.calls.extend(getattr(exc, "calls", []))
-            self.log(f"step {step}: {exc.failure_class}: {exc}", step=step)
+            self.log(f"step {name}: {exc.failure_class}: {exc}", step=step)
             raise
         self.calls.extend(result.calls)
         latency = time.monotonic() - started
-        self.store.save_checkpoint(self.report.number, step, {
+        self.store.save_checkpoint(self.report.number, name, {
             "sha256": self.report.sha256,
             "output": result.output.model_dump(mode="json"),
             "calls": [c.to_dict() for c in result.calls],
         })
-        self.log(f"step {step}: ok in {latency:.2f} s, {len(result.calls)} call(s){_summary(result.output)}",
+        self.log(f"step {name}: ok in {latency:.2f} s, {len(result.calls)} call(s){_summary(result.output)}",
                  step=step, latency_s=latency)
-        self.outputs[step] = result.output
+        if checkpoint is None:
+            self.outputs[step] = result.output
         return result.output
+
+    def findings_step(self) -> FindingsOutput:
+        """Step 1 over every part of the note, one call and one checkpoint per part."""
+        parts = _finding_parts(self.report)
+        found = []
+        self.finding_parts, self.finding_sections = [], []
+        for index, (part, name) in enumerate(zip(parts, _checkpoint_names(len(parts)), strict=True), start=1):
+            output = self.step("findings", StepInput(self.report, part.text), checkpoint=name)
+            assert isinstance(output, FindingsOutput)
+            self.finding_parts.append({"part": index, "sections": part.sections(), "chars": len(part.text)})
+            for finding in output.findings:
+                found.append(finding)
+                self.finding_sections.append({"quote": finding.quote, "status": finding.status,
+                                              "section": _section_of(finding.quote, part), "part": index})
+        merged = FindingsOutput(findings=found)
+        self.outputs["findings"] = merged
+        return merged
 
     def three_steps(self) -> tuple[FindingsOutput, OrgansOutput, MappingOutput, bool]:
         report = self.report
         try:
-            findings = self.step("findings", StepInput(report, _step_text(report, "findings")))
+            findings = self.findings_step()
             organs = self.step("organs", StepInput(report, _step_text(report, "organs")))
             assert isinstance(findings, FindingsOutput) and isinstance(organs, OrgansOutput)
             mapping = self.step("mapping", StepInput(report, report.text, findings=findings, organs=organs))
@@ -291,6 +331,8 @@ def process_report(
         "prompt_version": _prompt_version(),
         "steps": {step: output.model_dump(mode="json") for step, output in run.outputs.items()},
         "fallback_used": fallback,
+        "finding_parts": run.finding_parts,
+        "finding_sections": [] if fallback else run.finding_sections,
         "calls": [c.to_dict() for c in run.calls],
         "usage": _usage(run.calls, getattr(extractor.info, "price", None)),
         "attempts": len(run.calls),

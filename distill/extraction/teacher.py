@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import time
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from typing import Literal, cast
 
 from pydantic import BaseModel
@@ -108,7 +108,8 @@ class _Context:
     def status(self, start: int, end: int) -> ContextStatus:
         """``present``, ``absent``, ``uncertain``, or ``skip`` (hypothetical, or not the patient's)."""
         left, right = self.sentence(start, end)
-        lo, hi = bisect_left(self.cue_starts, left), bisect_left(self.cue_starts, right)
+        # A question mark ends the sentence and is its cue ("肝癌？"): the cue at ``right`` counts.
+        lo, hi = bisect_left(self.cue_starts, left), bisect_right(self.cue_starts, right)
         nearby = self.cues[lo:hi]
         enders = [hit for hit in nearby if hit.term.category == "term"]
         best: tuple[int, ContextStatus] | None = None
@@ -197,7 +198,7 @@ class LocalTeacher:
         lex, text = self._lex, context.text
         found: list[Finding] = []
         seen: set[tuple[str, str]] = set()
-        for hit in lex.findings.find(text):
+        for hit in self._finding_hits(text):
             if hit.term.category == "skip":
                 continue
             status = context.status(hit.start, hit.end)
@@ -209,10 +210,23 @@ class LocalTeacher:
             if key in seen:
                 continue
             seen.add(key)
-            found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, hit.term.category)))
+            kind = "sign" if hit.term.category == "dx" else hit.term.category
+            found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, kind)))
             if len(found) >= MAX_FINDINGS:
                 break
         return found
+
+    def _finding_hits(self, text: str) -> list[Hit]:
+        """Finding terms, and the diseases a note states (an operative note's "squamous cell carcinoma",
+        a history's 肺炎): a stated condition is itself a clinical finding of the patient."""
+        hits = _yield_to_longer(self._lex.findings, text)
+        taken = [(h.start, h.end) for h in hits]
+        for hit in self._lex.diagnoses.find(text):
+            if hit.term.text == "CVA" and _AFTER_CVA.match(text, hit.end):
+                continue
+            if not any(hit.start < end and start < hit.end for start, end in taken):
+                hits.append(hit)
+        return sorted(hits, key=lambda h: h.start)
 
     # --- step 2 ---------------------------------------------------------------
 
@@ -244,6 +258,17 @@ class LocalTeacher:
                 organ = self.resolve_organ(key)
                 if organ is not None:
                     add(hit.start, organ, text[start:end].strip(), quote)
+        # A test or imaging abnormality of one organ ("cardiomegaly", "tortuous aorta") is the reader's
+        # assessment of that organ: radiology impressions are findings and diagnoses at once.
+        for hit in lex.findings.find(text):
+            if hit.term.category != "test" or len(hit.term.organs) != 1:
+                continue
+            if context.status(hit.start, hit.end) in ("absent", "skip"):
+                continue
+            organ = self.resolve_organ(hit.term.organs[0])
+            if organ is not None:
+                start = _extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
+                add(hit.start, organ, text[start:hit.end].strip(), context.quote(start, hit.end))
         # A diagnosis line the lexicon does not know: trust only organs it names itself.
         for word in lex.disease_word.finditer(text):
             sentence = context.sentence(word.start(), word.end())
@@ -328,6 +353,25 @@ class LocalTeacher:
         if organ in self.vocabulary.organs:
             return organ
         return self.vocabulary.match_organ(organ)
+
+
+_ZH_NEGATION_HEADS = frozenset("无未不")
+
+
+def _yield_to_longer(matcher: Matcher, text: str) -> list[Hit]:
+    """The matcher's hits, where a Chinese term that starts with a negation character gives way to a
+    longer term right after that character: 无尿频 is 无 + 尿频 (no frequency), not 无尿 (anuria) + 频."""
+    out: list[Hit] = []
+    for hit in matcher.find(text):
+        if out and hit.start < out[-1].end:
+            continue
+        if hit.term.text[:1] in _ZH_NEGATION_HEADS and not is_latin(hit.term.text):
+            after = hit.start + 1
+            inner = matcher.find(text[after:after + 20])
+            if inner and inner[0].start == 0 and after + inner[0].end > hit.end:
+                hit = Hit(after, after + inner[0].end, inner[0].term)
+        out.append(hit)
+    return out
 
 
 def _closest(quote: str, diagnoses: list[OrganDiagnosis]) -> OrganDiagnosis:

@@ -46,3 +46,23 @@ class FakeExtractor:
 
     def close(self) -> None:
         pass
+
+
+class RecordingExtractor(FakeExtractor):
+    """A ``FakeExtractor`` that keeps every input text, by step, and can fail on the n-th call of a step.
+
+    ``fail_on`` maps a step to ``(n, exception)``: the n-th call of that step (1-based) raises it.
+    """
+
+    def __init__(self, fail_on: dict[str, tuple[int, BaseException]] | None = None) -> None:
+        super().__init__()
+        self.fail_on = fail_on or {}
+        self.inputs: dict[str, list[str]] = {}
+
+    def run(self, step: str, data: StepInput) -> StepResult:
+        self.inputs.setdefault(step, []).append(data.text)
+        planned = self.fail_on.get(step)
+        if planned is not None and len(self.inputs[step]) == planned[0]:
+            self.calls[step] += 1
+            raise planned[1]
+        return super().run(step, data)
