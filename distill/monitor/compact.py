@@ -14,7 +14,6 @@ from rich.text import Text
 from distill.monitor.snapshot import EndpointRow, Snapshot
 from distill.monitor.view import (
     STATE_LABELS,
-    SYSTEM_LABELS,
     _number,
     _pairs,
     clock_time,
@@ -23,6 +22,7 @@ from distill.monitor.view import (
     endpoint_table,
     progress_rate,
     size,
+    system_head,
     teacher_label,
     token_line,
 )
@@ -41,13 +41,7 @@ def _rule(title: str, width: int) -> Text:
 
 def _head(snap: Snapshot) -> Text:
     system = snap.system
-    label, style = SYSTEM_LABELS.get(system["state"], (system["state"], "bold"))
-    head = Text.assemble(("● ", style), (label, style))
-    if system["state"] != "never_started":
-        head.append("  up " if system["state"] in ("running", "stopping") else "  ran ", style="dim")
-        head.append(duration(system["uptime_s"]), style="bold")
-    if system["job_id"]:
-        head.append(f"  job {system['job_id']}", style="dim")
+    head = system_head(snap, with_pid=False)
     if system["last_update"]:
         if system["stale"]:
             head.append(f"  STALE since {clock_time(system['last_update'])}", style="bold red")

@@ -100,7 +100,8 @@ def _pairs(*items: tuple[str, str]) -> Text:
     return text
 
 
-def system_panel(snap: Snapshot) -> Panel:
+def system_head(snap: Snapshot, *, with_pid: bool = True) -> Text:
+    """``● running  up 1h 02m  job …``: the job's state in one line."""
     system = snap.system
     label, style = SYSTEM_LABELS.get(system["state"], (system["state"], "bold"))
     head = Text.assemble(("● ", style), (label, style))
@@ -109,9 +110,14 @@ def system_panel(snap: Snapshot) -> Panel:
         head.append(duration(system["uptime_s"]), style="bold")
     if system["job_id"]:
         head.append(f"  job {system['job_id']}", style="dim")
-        if system["pid"]:
+        if system["pid"] and with_pid:
             head.append(f" (pid {system['pid']})", style="dim")
-    lines: list[RenderableType] = [head]
+    return head
+
+
+def system_panel(snap: Snapshot) -> Panel:
+    system = snap.system
+    lines: list[RenderableType] = [system_head(snap)]
     if system["last_update"]:
         when = f"last update {clock_time(system['last_update'])}, {duration(system['last_update_age_s'])} ago"
         if system["stale"]:
