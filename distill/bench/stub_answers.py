@@ -15,6 +15,7 @@ FAULT_KINDS = ("ok", "latency", "400", "429", "500", "502", "503", "hang", "rese
                "bad_schema", "ungrounded", "no_json_mode")
 STUB_ORGAN = "Heart (Cor)"
 _STEP = re.compile(r"\[diag-distill step: ([a-z_]+)\]")
+_PART = re.compile(r"^\[note part: ([^\]]+)\]$", re.MULTILINE)
 _REPORT = re.compile(r"^\[report: (-?\d+)\]$", re.MULTILINE)
 _PHRASE = re.compile(r"[^\W\d_]+(?: [^\W\d_]+){1,3}")
 
@@ -55,6 +56,12 @@ class CallInfo:
     diagnoses_json: str = ""
     json_mode: bool = False  # the request asked for response_format json_object
     prompt: str = ""  # every message's role and content, in order: what a prefix cache compares
+    part: str = ""  # "2/5" when the call reads one part of a note
+
+    @property
+    def counted_step(self) -> str:
+        """The step as the counters name it: each part of a note read in parts counts on its own."""
+        return f"{self.step}#{self.part}" if self.part else self.step
 
 
 #: The stub counts about this many characters per token (prompt and answer alike).
@@ -109,10 +116,12 @@ def parse_call(body: dict[str, Any], n: int, api_key: str) -> CallInfo:
     step = _STEP.match(user) or _STEP.search(system) or _STEP.search(user)
     both = system + "\n" + user
     report = _REPORT.search(both)
+    part = _PART.search(user)
     return CallInfo(
         step=step.group(1) if step else "",
         report=int(report.group(1)) if report else None,
-        note=_between(both, "<<<NOTE", "NOTE>>>", last=True),
+        note=_between(user, "<<<PART", "PART>>>") or _between(both, "<<<NOTE", "NOTE>>>", last=True),
+        part=part.group(1) if part else "",
         n=n,
         model=str(body.get("model", "")),
         api_key=api_key,

@@ -245,7 +245,7 @@ class StubServer:
             with self._lock:
                 self.by_model[call.model] += 1
                 self.by_path[handler.path] += 1
-                self.by_report_step[(call.report, call.step)] += 1
+                self.by_report_step[(call.report, call.counted_step)] += 1
             self._answer(handler, call)
             if self.record_timeline:
                 row = (call.model, call.report, call.step, started, time.time())
@@ -297,7 +297,7 @@ class StubServer:
             handler.send_json(200, self._completion(call, text, finish))
             if fault.kind in ACCEPTED_KINDS:
                 with self._lock:
-                    self.answered_by_report_step[(call.report, call.step)] += 1
+                    self.answered_by_report_step[(call.report, call.counted_step)] += 1
 
     def _completion(self, call: CallInfo, text: str, finish: str) -> dict[str, Any]:
         prompt_text = call.prompt or call.note

@@ -62,6 +62,7 @@ class StepInput:
     text: str
     findings: FindingsOutput | None = None
     organs: OrgansOutput | None = None
+    part: str = ""  # "2/5" when ``text`` is one part of a note read in parts; "" for the whole text
 
 
 @dataclass

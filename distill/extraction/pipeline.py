@@ -209,7 +209,8 @@ class _Run:
         found = []
         self.finding_parts, self.finding_sections = [], []
         for index, (part, name) in enumerate(zip(parts, _checkpoint_names(len(parts)), strict=True), start=1):
-            output = self.step("findings", StepInput(self.report, part.text), checkpoint=name)
+            label = f"{index}/{len(parts)}" if len(parts) > 1 else ""
+            output = self.step("findings", StepInput(self.report, part.text, part=label), checkpoint=name)
             assert isinstance(output, FindingsOutput)
             self.finding_parts.append({"part": index, "sections": part.sections(), "chars": len(part.text)})
             for finding in output.findings:

@@ -249,6 +249,9 @@ def _dump(model: Any) -> str:
 
 def _step_note(step: str, data: StepInput) -> str:
     if step != "mapping":
+        whole = getattr(data.report, "text", None)
+        if isinstance(whole, str) and data.text != whole and len(whole) <= MAX_NOTE_CHARS:
+            return whole  # the shared prefix holds the whole note; the part is named in the user message
         return data.text
     quotes = [f.quote for f in data.findings.findings] if data.findings else []
     quotes += [d.quote or d.diagnosis for d in data.organs.diagnoses] if data.organs else []
@@ -257,6 +260,10 @@ def _step_note(step: str, data: StepInput) -> str:
 
 def _user(step: str, data: StepInput, note: str) -> str:
     lines = [f"[diag-distill step: {step}]"]
+    if step != "mapping" and note is not data.text:
+        lines += [f"[note part: {data.part or 'excerpt'}]",
+                  "For this call, read only this part of the note above (quotes still come from the note):",
+                  "<<<PART", data.text.strip("\n"), "PART>>>"]
     if step in _PREFIX_STEPS:
         lines.append(f"Answer step \"{step}\" now, as described above.")
     else:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from distill.bench.stub_answers import CACHE_BLOCK_CHARS, PrefixCache
-from distill.bench.stub_server import CallInfo, StubServer, default_answer
+from distill.bench.stub_server import CallInfo, StubServer, default_answer, parse_call
 from distill.core.config import Endpoint, Secret
 from distill.extraction.extractor import StepInput
 from distill.extraction.http_client import ChatClient, cached_tokens
@@ -154,3 +154,20 @@ def test_a_step_marker_inside_the_note_does_not_fool_the_stub() -> None:
     data = StepInput(report=SimpleNamespace(number=5), text=note)  # type: ignore[arg-type]
     call = parse_call({"messages": build_messages("organs", data)}, 0, "")
     assert (call.step, call.report, call.note) == ("organs", 5, note)
+
+
+def test_a_note_read_in_parts_keeps_the_whole_note_in_the_shared_prefix() -> None:
+    from distill.extraction.prompts import build_messages
+    from distill.extraction.report import Report
+
+    report = SimpleNamespace(text="HISTORY: cough for days.\n\nEXAM: crackles at the left base.\n", number=7)
+    part = StepInput(report, "EXAM: crackles at the left base.", part="2/2")  # type: ignore[arg-type]
+    whole = StepInput(report, report.text)  # type: ignore[arg-type]
+    findings, organs = build_messages("findings", part), build_messages("organs", whole)
+    assert findings[0] == organs[0] and "cough for days" in findings[0]["content"]
+    user = findings[1]["content"]
+    assert "[note part: 2/2]" in user and "<<<PART\nEXAM: crackles at the left base.\nPART>>>" in user
+    call = parse_call({"messages": findings, "model": "m"}, 0, "")
+    assert call.step == "findings" and call.part == "2/2" and call.counted_step == "findings#2/2"
+    assert call.note == "EXAM: crackles at the left base."
+    assert Report  # the type the pipeline passes; a namespace stands in for it here
