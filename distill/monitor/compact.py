@@ -20,6 +20,7 @@ from distill.monitor.view import (
     control_lines,
     duration,
     endpoint_table,
+    progress_counts,
     progress_rate,
     size,
     system_head,
@@ -54,8 +55,7 @@ def _shown_endpoints(rows: list[EndpointRow], room: int) -> tuple[list[EndpointR
     if len(rows) <= room:
         return rows, []
     rank = {state: i for i, state in enumerate(SHOW_FIRST)}
-    ordered = sorted(rows, key=lambda r: (rank.get(r.state, 0), int(r.api.rsplit("_", 1)[-1] or 0)
-                                          if r.api.rsplit("_", 1)[-1].isdigit() else 0))
+    ordered = sorted(rows, key=lambda r: rank.get(r.state, 0))  # stable: endpoint order within a state
     shown = sorted(ordered[:room], key=rows.index)
     return shown, [r for r in rows if r not in shown]
 
@@ -107,7 +107,7 @@ def _failures(snap: Snapshot) -> Text:
 def render_compact(snap: Snapshot, width: int, height: int, live: bool) -> RenderableType:
     """Every panel in at most ``height - 1`` rows (the last row stays free for the cursor)."""
     o = snap.outputs
-    head = [_head(snap), progress_panel_lines(snap)[0], progress_rate(snap), token_line(snap)]
+    head = [_head(snap), progress_counts(snap), progress_rate(snap), token_line(snap)]
     head += [Text(f"! {problem}", style="yellow") for problem in snap.problems[:1]]
     outputs = Text("outputs   ", style="bold")
     outputs.append(f"raw {o['raw']}  normalized {o['normalized']}  logs {o['logs']}  failed {o['failed']}  "
@@ -130,9 +130,3 @@ def render_compact(snap: Snapshot, width: int, height: int, live: bool) -> Rende
             part.no_wrap, part.overflow = True, "ellipsis"
     return Group(*parts)
 
-
-def progress_panel_lines(snap: Snapshot) -> list[Text]:
-    p = snap.progress
-    return [_pairs(("start", _number(p["start_number"])), ("current", _number(p["current_number"])),
-                   ("done", str(p["done"])), ("failed", str(p["failed"])), ("pending", str(p["pending"])),
-                   ("in flight", str(p["in_flight"])))]

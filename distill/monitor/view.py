@@ -134,10 +134,15 @@ def progress_panel(snap: Snapshot) -> Panel:
     p = snap.progress
     if snap.system["status_read"] != "ok" and not p["start_number"]:
         return _panel(Text("no figures yet (no usable status file)", style="dim"), "Progress")
-    first = _pairs(("start", _number(p["start_number"])), ("current", _number(p["current_number"])),
-                   ("done", str(p["done"])), ("failed", str(p["failed"])), ("pending", str(p["pending"])),
-                   ("in flight", str(p["in_flight"])))
-    return _panel(Group(first, progress_rate(snap), token_line(snap)), "Progress")
+    return _panel(Group(progress_counts(snap), progress_rate(snap), token_line(snap)), "Progress")
+
+
+def progress_counts(snap: Snapshot) -> Text:
+    """Start and current number, and the range's reports by state."""
+    p = snap.progress
+    return _pairs(("start", _number(p["start_number"])), ("current", _number(p["current_number"])),
+                  ("done", str(p["done"])), ("failed", str(p["failed"])), ("pending", str(p["pending"])),
+                  ("in flight", str(p["in_flight"])))
 
 
 def progress_rate(snap: Snapshot) -> Text:

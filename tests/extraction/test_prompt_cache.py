@@ -158,7 +158,6 @@ def test_a_step_marker_inside_the_note_does_not_fool_the_stub() -> None:
 
 def test_a_note_read_in_parts_keeps_the_whole_note_in_the_shared_prefix() -> None:
     from distill.extraction.prompts import build_messages
-    from distill.extraction.report import Report
 
     report = SimpleNamespace(text="HISTORY: cough for days.\n\nEXAM: crackles at the left base.\n", number=7)
     part = StepInput(report, "EXAM: crackles at the left base.", part="2/2")  # type: ignore[arg-type]
@@ -170,4 +169,3 @@ def test_a_note_read_in_parts_keeps_the_whole_note_in_the_shared_prefix() -> Non
     call = parse_call({"messages": findings, "model": "m"}, 0, "")
     assert call.step == "findings" and call.part == "2/2" and call.counted_step == "findings#2/2"
     assert call.note == "EXAM: crackles at the left base."
-    assert Report  # the type the pipeline passes; a namespace stands in for it here
