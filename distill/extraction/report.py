@@ -24,8 +24,10 @@ from distill.core.config import DEFAULT_MAX_REPORT_BYTES
 from distill.core.errors import BadInput
 from distill.extraction.sections import Sections, detect_sections
 
-#: A report file name: ``report_<N>.txt`` or ``report_<N>.json`` with N in ASCII decimal digits.
-REPORT_NAME = re.compile(r"report_([0-9]+)\.(txt|json)", re.ASCII)
+#: A report file name: ``report_<N>.txt`` or ``report_<N>.json`` with N in ASCII decimal digits and no leading
+#: zero, so that one number has one name: scanning, claiming and the outputs' ``diagnostic_<N>`` agree.
+REPORT_NAME = re.compile(r"report_(0|[1-9][0-9]*)\.(txt|json)", re.ASCII)
+REPORT_SUFFIXES = (".txt", ".json")
 
 #: JSON fields that may hold the note, in order of preference.
 JSON_TEXT_FIELDS = ("text", "medical_record_content")
@@ -53,6 +55,24 @@ def report_number(path: str | Path) -> int | None:
     """The N of ``report_<N>.txt`` / ``report_<N>.json``; ``None`` for any other file name."""
     m = REPORT_NAME.fullmatch(Path(path).name)
     return int(m.group(1)) if m else None
+
+
+def shown_name(name: str) -> str:
+    """``name`` fit for one line of a log: control characters and undecodable bytes escaped."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape", "backslashreplace").decode("ascii")
+                   for c in name)
+
+
+def unused_name_reason(name: str) -> str | None:
+    """Why a file that looks like a report (``report_*.txt`` / ``.json``) is not one; ``None`` for a report name
+    and for names that do not look like one at all."""
+    if not name.startswith("report_") or not name.endswith(REPORT_SUFFIXES) or REPORT_NAME.fullmatch(name):
+        return None
+    stem, suffix = name[len("report_"):].rsplit(".", 1)
+    if stem.isascii() and stem.isdigit():  # only leading zeros are wrong
+        canonical = f"report_{int(stem)}.{suffix}"
+        return f"leading zeros in the report number (rename it {canonical})"
+    return "the report number must be written in ASCII digits 0-9 (report_<N>.txt or report_<N>.json)"
 
 
 def read_report(path: str | Path, *, max_bytes: int = DEFAULT_MAX_REPORT_BYTES, follow_symlinks: bool = False,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import fcntl
 import os
 import sys
 import threading
@@ -30,16 +29,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.core.errors import InputDirMissing, JobNotStarted, StateDirError
+from distill.core.errors import JobNotStarted, StateDirError
+from distill.job.claims_file import (
+    CLAIMS_QUEUE,
+    ClaimsQueue,
+    leftover_problem,
+    live_leases,
+    parse_index,
+    read_claims,
+    shape_problem,
+)
+from distill.job.inputs import (  # noqa: F401 - callers import the input scan from here too
+    UNUSED_KEPT,
+    RangeScan,
+    SettleCheck,
+    missing_input,
+    report_path,
+    require_input_dir,
+    scan_input,
+    scan_range,
+)
 from distill.job.state import CLAIMS_FILE, CLAIMS_LOCK, COUNTER_FILE, INDEX_FILE, StateDir, identity_alive
-from distill.results.atomic import read_json, refuse_symlink, write_atomic, write_json
+from distill.results.atomic import read_json, write_atomic, write_json
 from distill.results.store import OutputStore
 
-_SUFFIXES = (".txt", ".json")
 ALIVE_TTL_S = 2.0  # a dead owner's report is handed out again at most this much later
-#: Waiters queue here with a blocking flock before taking the claims filelock, which waits by
-#: polling (every 50 ms): sleeping in the kernel, the next waiter enters as soon as the holder leaves.
-CLAIMS_QUEUE = "continuous_diag_claims.queue"
 
 
 @dataclass(frozen=True)
@@ -49,71 +63,6 @@ class Claim:
     number: int
     path: Path
     handed_back: bool  # it had been handed out before (owner died or released it)
-
-
-def missing_input(folder: Path, what: str = "does not exist") -> InputDirMissing:
-    return InputDirMissing(f"input folder {folder} {what} (INPUT_DIR / --input-dir)")
-
-
-def require_input_dir(folder: Path) -> None:
-    """Raise ``InputDirMissing`` naming the folder unless it is a folder."""
-    if not folder.is_dir():
-        raise missing_input(folder, "is not a folder" if folder.exists() else "does not exist")
-
-
-def scan_input(folder: Path, start: int, end: int | None) -> array[int]:
-    """Sorted report numbers in ``folder`` within ``[start, end]`` (one listing)."""
-    found = array("q")
-    try:
-        entries = os.scandir(folder)
-    except FileNotFoundError:
-        raise missing_input(folder) from None
-    except NotADirectoryError:
-        raise missing_input(folder, "is not a folder") from None
-    top = end if end is not None else sys.maxsize
-    with entries:
-        for entry in entries:
-            name = entry.name
-            if name.startswith("report_") and name.endswith(_SUFFIXES):
-                digits = name[7 : name.rindex(".")]
-                if digits.isdigit():
-                    number = int(digits)
-                    if start <= number <= top:
-                        found.append(number)
-    ordered = array("q", sorted(set(found)))
-    return ordered
-
-
-@dataclass(frozen=True)
-class RangeScan:
-    """The reports of a range as the folders show them now: in the input folder, done, failed."""
-
-    existing: array[int]
-    done: set[int]
-    failed: set[int]
-
-    def pending(self) -> array[int]:
-        return array("q", (n for n in self.existing if n not in self.done and n not in self.failed))
-
-    def counts(self) -> dict[str, int]:
-        done = sum(1 for n in self.existing if n in self.done)
-        failed = sum(1 for n in self.existing if n in self.failed and n not in self.done)
-        return {"existing": len(self.existing), "pending": len(self.existing) - done - failed,
-                "done": done, "failed": failed}
-
-
-def scan_range(folder: Path, store: OutputStore, start: int, end: int | None) -> RangeScan:
-    """One listing of the input folder and of the done and failed outputs."""
-    return RangeScan(scan_input(folder, start, end), store.done_numbers(), store.failed_numbers())
-
-
-def report_path(folder: Path, number: int) -> Path | None:
-    """The file of report ``number`` (``.txt`` preferred), or ``None`` when neither exists."""
-    for suffix in _SUFFIXES:
-        path = folder / f"report_{number}{suffix}"
-        if os.path.lexists(path):
-            return path
-    return None
 
 
 def _hand_back(doc: dict[str, Any], number: int) -> None:
@@ -135,71 +84,71 @@ class ClaimBook:
     """The claim state of one job. Every method is safe across processes."""
 
     def __init__(self, state: StateDir, store: OutputStore, input_dir: Path, *,
-                 check_interval: float = 5.0, clock: Callable[[], float] = time.time) -> None:
+                 check_interval: float = 5.0, clock: Callable[[], float] = time.time, settle_s: float = 0.0) -> None:
         self.state = state
         self.store = store
         self.input_dir = input_dir
         self.check_interval = check_interval
         self.clock = clock
+        self.settle = SettleCheck(settle_s, clock=clock)
+        #: Lines for people (a file not used, a state file rebuilt); the worker says and clears them.
+        self.notices: list[str] = []
+        #: Notes that exist but are still changing, as of the last claim: number -> earliest claim time.
+        self.settling: dict[int, float] = {}
         self._lock = state.lock(CLAIMS_LOCK)
         self._index: array[int] = array("q")
         self._generation = -1
-        self._queue_fd: int | None = None
-        self._thread_lock = threading.Lock()  # a worker claims on one thread and releases on another
+        self._queue = ClaimsQueue(state.path(CLAIMS_QUEUE))
         self._finished: list[int] = []  # done reports whose leases go at the next write (release(defer=True))
         self._finished_lock = threading.Lock()
+        self._dropped: set[int] = set()  # deferred releases applied to the document being written
         self._alive_until: dict[str, float] = {}  # lease owner identity -> trusted alive until (monotonic)
         self._loaded_counter: int | None = None  # the counter as read: the counter file is rewritten only on change
-
-    def __del__(self) -> None:
-        fd = getattr(self, "_queue_fd", None)  # absent when __init__ raised (a refused symlink)
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         """Hold the claims filelock, after waiting for it in the kernel's queue rather than by polling."""
-        if self._queue_fd is None:
-            path = self.state.path(CLAIMS_QUEUE)
-            refuse_symlink(path)
-            try:
-                self._queue_fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            except OSError as exc:
-                raise StateDirError(f"cannot open {path}: {exc.strerror}") from None
-        with self._thread_lock:
-            fcntl.flock(self._queue_fd, fcntl.LOCK_EX)
-            try:
-                with self._lock:
-                    yield
-            finally:
-                fcntl.flock(self._queue_fd, fcntl.LOCK_UN)
+        with self._queue.held(), self._lock:
+            yield
 
     # --- persistence (always under the lock) ----------------------------------
 
     def _load(self) -> dict[str, Any]:
-        doc = read_json(self.state.path(CLAIMS_FILE))
-        if not isinstance(doc, dict) or "start" not in doc:
-            raise JobNotStarted(f"no job has been started on state directory {self.state.root} (run start first)")
+        doc = read_claims(self.state.path(CLAIMS_FILE), self.state.root)
+        doc.setdefault("settling", {})
         self._loaded_counter = doc.get("counter")
         return doc
 
     def _save(self, doc: dict[str, Any]) -> None:
         write_json(self.state.path(CLAIMS_FILE), doc, durable=False, compact=True)
+        with self._finished_lock:  # written: the deferred releases applied to ``doc`` are done with
+            self._finished = [n for n in self._finished if n not in self._dropped]
+            self._dropped = set()
         if doc["counter"] != self._loaded_counter:
-            write_atomic(self.state.path(COUNTER_FILE), f"{doc['counter']}\n".encode(), durable=False,
-                         mode=0o400)  # information for people: editing it by hand changes nothing
+            self._write_counter(doc["counter"])
+            self._loaded_counter = doc["counter"]
+
+    def _write_counter(self, counter: int) -> None:
+        write_atomic(self.state.path(COUNTER_FILE), f"{counter}\n".encode(), durable=False,
+                     mode=0o400)  # information for people: editing it by hand changes nothing
 
     def _index_for(self, doc: dict[str, Any]) -> array[int]:
         generation = doc["scan"]["generation"]
         if generation != self._generation:
-            index = array("q")
+            path = self.state.path(INDEX_FILE)
             try:
-                with open(self.state.path(INDEX_FILE), "rb") as handle:
-                    index.frombytes(handle.read())
-            except OSError:
-                index = array("q")
-            self._index, self._generation = _little_endian(index), generation
+                with open(path, "rb") as handle:
+                    index = parse_index(handle.read())
+                why = "malformed"
+            except FileNotFoundError:
+                index, why = None, "missing"
+            except OSError as exc:
+                index, why = None, f"unreadable ({exc.strerror})"
+            if index is None:  # rebuilt from the folder: the index is only a cache of a scan
+                self.notices.append(f"index file {path} was {why}; rebuilt it from the input folder")
+                self._rescan(doc)
+            else:
+                self._index, self._generation = index, generation
         return self._index
 
     def _rescan(self, doc: dict[str, Any]) -> None:
@@ -213,6 +162,11 @@ class ClaimBook:
         doc["returned"] = sorted(set(doc["returned"]) | {n for n in below if n not in leased})
         generation = doc["scan"]["generation"] + 1
         doc["scan"] = {"generation": generation, "mtime_ns": mtime, "at": self.clock(), **scan.counts()}
+        told = doc.setdefault("unused", {})
+        for name, reason in scan.unused.items():  # said once per job, by the process whose scan found it
+            if name not in told and len(told) < UNUSED_KEPT:
+                told[name] = reason
+                self.notices.append(f"{name}: not used: {reason}")
         self._index, self._generation = pending, generation
 
     def _input_mtime(self) -> int:
@@ -231,14 +185,16 @@ class ClaimBook:
         """
         with self._locked():
             self._loaded_counter = None
-            old = read_json(self.state.path(CLAIMS_FILE))
-            leases = {}
-            if isinstance(old, dict):
-                leases = {n: lease for n, lease in old.get("leases", {}).items()
-                          if identity_alive(lease.get("identity"))}
+            path = self.state.path(CLAIMS_FILE)
+            problem = leftover_problem(path)
+            if problem is not None:
+                self.notices.append(problem)
+            leases = {n: lease for n, lease in live_leases(read_json(path)).items()
+                      if identity_alive(lease.get("identity"))}
             doc: dict[str, Any] = {
                 "start": start, "end": end, "input_dir": str(self.input_dir), "counter": start - 1,
-                "leases": leases, "returned": [], "scan": {"generation": 0, "mtime_ns": 0, "at": 0.0},
+                "leases": leases, "returned": [], "settling": {},
+                "scan": {"generation": 0, "mtime_ns": 0, "at": 0.0},
             }
             self._rescan(doc)
             self._save(doc)
@@ -290,32 +246,76 @@ class ClaimBook:
                     self._save(doc)
 
     def _drop_finished(self, doc: dict[str, Any]) -> bool:
-        """Apply the deferred releases to ``doc``; True when there were any."""
+        """Apply the deferred releases to ``doc``; True when there were any. They are forgotten only once
+        ``doc`` is written (``_save``): a write refused (a full disk) keeps them for the next one."""
         with self._finished_lock:
-            finished, self._finished = self._finished, []
+            finished = list(self._finished)
+            self._dropped = set(finished)
         for number in finished:
             doc["leases"].pop(str(number), None)
         return bool(finished)
 
     def drained(self) -> bool:
-        """True when nothing is claimable, handed back, or in flight."""
+        """True when nothing is claimable, handed back, settling, or in flight."""
         with self._locked():
             doc = self._load()
-            if self._drop_finished(doc):
-                self._save(doc)
+            generation = doc["scan"]["generation"]
+            self._drop_finished(doc)
             self._reap_dead(doc)
-            if doc["leases"] or self._pick(doc, dry_run=True) is not None:
-                return False
-            if self._folder_changed(doc, force=True):
+            busy = bool(doc["leases"] or doc["settling"]) or self._pick(doc, dry_run=True) is not None
+            if not busy and self._folder_changed(doc, force=True):
                 self._rescan(doc)
+                busy = self._pick(doc, dry_run=True) is not None
+            if self._dropped or doc["scan"]["generation"] != generation:
                 self._save(doc)
-                return self._pick(doc, dry_run=True) is None
-            return True
+            return not busy
 
     def snapshot(self) -> dict[str, Any]:
-        """Counter, leases and scan figures, for the status file (no lock: a read of one file)."""
+        """Counter, leases and scan figures, for the status file (no lock: a read of one file); ``{}`` when
+        the file is missing or malformed (``check`` says which)."""
         doc = read_json(self.state.path(CLAIMS_FILE))
-        return doc if isinstance(doc, dict) else {}
+        return doc if shape_problem(doc) is None else {}
+
+    def check(self) -> str | None:
+        """``None`` while the claims state is whole, else one line saying what was lost (the job cannot go on).
+
+        A missing or malformed index, and a missing or altered counter file, are rebuilt; ``notices`` says so.
+        """
+        path = self.state.path(CLAIMS_FILE)
+        try:
+            with self._locked():
+                doc = self._load()
+                index = self.state.path(INDEX_FILE)
+                try:
+                    index_ok = index.stat().st_size % 8 == 0
+                except FileNotFoundError:
+                    index_ok = False
+                if not index_ok:
+                    self.notices.append(f"index file {index} was missing or malformed; rebuilt it from the "
+                                        f"input folder")
+                    self._rescan(doc)
+                    self._save(doc)
+                self._check_counter(doc["counter"])
+        except JobNotStarted:
+            return f"claims file {path} was deleted while the job ran"
+        except StateDirError as exc:
+            return str(exc)
+        return None
+
+    def _check_counter(self, counter: int) -> None:
+        path = self.state.path(COUNTER_FILE)
+        try:
+            text = path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            text = None
+        except (OSError, UnicodeDecodeError):
+            text = "?"
+        if text == str(counter):
+            return
+        why = ("missing" if text is None else "malformed" if not (text.isascii() and text.isdigit())
+               else f"showing {text} (editing it changes nothing)")
+        self.notices.append(f"counter file {path} was {why}; rewrote it: {counter}")
+        self._write_counter(counter)
 
     def renew(self) -> None:
         """Nothing to renew: a lease here lives as long as its owner's process."""
@@ -353,21 +353,50 @@ class ClaimBook:
             return None
         return report_path(self.input_dir, number)
 
+    def _unsettled(self, number: int, path: Path, doc: dict[str, Any], dry_run: bool) -> bool:
+        """Whether the note is still changing; if so it waits among ``settling`` for a later claim.
+
+        A dry run (``drained``) counts a note that exists as pending, settled or not.
+        """
+        if dry_run:
+            return False
+        wait = self.settle.wait_left(path)
+        if wait <= 0:
+            doc["settling"].pop(str(number), None)
+            return False
+        doc["settling"][str(number)] = self.clock() + wait
+        return True
+
     def _pick(self, doc: dict[str, Any], *, dry_run: bool = False) -> Claim | None:
+        claim = self._pick_from(doc, dry_run)
+        self.settling = {int(n): float(at) for n, at in doc["settling"].items()}
+        return claim
+
+    def _pick_from(self, doc: dict[str, Any], dry_run: bool) -> Claim | None:
         leases = doc["leases"]
         returned: list[int] = doc["returned"]
         for number in list(returned):
             path = self._claimable(number, leases)
             if not dry_run:
                 returned.remove(number)  # claimed now, or finished / gone: either way no longer handed back
-            if path is not None:
+            if path is not None and not self._unsettled(number, path, doc, dry_run):
+                return Claim(number, path, True)
+        now = self.clock()
+        for key, ready in sorted(doc["settling"].items(), key=lambda item: int(item[0])):
+            number = int(key)
+            if ready > now or str(number) in leases:
+                continue
+            path = self._claimable(number, leases)
+            if path is None:  # done, failed or gone meanwhile
+                doc["settling"].pop(key, None)
+            elif not self._unsettled(number, path, doc, dry_run):
                 return Claim(number, path, True)
         index = self._index_for(doc)
         position = bisect.bisect_right(index, doc["counter"])
         while position < len(index):
             number = index[position]
             path = self._claimable(number, leases)
-            if path is not None:
+            if path is not None and not self._unsettled(number, path, doc, dry_run):
                 if not dry_run:
                     doc["counter"] = number
                 return Claim(number, path, False)

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from distill.core.errors import BadInput
-from distill.extraction.report import Report, decode_report_bytes, read_report, report_number
+from distill.extraction.report import (
+    Report,
+    decode_report_bytes,
+    read_report,
+    report_number,
+    shown_name,
+    unused_name_reason,
+)
 
 DATASET = Path(__file__).resolve().parents[2] / "dataset"
 NOBODY = 65534
@@ -42,7 +49,10 @@ def bad_input_message(path: Path, **kwargs: int) -> str:
     [
         ("report_10001.txt", 10001),
         ("report_7.json", 7),
-        ("report_0042.txt", 42),
+        ("report_0042.txt", None),  # one number, one name: report_42.txt
+        ("report_0.txt", 0),
+        ("report_².txt", None),  # str.isdigit() says yes; int() refuses it
+        ("report_٤.txt", None),  # int() reads it as 4
         ("dataset/sub/report_10002.txt", 10002),
         ("report_10001.txt.bak", None),
         ("report_.txt", None),
@@ -57,6 +67,34 @@ def bad_input_message(path: Path, **kwargs: int) -> str:
 def test_report_number(name: str, number: int | None) -> None:
     assert report_number(name) == number
     assert report_number(Path(name)) == number
+
+
+@pytest.mark.parametrize(
+    ("name", "words"),
+    [
+        ("report_007.txt", "leading zeros in the report number (rename it report_7.txt)"),
+        ("report_00.json", "rename it report_0.json"),
+        ("report_².txt", "ASCII digits 0-9"),
+        ("report_٤.txt", "ASCII digits 0-9"),
+        ("report_.txt", "ASCII digits 0-9"),
+        ("report_1 .txt", "ASCII digits 0-9"),
+    ],
+)
+def test_a_name_that_looks_like_a_report_but_is_not_one_says_why(name: str, words: str) -> None:
+    reason = unused_name_reason(name)
+    assert reason is not None and words in reason
+
+
+@pytest.mark.parametrize("name", ["report_7.txt", "report_0.json", "notes.txt", "report_7.md", "diagnostic_7.json"])
+def test_report_names_and_unrelated_files_have_no_reason_against_them(name: str) -> None:
+    assert unused_name_reason(name) is None
+
+
+def test_a_shown_name_is_one_printable_line() -> None:
+    strange = "report_1\n2\udcff.txt"  # a newline and an undecodable byte (surrogate escape) in a file name
+    shown = shown_name(strange)
+    assert shown.isprintable() and "\n" not in shown and shown.startswith("report_1")
+    assert shown_name("report_报告.txt") == "report_报告.txt"
 
 
 # --- decoding ------------------------------------------------------------------------
