@@ -22,6 +22,10 @@ INPUT_DIR = os.environ.get("DIAG_INPUT_DIR", "dataset")
 OUTPUT_DIR = os.environ.get("DIAG_OUTPUT_DIR", "/hy-tmp/output_diag_continuous")
 CHECK_INTERVAL = 5  # seconds between looks for new reports and status updates
 MAX_REPORT_BYTES = 2_000_000  # larger report files are bad_input
+#: A note is claimed only once its size and modification time have not changed for this many seconds, so a
+#: note still being written is never read in half (DIAG_SETTLE_S overrides; 0 claims at once). Better still:
+#: write notes elsewhere on the same disk and move them in (a rename is atomic).
+SETTLE_S = 2
 
 #: Optional prices per million tokens, by model id: input, cached_input (prompt tokens served from the
 #: endpoint's prefix cache; defaults to input) and output. Costs appear in the monitor, stats and raw

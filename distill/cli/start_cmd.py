@@ -15,8 +15,9 @@ from distill.core.errors import DistillError, JobAlreadyRunning, StateDirError
 from distill.core.redact import mask_known
 from distill.job.claims import require_input_dir
 from distill.job.claims_backend import CLAIMS_URL_ENV, require_claims_store
+from distill.job.claims_file import leftover_problem
 from distill.job.job_env import adopt_job_env, remove_job_env, write_job_env
-from distill.job.state import StateDir, describe_running_job
+from distill.job.state import CLAIMS_FILE, StateDir, describe_running_job
 from distill.job.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
 from distill.job.survey import survey_range
 from distill.job.tmux import TmuxSessions
@@ -148,6 +149,10 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
         require_input_dir(settings.input_dir)
         for line in survey_range(settings.input_dir, settings.output_dir, start, end).lines(settings.input_dir):
             click.echo(line)
+        state = StateDir(settings.state_dir)
+        leftover = leftover_problem(state.path(CLAIMS_FILE)) if chosen is None else None
+        if leftover and state.root.is_dir() and state.job_lock_free():
+            click.echo(leftover)
     spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed,
                    max_cost=max_cost, follow_symlinks=follow_symlinks)
     if foreground:

@@ -38,6 +38,8 @@ FALLBACK_OUTPUT_DIR = "output_diag_continuous"
 DEFAULT_MAX_REPORT_BYTES = 2_000_000
 DEFAULT_STATE_DIR = "/tmp"
 DEFAULT_SESSION_PREFIX = "continuous_diag"
+DEFAULT_SETTLE_S = 2.0
+SETTLE_ENV = "DIAG_SETTLE_S"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ class Settings:
     input_dir: Path
     output_dir: Path
     check_interval: float = 5.0
+    #: Seconds a note must keep its size and modification time before it is claimed (``SETTLE_S``, 2 s from the
+    #: configuration); 0 claims at once, which is what a ``Settings`` built in code gets unless it asks.
+    settle_s: float = 0.0
     max_report_bytes: int = DEFAULT_MAX_REPORT_BYTES
     state_dir: Path = Path("/tmp")
     tmux_socket: str | None = None
@@ -125,6 +130,21 @@ def resolve_output_dir(requested: str | Path) -> tuple[Path, tuple[str, ...]]:
     return fallback, (f"OUTPUT_DIR {DEFAULT_OUTPUT_DIR} cannot be created; using {fallback}",)
 
 
+def settle_seconds(configured: Any) -> float:
+    """``DIAG_SETTLE_S`` when set, else ``SETTLE_S``: seconds, 0 or more; a ``ConfigError`` naming the setting."""
+    raw = os.environ.get(SETTLE_ENV, "").strip()
+    setting, value = (SETTLE_ENV, raw) if raw else ("SETTLE_S", configured)
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{setting} must be a number of seconds (0 or more), got {value!r}") from None
+    if not 0 <= seconds < float("inf"):
+        raise ConfigError(f"{setting} must be a number of seconds (0 or more), got {value!r}")
+    return seconds
+
+
 def _as_path(value: Any, setting: str) -> str | Path | None:
     if value is None or isinstance(value, (str, Path)):
         return value
@@ -160,6 +180,7 @@ def load_settings(
     prices = parse_prices(raw.get("MODEL_PRICES"))
     endpoints = {name: replace(e, price=prices.get(e.model)) for name, e in endpoints.items()}
     check = positive_number(raw.get("CHECK_INTERVAL", 5), "CHECK_INTERVAL")
+    settle = settle_seconds(raw.get("SETTLE_S", DEFAULT_SETTLE_S))
     max_bytes = int(positive_number(raw.get("MAX_REPORT_BYTES", DEFAULT_MAX_REPORT_BYTES), "MAX_REPORT_BYTES", integer=True))
     root = project_root()
     in_dir = Path(input_dir or _as_path(raw.get("INPUT_DIR"), "INPUT_DIR") or "dataset").expanduser()
@@ -182,6 +203,7 @@ def load_settings(
         input_dir=in_dir.resolve(),
         output_dir=out_dir.resolve(),
         check_interval=check,
+        settle_s=settle,
         max_report_bytes=max_bytes,
         state_dir=state_dir,
         tmux_socket=os.environ.get("DIAG_TMUX_SOCKET") or None,

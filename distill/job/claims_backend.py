@@ -53,6 +53,14 @@ class ClaimsBackend(Protocol):
     def renew(self) -> None:
         """Extend this process's leases (called from the worker's heartbeat)."""
 
+    def check(self) -> str | None:
+        """``None`` while the job's claim state is whole, else one line saying what was lost (the job must stop)."""
+
+    #: Lines for people (a file not used, a state file rebuilt), for the caller to say and clear.
+    notices: list[str]
+    #: Notes still being written as of this process's last claim: number -> when to look again (epoch).
+    settling: dict[int, float]
+
 
 def host_name() -> str:
     """The name this host's outputs and leases carry: ``DIAG_HOST``, else the machine's host name."""
@@ -88,15 +96,18 @@ def claims_url(explicit: str | None = None) -> str | None:
 
 
 def open_claims(state: StateDir, store: OutputStore, input_dir: Path, *, check_interval: float = 5.0,
-                url: str | None = None) -> ClaimsBackend:
-    """The backend ``url`` (else ``DIAG_CLAIMS_URL``) names; the file backend when neither is set."""
+                url: str | None = None, settle_s: float = 0.0) -> ClaimsBackend:
+    """The backend ``url`` (else ``DIAG_CLAIMS_URL``) names; the file backend when neither is set.
+
+    ``settle_s``: a note is claimed only once unchanged for that long (``SETTLE_S``).
+    """
     chosen = claims_url(url)
     if chosen is None:
-        return ClaimBook(state, store, input_dir, check_interval=check_interval)
+        return ClaimBook(state, store, input_dir, check_interval=check_interval, settle_s=settle_s)
     from distill.job.claims_redis import LEASE_TTL_S, RedisClaimBook  # only multi-host jobs need redis-py
 
     return RedisClaimBook(chosen, store, input_dir, check_interval=check_interval,
-                          lease_ttl=lease_ttl(default=LEASE_TTL_S))
+                          lease_ttl=lease_ttl(default=LEASE_TTL_S), settle_s=settle_s)
 
 
 #: The heartbeat renews leases every few seconds; a shorter lease would expire under a live worker.

@@ -8,7 +8,9 @@ Keys (under ``diag:``):
 - ``returned``: sorted set of numbers handed back (released unfinished, lease expired,
   or files that arrived below the counter);
 - ``leased``: set of the numbers in flight, and ``lease:<N>``: the owner of ``N``,
-  a key with a time to live that the owner's heartbeat renews.
+  a key with a time to live that the owner's heartbeat renews;
+- ``settling``: sorted set of notes still being written, scored by when to look again
+  (they move to ``returned`` then).
 
 Claim and release are Lua scripts, so each is atomic; both cost O(log n) in the
 size of the folder plus one check per lease in flight. A host that dies stops
@@ -34,7 +36,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from distill.core.errors import ClaimsUnavailable, ConfigError, JobNotStarted
-from distill.job.claims import Claim, report_path, scan_range
+from distill.job.claims import Claim, SettleCheck, report_path, scan_range
 from distill.job.claims_backend import URL_SETTING, host_name, shown_url
 from distill.results.store import OutputStore
 
@@ -45,6 +47,10 @@ SCAN_CHUNK = 5000  # numbers per rescan script call: keeps each call short for t
 _CLAIM = """
 local p = ARGV[1]
 if redis.call('EXISTS', p .. 'job') == 0 then return {-1} end
+for _, n in ipairs(redis.call('ZRANGEBYSCORE', p .. 'settling', '-inf', ARGV[4])) do
+  redis.call('ZREM', p .. 'settling', n)
+  redis.call('ZADD', p .. 'returned', n, n)
+end
 for _, n in ipairs(redis.call('SMEMBERS', p .. 'leased')) do
   if redis.call('EXISTS', p .. 'lease:' .. n) == 0 then
     redis.call('SREM', p .. 'leased', n)
@@ -102,6 +108,17 @@ end
 return kept
 """
 
+# A claimed note still being written: the lease goes, the note waits in ``settling`` until ARGV[4].
+_SETTLE = """
+local p, n, owner = ARGV[1], ARGV[2], ARGV[3]
+if redis.call('GET', p .. 'lease:' .. n) == owner then
+  redis.call('DEL', p .. 'lease:' .. n)
+  redis.call('SREM', p .. 'leased', n)
+end
+redis.call('ZADD', p .. 'settling', ARGV[4], n)
+return 1
+"""
+
 _ADD_PENDING = """
 local p = ARGV[1]
 local counter = tonumber(redis.call('GET', p .. 'counter') or '-1')
@@ -122,7 +139,7 @@ if redis.call('EXISTS', p .. 'job') == 1 then return 0 end
 redis.call('HSET', p .. 'job', 'job_id', ARGV[2], 'start', ARGV[3], 'end', ARGV[4],
            'input_dir', ARGV[5], 'output_dir', ARGV[6])
 redis.call('SET', p .. 'counter', tonumber(ARGV[3]) - 1)
-redis.call('DEL', p .. 'index', p .. 'returned')
+redis.call('DEL', p .. 'index', p .. 'returned', p .. 'settling', p .. 'unused')
 return 1
 """
 
@@ -134,7 +151,7 @@ class RedisClaimBook:
 
     def __init__(self, url: str, store: OutputStore, input_dir: Path, *, check_interval: float = 5.0,
                  lease_ttl: float = LEASE_TTL_S, clock: Callable[[], float] = time.time,
-                 host: str | None = None, prefix: str = PREFIX) -> None:
+                 host: str | None = None, prefix: str = PREFIX, settle_s: float = 0.0) -> None:
         self.url = url
         self.prefix = prefix
         self.store = store
@@ -151,6 +168,10 @@ class RedisClaimBook:
         self._renew = self.client.register_script(_RENEW)
         self._add_pending = self.client.register_script(_ADD_PENDING)
         self._begin = self.client.register_script(_BEGIN)
+        self._settle = self.client.register_script(_SETTLE)
+        self.settle = SettleCheck(settle_s, clock=clock)
+        self.notices: list[str] = []  # lines for people; the worker says and clears them
+        self.settling: dict[int, float] = {}  # notes this process last saw still changing -> when to look again
         self._held: dict[int, str] = {}  # number -> the lease value this process wrote
         self._unsent: list[tuple[int, bool]] = []  # releases Redis was away for, sent at the next call
         self._lock = threading.Lock()  # a worker claims on one thread and releases on another
@@ -217,6 +238,13 @@ class RedisClaimBook:
                 self._add_pending(args=[self.prefix, *pending[at : at + SCAN_CHUNK]])
             figures = {"mtime_ns": mtime, "at": self.clock(), **scan.counts()}
             self.client.set(self.prefix + "scan", json.dumps(figures))
+            if scan.unused:  # each said once per job, by the process (of any host) whose scan found it first
+                pipe = self.client.pipeline(transaction=False)
+                for name, reason in scan.unused.items():
+                    pipe.hsetnx(self.prefix + "unused", name, reason)
+                for (name, reason), new in zip(scan.unused.items(), pipe.execute(), strict=True):
+                    if new:
+                        self.notices.append(f"{name}: not used: {reason}")
         self._next_check = time.monotonic() + self.check_interval
         return figures
 
@@ -255,7 +283,7 @@ class RedisClaimBook:
             while True:
                 owner = json.dumps({"api": api, "host": self.host, "identity": identity, "since": self.clock()})
                 with self._reachable():
-                    got = self._claim(args=[self.prefix, owner, self.lease_ttl_ms])
+                    got = self._claim(args=[self.prefix, owner, self.lease_ttl_ms, repr(self.clock())])
                 if got[0] == -1:
                     raise JobNotStarted(f"no job has been started in Redis at {shown_url(self.url)} "
                                         f"(run start first)")
@@ -266,10 +294,17 @@ class RedisClaimBook:
                         continue
                     return None
                 number, handed_back = int(got[1]), got[2] == 1
+                self.settling.pop(number, None)
                 path = self._claimable(number)
                 if path is None:  # done, failed or gone since the scan: drop it and look further
                     with self._reachable():
                         self._release(args=[self.prefix, number, owner, "1"])
+                    continue
+                wait = self.settle.wait_left(path)
+                if wait > 0:  # still being written: it waits for a later claim, by any host
+                    self.settling[number] = self.clock() + wait
+                    with self._reachable():
+                        self._settle(args=[self.prefix, number, owner, repr(self.clock() + wait)])
                     continue
                 self._held[number] = owner
                 if self._folder_changed(force=False):
@@ -325,7 +360,8 @@ class RedisClaimBook:
         with self._reachable():
             leased = [n for n in self.client.smembers(self.prefix + "leased")
                       if self.client.exists(self.prefix + f"lease:{n}")]
-            waiting = self.client.zcard(self.prefix + "returned") + self.client.zcard(self.prefix + "index")
+            waiting = (self.client.zcard(self.prefix + "returned") + self.client.zcard(self.prefix + "index")
+                       + self.client.zcard(self.prefix + "settling"))
         if leased or waiting:
             return False
         if self._folder_changed(force=True):
@@ -333,6 +369,15 @@ class RedisClaimBook:
             with self._reachable():
                 return self.client.zcard(self.prefix + "returned") + self.client.zcard(self.prefix + "index") == 0
         return True
+
+    def check(self) -> str | None:
+        """``None`` while the job's claims are in Redis (or Redis is away: that is waited out), else one line."""
+        try:
+            with self._reachable():
+                there = self.client.exists(self.prefix + "job")
+        except ClaimsUnavailable:
+            return None
+        return None if there else f"the job's claims in Redis at {shown_url(self.url)} were deleted while the job ran"
 
     def snapshot(self) -> dict[str, Any]:
         """Counter, leases (with their host) and scan figures, for the status; ``{}`` when Redis is away."""

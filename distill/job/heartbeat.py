@@ -92,6 +92,7 @@ class Heartbeat:
         self._stopped = threading.Event()
         self._write_lock = threading.Lock()  # the thread and a final write from the worker never interleave
         self._thread: threading.Thread | None = None
+        self._failing = False
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -109,7 +110,13 @@ class Heartbeat:
             with self._write_lock:
                 self._state.write_heartbeat(self._api, self._record())
         except OutputWriteError as exc:
-            self._say(f"cannot write heartbeat: {exc}")
+            if not self._failing:  # one line while it fails, not one every few seconds
+                self._say(f"cannot write heartbeat: {exc}")
+            self._failing = True
+        else:
+            if self._failing:
+                self._say("heartbeat written again")
+            self._failing = False
 
     def stop(self) -> None:
         """End the thread; later ``soon()`` calls write at once (the exit record)."""

@@ -8,8 +8,11 @@ refused rather than followed.
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import os
 import shlex
+import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +20,7 @@ from typing import Any
 
 import filelock
 
-from distill.core.errors import JobAlreadyRunning, StateDirError
+from distill.core.errors import JobAlreadyRunning, OutputWriteError, StateDirError
 from distill.results.atomic import (
     TMP_MARK,
     read_json,
@@ -190,8 +193,15 @@ class StateDir:
                          f"# delete this file, or run {self.stop_script}, to stop the job gracefully\n")
 
     def request_stop(self, *, now: bool = False) -> None:
-        self._write_flag(f"{STOP_MARK} {self._flag_job_id()}\n"
-                         f"# withdraw with: diag-distill stop --cancel (DIAG_STATE_DIR={self.root})\n")
+        try:
+            self._write_flag(f"{STOP_MARK} {self._flag_job_id()}\n"
+                             f"# withdraw with: diag-distill stop --cancel (DIAG_STATE_DIR={self.root})\n")
+        except OutputWriteError:
+            if now:
+                raise
+            # A full disk refuses the write, not an unlink: a running job's missing flag asks for a stop too.
+            self.stop_flag.unlink(missing_ok=True)
+            return
         if now:
             write_atomic(self.stop_now_flag, b"stop now\n", mode=0o600, durable=False)
 
@@ -245,16 +255,36 @@ class StateDir:
     def write_job(self, record: dict[str, Any]) -> None:
         write_json(self.path(JOB_FILE), record, durable=False)
 
-    def acquire_job_lock(self) -> filelock.BaseFileLock:
-        """Hold the job lock for this process's lifetime; refuse when another job holds it."""
-        lock = self.lock(JOB_LOCK, timeout=0)
+    def acquire_job_lock(self) -> JobLock:
+        """Hold the job lock for this process's lifetime; refuse when another job holds it.
+
+        Two locks: the filelock users know, and a name in the kernel's abstract socket
+        namespace derived from the directory's path. Deleting the lock file (or the whole
+        directory) cannot release the second: only the holder's exit does.
+        """
+        name = self.job_socket_name()
         try:
+            held = bind_abstract(name)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise StateDirError(f"DIAG_STATE_DIR {self.root}: cannot take the job lock: {exc.strerror}") from None
+            raise JobAlreadyRunning(describe_running_job(self)) from None
+        try:
+            lock = self.lock(JOB_LOCK, timeout=0)
             lock.acquire()
         except filelock.Timeout:
+            held.close()
             raise JobAlreadyRunning(describe_running_job(self)) from None
-        return lock
+        except BaseException:
+            held.close()
+            raise
+        return JobLock(lock, held)
 
     def job_lock_free(self) -> bool:
+        try:
+            bind_abstract(self.job_socket_name()).close()
+        except OSError:
+            return False
         lock = self.lock(JOB_LOCK, timeout=0)
         try:
             lock.acquire()
@@ -263,13 +293,25 @@ class StateDir:
         lock.release()
         return True
 
+    def job_socket_name(self) -> bytes:
+        """The abstract socket name that stands for this state directory's job lock (its resolved path, hashed)."""
+        path = os.path.realpath(self.root)
+        return b"\0diag-distill-job-" + hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:40].encode()
+
     # --- heartbeats --------------------------------------------------------------
 
     def heartbeat_path(self, api: str) -> Path:
         return self.path(WORKERS_DIR) / f"{api}.json"
 
     def write_heartbeat(self, api: str, record: dict[str, Any]) -> None:
-        write_json(self.heartbeat_path(api), record, durable=False, compact=True)
+        path = self.heartbeat_path(api)
+        try:
+            write_json(path, record, durable=False, compact=True)
+        except OutputWriteError:
+            if path.parent.is_dir() or not self.root.is_dir():
+                raise
+            self.ensure()  # the workers folder was deleted under a running job: make it again
+            write_json(path, record, durable=False, compact=True)
 
     def read_heartbeat(self, api: str) -> dict[str, Any] | None:
         data = read_json(self.heartbeat_path(api))
@@ -332,6 +374,30 @@ class StateDir:
 
     def write_status(self, status: dict[str, Any]) -> None:
         write_json(self.status_path, status, durable=False)
+
+
+def bind_abstract(name: bytes) -> socket.socket:
+    """A Unix socket bound to ``name`` (abstract namespace): ``OSError(EADDRINUSE)`` while another process holds it.
+    The socket is not inherited by children (a tmux server the job starts must not keep the lock)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(name)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+@dataclass
+class JobLock:
+    """The job lock of one state directory, held until ``release`` or the process ends."""
+
+    file_lock: filelock.BaseFileLock
+    held: socket.socket
+
+    def release(self) -> None:
+        self.file_lock.release()
+        self.held.close()
 
 
 def describe_running_job(state: StateDir) -> str:

@@ -23,7 +23,7 @@ from typing import Any
 
 from distill.core.clock import utc_now
 from distill.core.config import Settings, project_root
-from distill.core.errors import ClaimsUnavailable, ConfigError, InputDirMissing, StateDirError
+from distill.core.errors import ClaimsUnavailable, ConfigError, InputDirMissing, OutputWriteError, StateDirError
 from distill.job.claims import require_input_dir, scan_range
 from distill.job.claims_backend import host_name, open_board, open_claims
 from distill.job.job_env import HANDOFF_ENV, remove_job_env, write_job_env
@@ -37,6 +37,7 @@ from distill.job.state import (
     my_identity,
     worker_pid,
 )
+from distill.job.state_watch import StateWatch
 from distill.job.status import Throughput, build_status
 from distill.job.tmux import TmuxSessions
 from distill.job.worker import EXIT_CONFIG, EXIT_DISABLED, EXIT_OK, SIGNALLED_REASON
@@ -125,7 +126,8 @@ class Supervisor:
         self.rng = rng or random.Random()
         self.state = StateDir(settings.state_dir)
         self.store = OutputStore(settings.output_dir)
-        self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
+        self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval,
+                                settle_s=settings.settle_s)
         self.board = open_board()  # shared by the hosts of a Redis job: their statuses and the stop request
         self.sessions = sessions or TmuxSessions(settings.tmux_socket, settings.session_prefix)
         self.views = {api: WorkerView() for api in self.apis}
@@ -138,6 +140,7 @@ class Supervisor:
         self.job: dict[str, Any] = {}
         self.begin_scan: dict[str, Any] = {}
         self.begin_outputs: dict[str, int] = {}
+        self._status_failing = False
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -172,6 +175,8 @@ class Supervisor:
         self.state.write_stop_script(sys.executable)
         self.state.clear_heartbeats()
         self.begin_scan = self.book.begin(self.spec.start, self.spec.end)
+        self.watch = StateWatch(self.state, self.book, self.job, self.out)
+        self.watch.check()  # says what the first scan found (files not used, a leftover claims file replaced)
         self.begin_outputs = self.store.counts()
         self._retire_stale_sessions()
 
@@ -238,6 +243,8 @@ class Supervisor:
                 now_sent = now
                 self._signal_workers(beats, signal.SIGTERM)
             if now >= next_status:
+                self._check_state()
+                stopping = self.state.stop_requested()
                 self._write_status("stopping" if stopping else "running", beats, now)
                 next_status = now + self.settings.check_interval
             if all(v.finished for v in self.views.values()):
@@ -258,6 +265,14 @@ class Supervisor:
                              local_now=self.state.stop_now_requested())
             if add:
                 self.state.request_stop(now=add == NOW)
+
+    def _check_state(self) -> None:
+        """A state file deleted or spoiled: remade when it can be, else a graceful stop that says why."""
+        fatal = self.watch.check()
+        if fatal and not self.stop_reason:
+            self.stop_reason = fatal
+            self.out(fatal)
+            self.state.request_stop()
 
     def _check_budget(self, beats: dict[str, dict[str, Any]]) -> None:
         """A graceful stop once the workers' spend reaches ``--max-cost``: they finish their current report."""
@@ -349,7 +364,18 @@ class Supervisor:
             status["stop_reason"] = self.stop_reason
         if state == "stopped":
             self._recount(status)
-        self.state.write_status(status)
+        try:
+            self.state.write_status(status)
+        except OutputWriteError as exc:  # a full disk: the job goes on (workers pause), the status waits
+            if not self._status_failing:
+                self.out(f"cannot write the status file: {exc}; retrying every {self.settings.check_interval:g} s")
+            self._status_failing = True
+            if state == "stopped":  # a status that says "running" must not outlive the job
+                self.state.status_path.unlink(missing_ok=True)
+            return
+        if self._status_failing:
+            self.out("status file written again")
+        self._status_failing = False
         if self.board is not None:
             with contextlib.suppress(ClaimsUnavailable):
                 self.board.publish(host_name(), status)

@@ -32,8 +32,8 @@ from distill.core.errors import (
     DistillError,
     EndpointAuthError,
     InputDirMissing,
-    JobNotStarted,
     OutputWriteError,
+    StateDirError,
     StopRequested,
 )
 from distill.core.redact import mask_known
@@ -90,7 +90,8 @@ class Worker:
         self.sleep = sleep
         self.state = StateDir(settings.state_dir)
         self.store = OutputStore(settings.output_dir, host=host_name() if claims_url() else "")
-        self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
+        self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval,
+                                settle_s=settings.settle_s)
         self.identity = my_identity()
         self.extractor_factory = extractor_factory
         self.stop_after_current = False
@@ -108,6 +109,8 @@ class Worker:
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
         self._claims_away = ""  # why the claims store cannot be reached, while it cannot
+        self._unreleased: list[tuple[int, bool]] = []  # releases the state directory refused (a full disk)
+        self._said = ""  # the last waiting line said, so that a wait is one line, not one per look
 
     # --- heartbeat --------------------------------------------------------------------
 
@@ -230,29 +233,79 @@ class Worker:
                 self._pause_until_writable(error)
                 continue
             try:
+                self._send_unreleased()
                 claim = self._next_claim()
                 drained = claim is None and self.until_drained and self.book.drained()
             except ClaimsUnavailable as exc:  # the report in hand is finished; claim again once it is back
                 self._wait_for_claims(str(exc))
                 continue
-            except (InputDirMissing, JobNotStarted) as exc:  # a folder gone, /tmp wiped: wait and look again
+            except OutputWriteError as exc:  # the state directory's disk is full: as with the output disk
                 self.last_error = str(exc)
-                self.set_state("idle", note=str(exc))
-                self.say(str(exc))
-                self._wait(self.settings.check_interval)
+                self.say(f"{exc}; pausing claims until the state directory is writable")
+                self._pause_until_writable(str(exc), self.state.root)
                 continue
+            except (InputDirMissing, StateDirError) as exc:  # a folder gone, /tmp wiped, a malformed claims file
+                self._wait_idle(str(exc), error=True)
+                continue
+            finally:
+                self._say_notices()
             if self._claims_away:
                 self._claims_away = ""
                 self.say("claims store reachable again; claiming resumes")
             if claim is None:
                 if drained:
                     return EXIT_OK, "drained"
-                self.set_state("idle")
-                self._wait(self.settings.check_interval if not self.until_drained else 0.5)
+                self._idle()
                 continue
+            self._said = ""
             result = self._process(claim, extractor)
             if result is not None:
                 return result
+
+    def _idle(self) -> None:
+        """Nothing to claim now: wait one check interval, or until the first note still being written may settle."""
+        pause = self.settings.check_interval if not self.until_drained else 0.5
+        settling = self.book.settling
+        if not settling:
+            self.set_state("idle")
+            self._said = ""
+            self._wait(pause)
+            return
+        soonest = min(settling.values()) - time.time()
+        self._wait_idle(f"waiting for {counted(len(settling), 'note')} to settle (unchanged for SETTLE_S "
+                        f"{self.settings.settle_s:g} s before a claim)", pause=max(0.05, min(pause, soonest)))
+
+    def _wait_idle(self, note: str, *, error: bool = False, pause: float | None = None) -> None:
+        if error:
+            self.last_error = note
+        self.set_state("idle", note=note)
+        if note != self._said:
+            self.say(note)
+            self._said = note
+        self._wait(self.settings.check_interval if pause is None else pause)
+
+    def _say_notices(self) -> None:
+        notices, self.book.notices[:] = list(self.book.notices), []
+        for line in notices:
+            self.say(line)
+
+    def _release(self, number: int, *, finished: bool) -> None:
+        """Release a claim; one the state directory refuses (a full disk) is kept and sent before the next claim."""
+        try:
+            self.book.release(number, finished=finished)
+        except OutputWriteError as exc:
+            with self._lock:
+                self._unreleased.append((number, finished))
+            self.say(f"report {number}: its claim could not be released yet: {exc}")
+        except StateDirError as exc:  # the claims are gone or unreadable: the next start recomputes them
+            self.say(f"report {number}: its claim could not be released: {exc}")
+
+    def _send_unreleased(self) -> None:
+        while self._unreleased:
+            number, finished = self._unreleased[0]
+            self.book.release(number, finished=finished)
+            with self._lock:
+                self._unreleased.pop(0)
 
     def _wait_for_claims(self, reason: str) -> None:
         if not self._claims_away:
@@ -311,7 +364,7 @@ class Worker:
             write_error = str(exc)
         finally:
             if not handed_off:
-                self.book.release(claim.number, finished=finished)
+                self._release(claim.number, finished=finished)
         if write_error:
             # Handed back before the pause, so the report does not wait on this worker.
             self.last_error = write_error
@@ -342,19 +395,19 @@ class Worker:
 
     def _commit_failed(self, pending: StagedCommit, outcome: Outcome, error: OutputWriteError) -> None:
         """On the committer thread: nothing was published; hand the report back and pause the worker."""
-        with contextlib.suppress(DistillError):
-            self.book.release(outcome.number, finished=False)
+        self._release(outcome.number, finished=False)
         self.last_error = f"report {outcome.number}: {error}; report handed back"
         self._commit_error = self.last_error
 
-    def _pause_until_writable(self, reason: str) -> None:
-        probe = self.settings.output_dir / ".write_probe"
+    def _pause_until_writable(self, reason: str, folder: Path | None = None) -> None:
+        """Paused until a probe file can be written in ``folder`` (the output folder by default)."""
+        probe = (folder or self.settings.output_dir) / f".continuous_diag_write_probe.{self.api}"
         while not self._stop_wanted():
             self.set_state("paused", reason=reason)
             self._wait(self.settings.check_interval)
             try:
                 write_atomic(probe, b"x" * 65536)
-                probe.unlink()
+                probe.unlink(missing_ok=True)
                 self.say("writes succeed again; resuming")
                 return
             except OutputWriteError:
