@@ -26,6 +26,8 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[s
     monkeypatch.setenv("DIAG_STATE_DIR", str(state))
     monkeypatch.setenv("DIAG_TMUX_SOCKET", socket)
     monkeypatch.setenv("DIAG_SESSION_PREFIX", prefix)
+    # Notes a test has just written are settled at once (a test of settling sets its own SETTLE_S).
+    monkeypatch.setenv("DIAG_SETTLE_S", "0.2")
     yield {"state": state, "socket": socket, "prefix": prefix, "tmp": tmp_path}
     if shutil.which("tmux"):
         # Only the server on this test's own socket, which this test started.
