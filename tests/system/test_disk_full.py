@@ -149,3 +149,67 @@ def test_nothing_partial_and_not_done_while_the_disk_is_full(tmp_path: Path,
         disk.full = False
         thread.join(timeout=30)
     assert not thread.is_alive()
+
+
+class FillingExtractor(FakeExtractor):
+    """Fills ``disk`` during the last step of the first report: its claim is in hand when the state disk fills."""
+
+    def __init__(self, disk: FullDisk) -> None:
+        super().__init__()
+        self.disk = disk
+
+    def run(self, step: str, data: Any) -> Any:
+        if step == "mapping" and not self.calls["mapping"]:
+            self.disk.full = True
+        return super().run(step, data)
+
+
+def test_a_full_state_disk_pauses_claims_loses_no_claim_and_the_job_resumes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_for(tmp_path)
+    write_notes(settings.input_dir, [1, 2, 3])
+    state, store = StateDir(settings.state_dir), OutputStore(settings.output_dir)
+    state.ensure()
+    store.prepare()
+    ClaimBook(state, store, settings.input_dir).begin(1, None)
+    disk = FullDisk(settings.state_dir, "")
+    monkeypatch.setattr(os, "open", disk.open)
+    monkeypatch.setattr(os, "write", disk.write)
+    sleeps: list[float] = []
+
+    def counted_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(min(seconds, 0.01))
+
+    extractor, out = FillingExtractor(disk), io.StringIO()
+    worker = Worker("api_1", settings, job_id="j", until_drained=True, out=out, sleep=counted_sleep,
+                    extractor_factory=lambda endpoint, **kwargs: extractor)
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(worker.run()), daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: "pausing claims until the state directory is writable" in out.getvalue(), timeout=20)
+        waited = len(sleeps)
+        wait_until(lambda: len(sleeps) >= waited + 5 and disk.refused >= 3, timeout=20)
+        calls_while_paused = sum(extractor.calls.values())
+        done_while_paused = sorted(store.done_numbers())
+        claims = json.loads(state.path(CLAIMS_FILE).read_text())
+        assert thread.is_alive()
+    finally:
+        disk.full = False
+    thread.join(timeout=30)
+    assert codes == [EXIT_OK]
+    # While the state disk was full: report 1 was saved, nothing new was claimed, the claims file is whole.
+    assert done_while_paused == [1] and calls_while_paused == 3
+    assert claims["counter"] == 1 and list(claims["leases"]) == ["1"]  # its release waits for space
+    text = out.getvalue()
+    assert "disk full" in text and text.count("cannot write heartbeat") <= 1
+    # Once space is back: resumed, every report done once, no failure record, nothing torn or left behind.
+    assert "writes succeed again; resuming" in text
+    assert all(store.is_done(n) for n in (1, 2, 3)) and store.failed_numbers() == set()
+    assert sum(extractor.calls.values()) == 9
+    claims = json.loads(state.path(CLAIMS_FILE).read_text())
+    assert claims["leases"] == {} and claims["counter"] == 3
+    assert stray_files(settings.output_dir, settings.state_dir) == []
+    for path in settings.state_dir.rglob("*.json"):
+        json.loads(path.read_text(encoding="utf-8"))
