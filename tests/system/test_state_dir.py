@@ -75,12 +75,18 @@ def test_a_note_written_slowly_over_five_seconds_is_processed_whole_and_once(
                 time.sleep(0.25)
         written.set()
 
+    start(job, "1")
+    wait_until(lambda: done_numbers(job["output"]) == [1, 2, 3], timeout=60)
     writer = threading.Thread(target=write_slowly, daemon=True)
-    writer.start()
-    wait_until(slow.exists, timeout=10)
-    start(job, "1", "--until-drained")
-    wait_until(lambda: job_ended(job["state"]), timeout=120)
+    writer.start()  # arrives while the job runs, as notes copied in by another program do
+    # While it is being written, the monitor says why the idle workers wait.
+    shown = wait_until(lambda: "waiting for 1 note to settle" in (text := cli("monitor", "--once", "--json").stdout)
+                       and text, timeout=30)
+    assert not written.is_set() and "SETTLE_S 1.5 s" in shown
+    wait_until(lambda: done_numbers(job["output"]) == [1, 2, 3, 4], timeout=60)
     assert written.is_set()
+    assert cli("stop").returncode == 0
+    wait_until(lambda: job_ended(job["state"]), timeout=60)
     outputs = read_outputs(job["output"])
     assert outputs.done == {1, 2, 3, 4} and outputs.failed == {}
     assert outputs.raw[4]["report"]["chars"] == len("".join(lines))  # the whole note, not the part seen first
