@@ -386,12 +386,13 @@ class RedisClaimBook:
                 numbers = sorted(self.client.smembers(self.prefix + "leased"), key=int)
                 owners = self.client.mget([self.prefix + f"lease:{n}" for n in numbers]) if numbers else []
                 counter, raw_scan = self.client.get(self.prefix + "counter"), self.client.get(self.prefix + "scan")
+                settling = self.client.zcard(self.prefix + "settling")
                 job = dict(self.client.hgetall(self.prefix + "job"))
         except ClaimsUnavailable:
             return {}
         leases = {n: json.loads(owner) for n, owner in zip(numbers, owners, strict=True) if owner}
         doc: dict[str, Any] = {"backend": "redis", "job_id": job.get("job_id", ""), "leases": leases,
-                               "scan": json.loads(raw_scan) if raw_scan else {}}
+                               "scan": json.loads(raw_scan) if raw_scan else {}, "settling_count": int(settling)}
         if counter is not None:
             doc["counter"] = int(counter)
         return doc

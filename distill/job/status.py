@@ -117,7 +117,10 @@ def build_status(*, job: dict[str, Any], state: str, claims: dict[str, Any], beg
         "output_dir": job["output_dir"],
         "until_drained": job["until_drained"],
         "counts": {"done": done, "failed": failed, "pending": pending, "in_flight": in_flight,
-                   "existing": existing, "done_this_job": done_job, "failed_this_job": failed_job},
+                   "existing": existing, "done_this_job": done_job, "failed_this_job": failed_job,
+                   # still being written (claimed once settled), and report-like files that are not reports
+                   "settling": int(claims.get("settling_count", len(claims.get("settling") or {}))),
+                   "unused_files": int(scan.get("unused", begin_scan.get("unused", 0)))},
         "throughput_per_min": round(rate, 2),
         "eta_s": round(pending / rate * 60.0) if rate > 0 and pending else None,
         "active": states.count("working") + states.count("backing_off"),
