@@ -29,7 +29,12 @@ def monitor_config() -> MonitorConfig:
         return MonitorConfig(state_dir=Path(os.environ.get("DIAG_STATE_DIR") or "/tmp"),
                              tmux_socket=os.environ.get("DIAG_TMUX_SOCKET") or None,
                              session_prefix=os.environ.get("DIAG_SESSION_PREFIX") or "continuous_diag")
-    return MonitorConfig(state_dir=settings.state_dir, output_dir=settings.output_dir,
+    from distill.job.folders import job_folders
+
+    folders = job_folders(None, None, state_dir=settings.state_dir)
+    if folders.line():
+        click.echo(folders.line(), err=True)
+    return MonitorConfig(state_dir=settings.state_dir, output_dir=folders.output_dir or settings.output_dir,
                          check_interval=settings.check_interval, tmux_socket=settings.tmux_socket,
                          session_prefix=settings.session_prefix)
 
