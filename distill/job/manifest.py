@@ -61,11 +61,11 @@ def _hosts(manifest: dict[str, Any]) -> dict[str, Any]:
     return hosts if isinstance(hosts, dict) else {}
 
 
-def live_hosts(manifest: dict[str, Any], *, now: float, this_host: str, me: str = "") -> list[str]:
-    """The hosts whose entry in ``manifest`` belongs to a supervisor still running (``me`` left out)."""
+def live_hosts(manifest: dict[str, Any], *, now: float, this_host: str) -> list[str]:
+    """The hosts whose entry in ``manifest`` belongs to a supervisor still running."""
     alive = []
     for host, entry in _hosts(manifest).items():
-        if not isinstance(entry, dict) or (me and entry.get("identity") == me):
+        if not isinstance(entry, dict):
             continue
         if host == this_host:
             if identity_alive(entry.get("identity")):
@@ -142,10 +142,11 @@ class OutputFolderClaim:
             return
         locked_here = self._take_lock()
         manifest = read_manifest(self.output_dir)
-        alive = live_hosts(manifest, now=self.clock(), this_host=self.host, me=self.me) if manifest else []
+        alive = live_hosts(manifest, now=self.clock(), this_host=self.host) if manifest else []
         same_job = bool(job_id) and manifest is not None and manifest.get("job_id") == job_id
         if (alive or not locked_here) and not same_job:
-            raise JobAlreadyRunning(describe_holder(self.output_dir, manifest if alive else None))
+            current = manifest if manifest is not None and (alive or not manifest.get("ended_at")) else None
+            raise JobAlreadyRunning(describe_holder(self.output_dir, current))
 
     def hold(self, record: dict[str, Any], *, shared_job_id: str | None = None) -> None:
         """Take the folder for the job ``record`` describes, or raise ``JobAlreadyRunning`` naming the holder.
@@ -199,7 +200,7 @@ class OutputFolderClaim:
                 hosts = _hosts(manifest)
                 hosts.pop(self.host, None)
                 manifest["hosts"] = hosts
-                if not live_hosts(manifest, now=self.clock(), this_host=self.host, me=self.me):
+                if not live_hosts(manifest, now=self.clock(), this_host=self.host):
                     manifest["ended_at"] = utc_now()
                 write_json(manifest_path(self.output_dir), manifest, durable=True)
         finally:
