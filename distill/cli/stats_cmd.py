@@ -24,11 +24,10 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Any:
     return table
 
 
-def render(stats: RunStats, *, teacher: str = "") -> list[Any]:
+def render(stats: RunStats) -> list[Any]:
     """The tables ``stats`` prints, in order: the whole folder, then (with several teachers) each teacher's."""
     data = stats.to_dict()
     reports, per, grounding = data["reports"], data["findings_per_report"], data["grounding"]
-    of = f" ({teacher})" if teacher else ""
     tables = [_teachers_table(stats)] if stats.per_teacher else []
     tables += [
         _table("Reports", ["state", "reports"], [[k, v] for k, v in reports.items()]),
@@ -54,25 +53,24 @@ def render(stats: RunStats, *, teacher: str = "") -> list[Any]:
              *([u["cached_tokens"]] if cached else []), u["completion_tokens"], *([f"{u['cost']:.4f}"] if priced else [])]
             for name, u in usages.items()
         ]))
-    for table in tables[1 if stats.per_teacher else 0:]:
-        table.title = f"{table.title}{of}"
     if stats.per_teacher and len(stats.by_teacher) > 1:
+        from rich.rule import Rule
+
         for name, part in sorted(stats.by_teacher.items()):
-            tables += render(part, teacher=name)
+            tables += [Rule(f"teacher {name}", align="left"), *render(part)]
     return tables
 
 
 def _teachers_table(stats: RunStats) -> Any:
+    """One row per teacher: reports, findings, grounding and tokens (each teacher's own tables follow)."""
     rows = []
     for name, part in sorted(stats.by_teacher.items()):
         data = part.to_dict()
         tokens = data["tokens_by_model"].values()
         rows.append([name, data["reports"]["done"], data["reports"]["failed"], data["findings_per_report"]["total"],
-                     data["units"]["total"], f"{data['grounding']['dropped_share']:.1%}",
-                     sum(u["calls"] for u in tokens), sum(u["prompt_tokens"] for u in tokens),
-                     sum(u["completion_tokens"] for u in tokens), f"{sum(u['cost'] for u in tokens):.4f}"])
-    return _table("Teachers", ["teacher", "done", "failed", "findings", "units", "dropped share", "calls", "prompt",
-                               "completion", "cost"], rows)
+                     f"{data['grounding']['dropped_share']:.1%}",
+                     sum(u["total_tokens"] for u in tokens), f"{sum(u['cost'] for u in tokens):.2f}"])
+    return _table("Teachers", ["teacher", "done", "failed", "findings", "dropped", "tokens", "cost"], rows)
 
 
 @click.command("stats")
