@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -89,9 +90,11 @@ def test_a_second_job_on_the_same_output_folder_is_refused_and_the_first_goes_on
     wait_until(lambda: 10005 in done_numbers(job["output"]))
     assert {k: v for k, v in outputs(job["output"]).items() if k in before} == before
 
-    # Once the first job has ended, its manifest blocks nothing.
-    stopped = cli("stop", "--wait", "--timeout", "60", env=job["env"])
+    # The output folder's manifest finds the first job from the second state directory; once it has
+    # ended, its manifest blocks nothing.
+    stopped = cli("stop", "--output-dir", str(job["output"]), "--wait", "--timeout", "60", env=other["env"])
     assert stopped.returncode == 0, stopped.stderr
+    assert f"job {running['job_id']}: input {job['input']}, output {job['output']}" in stopped.stdout
     wait_until(lambda: job_ended(job["state"]))
     assert (read_manifest(job["output"]) or {}).get("ended_at")
     again = cli("start", "10001", "--input-dir", str(job["input"]), "--output-dir", str(job["output"]),
@@ -124,3 +127,25 @@ def test_retry_failed_with_no_folders_retries_the_last_jobs_failures_in_its_fold
     assert list((job["output"] / "failed" / "retried").glob("diagnostic_10003.*.json"))
     assert not (job["decoy_out"] / "diagnostic_results").exists()  # the configuration's folder was never used
     assert (job["output"] / MANIFEST_FILE).is_file()
+
+
+def test_stats_monitor_and_export_with_no_folders_read_the_last_jobs_output(job: dict[str, Any],
+                                                                            tmp_path: Path) -> None:
+    write_notes(job["input"], [10001, 10002])
+    first = cli("start", "10001", "--input-dir", str(job["input"]), "--output-dir", str(job["output"]),
+                "--until-drained", env=job["env"])
+    assert first.returncode == 0, first.stderr + first.stdout
+    wait_until(lambda: job_ended(job["state"]))
+    stats = cli("stats", "--json", env=job["env"])
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["output_dir"] == str(job["output"])
+    assert json.loads(stats.stdout)["reports"]["done"] == 2
+    assert stats.stderr.count("using the folders of job") == 1 and str(job["output"]) in stats.stderr
+    to = tmp_path / "train.jsonl"
+    exported = cli("export", "--to", str(to), "--min-units", "0", env=job["env"])
+    assert exported.returncode == 0, exported.stderr
+    assert "exported 2 of 2 reports" in exported.stdout and "by teacher: local 2" in exported.stdout
+    assert "using the folders of job" in exported.stderr
+    monitor = cli("monitor", "--json", env=job["env"])
+    assert monitor.returncode == 0, monitor.stderr
+    assert monitor.stderr.count("using the folders of job") == 1 and str(job["output"]) in monitor.stderr
