@@ -60,7 +60,7 @@ def refuse_second_job(settings: Settings) -> StateDir:
         raise StateDirError(f"DIAG_STATE_DIR: {problem}")
     if not state.job_lock_free():
         raise JobAlreadyRunning(describe_running_job(state))
-    check_output_folder(settings.output_dir, claims_url())
+    check_output_folder(settings.output_dir, claims_url(), state_dir=settings.state_dir)
     return state
 
 

@@ -35,7 +35,7 @@ from distill.core.clock import utc_now
 from distill.core.config import Settings
 from distill.core.errors import ConfigError, JobAlreadyRunning
 from distill.job.claims_backend import host_name
-from distill.job.state import identity_alive, my_identity
+from distill.job.state import StateDir, identity_alive, my_identity
 from distill.results.atomic import read_json, refuse_symlink, write_json
 from distill.results.teachers import endpoint_teacher
 
@@ -126,18 +126,18 @@ class OutputFolderClaim:
         self.lock = lock
         return True
 
-    def check(self, job_id: str | None) -> None:
-        """Raise ``JobAlreadyRunning`` unless job ``job_id`` may use the folder; takes nothing.
+    def check(self, job_id: str | None, *, state_dir: Path | None = None) -> None:
+        """Raise ``JobAlreadyRunning`` unless job ``job_id`` of ``state_dir`` may use the folder; takes nothing.
 
         ``job_id`` is the shared id of a Redis job (``""`` for one not created yet),
         ``None`` for a job of one host.
         """
         try:
-            self._decide(job_id)
+            self._decide(job_id, state_dir)
         finally:
             self._drop_lock()
 
-    def _decide(self, job_id: str | None) -> None:
+    def _decide(self, job_id: str | None, state_dir: Path | None) -> None:
         if not self.output_dir.is_dir():
             return
         locked_here = self._take_lock()
@@ -147,6 +147,8 @@ class OutputFolderClaim:
         if (alive or not locked_here) and not same_job:
             current = manifest if manifest is not None and (alive or not manifest.get("ended_at")) else None
             raise JobAlreadyRunning(describe_holder(self.output_dir, current))
+        if manifest is not None and not alive and not same_job:
+            _refuse_orphans(self.output_dir, manifest, state_dir)
 
     def hold(self, record: dict[str, Any], *, shared_job_id: str | None = None) -> None:
         """Take the folder for the job ``record`` describes, or raise ``JobAlreadyRunning`` naming the holder.
@@ -156,7 +158,7 @@ class OutputFolderClaim:
         """
         self.output_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
-            self._decide(shared_job_id)
+            self._decide(shared_job_id, Path(str(record.get("state_dir", ""))) if record.get("state_dir") else None)
         except BaseException:
             self._drop_lock()
             raise
@@ -213,6 +215,20 @@ class OutputFolderClaim:
             self.lock = None
 
 
+def _refuse_orphans(output_dir: Path, manifest: dict[str, Any], state_dir: Path | None) -> None:
+    """A killed supervisor's workers may still write the folder: only that job's own state directory may take
+    it over (its next start closes their sessions); any other job is refused until they are stopped."""
+    theirs = manifest.get("state_dir")
+    if not isinstance(theirs, str) or not theirs or (state_dir is not None and Path(theirs) == state_dir):
+        return
+    orphans = StateDir(Path(theirs)).orphaned_workers()
+    if orphans:
+        raise JobAlreadyRunning(
+            f"output folder {output_dir} is still written by {len(orphans)} worker(s) of diag-distill job "
+            f"{manifest.get('job_id', '?')} whose supervisor is gone (state directory {theirs}); stop them with "
+            f"DIAG_STATE_DIR={theirs} diag-distill stop, or give this job another output folder")
+
+
 def _owner(path: Path) -> str:
     try:
         return str(path.stat().st_uid)
@@ -233,7 +249,7 @@ def shared_job_id(book: object) -> str | None:
     return str(stored()) if callable(stored) else None
 
 
-def check_output_folder(output_dir: Path, url: str | None) -> None:
+def check_output_folder(output_dir: Path, url: str | None, *, state_dir: Path | None = None) -> None:
     """Refuse, before anything starts, a job on an output folder another job uses (``url``: a Redis job's)."""
     job_id: str | None = None
     if url:
@@ -241,7 +257,7 @@ def check_output_folder(output_dir: Path, url: str | None) -> None:
         from distill.results.store import OutputStore
 
         job_id = RedisClaimBook(url, OutputStore(output_dir), output_dir).stored_job_id()
-    OutputFolderClaim(output_dir).check(job_id)
+    OutputFolderClaim(output_dir).check(job_id, state_dir=state_dir)
 
 
 def hold_for_job(folder: OutputFolderClaim, book: object, *, job_id: str, settings: Settings, apis: list[str],

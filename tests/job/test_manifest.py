@@ -143,3 +143,28 @@ def test_renew_refreshes_this_hosts_entry_only_when_due(tmp_path: Path) -> None:
     claim.renew()
     assert read_manifest(tmp_path)["hosts"]["here"]["renewed_at"] == now[0]  # type: ignore[index]
     claim.release()
+
+
+def test_workers_left_by_a_killed_supervisor_keep_the_folder_from_another_job(tmp_path: Path) -> None:
+    from distill.job.state import JOB_FILE, StateDir
+
+    theirs = StateDir(tmp_path / "their_state")
+    theirs.ensure()
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "distill", "worker", "--api",
+                               "api_1", "--job-id", "j1"])
+    try:
+        identity = process_identity(worker.pid)
+        (theirs.root / JOB_FILE).write_text(json.dumps({"job_id": "j1", "identity": dead_identity()}))
+        theirs.write_heartbeat("api_1", {"api": "api_1", "job_id": "j1", "pid": worker.pid, "identity": identity})
+        out = tmp_path / "out"
+        write_manifest(out, "j1", {"here": {"identity": dead_identity(), "pid": 1, "renewed_at": 0}})
+        manifest = json.loads((out / MANIFEST_FILE).read_text())
+        (out / MANIFEST_FILE).write_text(json.dumps({**manifest, "state_dir": str(theirs.root)}))
+        with pytest.raises(JobAlreadyRunning, match=r"1 worker\(s\) of diag-distill job j1"):
+            OutputFolderClaim(out, host="here").check(None, state_dir=tmp_path / "mine")
+        # The job's own state directory takes over: its next start closes those workers' sessions.
+        OutputFolderClaim(out, host="here").check(None, state_dir=theirs.root)
+    finally:
+        worker.kill()
+        worker.wait()
+    OutputFolderClaim(out, host="here").check(None, state_dir=tmp_path / "mine")
