@@ -16,8 +16,11 @@ from distill.monitor.snapshot import MonitorConfig, take_snapshot
 DEFAULT_INTERVAL_S = 10.0
 
 
-def monitor_config() -> MonitorConfig:
+def monitor_config(*, say_folders: bool = True) -> MonitorConfig:
     """Where the job's files are, from the settings; from the environment alone when the configuration is broken.
+
+    The output folder is the last job's on this state directory (said in one
+    line on stderr unless ``say_folders`` is false), else the configuration's.
 
     The monitor only needs the state directory, so a configuration file being
     edited while the job runs must not blind it.
@@ -32,7 +35,7 @@ def monitor_config() -> MonitorConfig:
     from distill.job.folders import job_folders
 
     folders = job_folders(None, None, state_dir=settings.state_dir)
-    if folders.line():
+    if folders.line() and say_folders:
         click.echo(folders.line(), err=True)
     return MonitorConfig(state_dir=settings.state_dir, output_dir=folders.output_dir or settings.output_dir,
                          check_interval=settings.check_interval, tmux_socket=settings.tmux_socket,
@@ -50,7 +53,7 @@ def command(once: bool, interval: float, as_json: bool) -> None:
     Reads only the files of the state directory (DIAG_STATE_DIR); the job is
     not affected. Ctrl-C quits the monitor, not the job.
     """
-    config = monitor_config()
+    config = monitor_config(say_folders=not as_json)  # JSON readers get the folders in the snapshot
     if claims_url():  # a job shared by hosts: this host's panels, then every host's endpoints
         from distill.monitor.hosts import show_with_hosts
 

@@ -146,6 +146,6 @@ def test_stats_monitor_and_export_with_no_folders_read_the_last_jobs_output(job:
     assert exported.returncode == 0, exported.stderr
     assert "exported 2 of 2 reports" in exported.stdout and "by teacher: local 2" in exported.stdout
     assert "using the folders of job" in exported.stderr
-    monitor = cli("monitor", "--json", env=job["env"])
+    monitor = cli("monitor", "--once", env=job["env"])
     assert monitor.returncode == 0, monitor.stderr
     assert monitor.stderr.count("using the folders of job") == 1 and str(job["output"]) in monitor.stderr
