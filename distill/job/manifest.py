@@ -35,7 +35,7 @@ from distill.core.clock import utc_now
 from distill.core.config import Settings
 from distill.core.errors import ConfigError, JobAlreadyRunning
 from distill.job.claims_backend import host_name
-from distill.job.state import StateDir, identity_alive, my_identity
+from distill.job.state import JOB_FILE, StateDir, identity_alive, my_identity
 from distill.results.atomic import read_json, refuse_symlink, write_json
 from distill.results.teachers import endpoint_teacher
 
@@ -221,7 +221,11 @@ def _refuse_orphans(output_dir: Path, manifest: dict[str, Any], state_dir: Path 
     theirs = manifest.get("state_dir")
     if not isinstance(theirs, str) or not theirs or (state_dir is not None and Path(theirs) == state_dir):
         return
-    orphans = StateDir(Path(theirs)).orphaned_workers()
+    state = StateDir(Path(theirs))
+    job = read_json(state.path(JOB_FILE))
+    if not isinstance(job, dict) or job.get("output_dir") != str(output_dir):
+        return  # that state directory's last job wrote elsewhere
+    orphans = state.orphaned_workers()
     if orphans:
         raise JobAlreadyRunning(
             f"output folder {output_dir} is still written by {len(orphans)} worker(s) of diag-distill job "

@@ -154,9 +154,10 @@ def test_workers_left_by_a_killed_supervisor_keep_the_folder_from_another_job(tm
                                "api_1", "--job-id", "j1"])
     try:
         identity = process_identity(worker.pid)
-        (theirs.root / JOB_FILE).write_text(json.dumps({"job_id": "j1", "identity": dead_identity()}))
-        theirs.write_heartbeat("api_1", {"api": "api_1", "job_id": "j1", "pid": worker.pid, "identity": identity})
         out = tmp_path / "out"
+        (theirs.root / JOB_FILE).write_text(json.dumps({"job_id": "j1", "identity": dead_identity(),
+                                                        "output_dir": str(out)}))
+        theirs.write_heartbeat("api_1", {"api": "api_1", "job_id": "j1", "pid": worker.pid, "identity": identity})
         write_manifest(out, "j1", {"here": {"identity": dead_identity(), "pid": 1, "renewed_at": 0}})
         manifest = json.loads((out / MANIFEST_FILE).read_text())
         (out / MANIFEST_FILE).write_text(json.dumps({**manifest, "state_dir": str(theirs.root)}))
