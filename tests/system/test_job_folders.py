@@ -149,3 +149,31 @@ def test_stats_monitor_and_export_with_no_folders_read_the_last_jobs_output(job:
     monitor = cli("monitor", "--once", env=job["env"])
     assert monitor.returncode == 0, monitor.stderr
     assert monitor.stderr.count("using the folders of job") == 1 and str(job["output"]) in monitor.stderr
+
+
+def test_the_manifest_of_a_killed_job_does_not_block_a_new_job_on_its_folder(job: dict[str, Any],
+                                                                            tmp_path: Path) -> None:
+    from tests.helpers.chaos_tools import kill_all
+
+    write_notes(job["input"], list(range(10001, 10004)))
+    first = cli("start", "10001", "--input-dir", str(job["input"]), "--output-dir", str(job["output"]),
+                env=job["env"])
+    assert first.returncode == 0, first.stderr + first.stdout
+    wait_until(lambda: done_numbers(job["output"]) == [10001, 10002, 10003])
+    # Both workers up (a fast first worker may finish every note before the second has started).
+    wait_until(lambda: sum(identity_alive(b.get("identity")) for b in job["state"].read_heartbeats().values()) == 2)
+    killed_id = (job["state"].running_job() or {})["job_id"]
+    kill_all(job["state"], job["output"])  # supervisor and workers at once: no exit record, no ended_at
+    wait_until(lambda: job["state"].running_job() is None)
+    manifest = read_manifest(job["output"]) or {}
+    assert manifest.get("job_id") == killed_id and not manifest.get("ended_at")
+
+    assert job["state"].orphaned_workers() == {}
+    other = second_job(job, tmp_path)
+    write_notes(job["input"], [10004])
+    second = cli("start", "10001", "--input-dir", str(job["input"]), "--output-dir", str(job["output"]),
+                 "--until-drained", env=other["env"])
+    assert second.returncode == 0, second.stderr + second.stdout
+    wait_until(lambda: job_ended(other["state"]))
+    assert done_numbers(job["output"]) == [10001, 10002, 10003, 10004]
+    assert (read_manifest(job["output"]) or {}).get("state_dir") == str(other["state"].root)
