@@ -175,10 +175,10 @@ class OutputFolderClaim:
         self.job_id = manifest["job_id"] = job_id
         self._write(manifest, durable=True)
 
-    def renew(self, *, force: bool = False) -> None:
+    def renew(self) -> None:
         """Refresh this host's entry (other hosts go by its age); cheap to call every tick."""
         now = self.clock()
-        if not self.job_id or (now < self._renew_at and not force):
+        if not self.job_id or now < self._renew_at:
             return
         manifest = read_manifest(self.output_dir)
         if manifest is None or manifest.get("job_id") != self.job_id:
