@@ -64,7 +64,8 @@ def output_folder_of_last_job(output_dir: Path | None, input_dir: Path | None) -
     line = folders.line()
     if line:
         click.echo(line, err=True)
-    return folders.output_dir, input_dir or folders.input_dir
+    found = folders.input_dir if folders.input_dir is not None and folders.input_dir.is_dir() else None
+    return folders.output_dir, input_dir or found
 
 
 @contextmanager
