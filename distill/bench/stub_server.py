@@ -148,6 +148,8 @@ class StubServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._outage: Fault | None = None  # set by go_down: every call gets this fault
+        self.outages: list[list[float | None]] = []  # [went down, came back] in wall-clock seconds
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -184,6 +186,31 @@ class StubServer:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+
+    def go_down(self, how: str = "refuse") -> None:
+        """Be a dead endpoint until ``come_back``: ``refuse`` closes the port, so connections are refused;
+        a fault kind (``500``, ``503``, ``reset``, ``hang``, ``bad_body`` ...) answers every call with it."""
+        fault = None if how == "refuse" else Fault(how, delay_s=30.0 if how == "hang" else 0.0)
+        self.outages.append([time.time(), None])
+        if fault is None:
+            self.stop()
+        else:
+            with self._lock:
+                self._outage = fault
+
+    def come_back(self) -> None:
+        """Serve normally again, on the same port."""
+        with self._lock:
+            self._outage = None
+        if self._httpd is None:
+            self.start()
+        if self.outages and self.outages[-1][1] is None:
+            self.outages[-1][1] = time.time()
+
+    @property
+    def back_at(self) -> float | None:
+        """When the last outage ended (wall clock), ``None`` when there was none or it lasts."""
+        return self.outages[-1][1] if self.outages else None
 
     def __enter__(self) -> StubServer:
         return self.start()
@@ -265,7 +292,9 @@ class StubServer:
             message = f"invalid api key {call.api_key!r}"
             handler.send_json(401, {"error": {"message": message, "type": "invalid_request_error"}})
             return
-        fault = self.fault_plan(call) if self.fault_plan else Fault()
+        with self._lock:
+            outage = self._outage
+        fault = outage or (self.fault_plan(call) if self.fault_plan else Fault())
         with self._lock:
             self.faults[fault.kind] += 1
         delay = self.latency_s + (fault.delay_s if fault.kind == "latency" else 0.0)
