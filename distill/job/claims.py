@@ -233,11 +233,12 @@ class ClaimBook:
         with self._locked():
             self._loaded_counter = None
             old = read_json(self.state.path(CLAIMS_FILE))
-            leases, strikes = {}, {}
+            leases: dict[str, Any] = {}
+            strikes: dict[str, list[str]] = {}
             if isinstance(old, dict):
                 leases = {n: lease for n, lease in old.get("leases", {}).items()
                           if identity_alive(lease.get("identity"))}
-                strikes = old.get("strikes") if isinstance(old.get("strikes"), dict) else {}
+                strikes = old["strikes"] if isinstance(old.get("strikes"), dict) else {}
             doc: dict[str, Any] = {
                 "start": start, "end": end, "input_dir": str(self.input_dir), "counter": start - 1,
                 "leases": leases, "returned": [], "scan": {"generation": 0, "mtime_ns": 0, "at": 0.0},
