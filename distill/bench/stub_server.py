@@ -34,6 +34,7 @@ from distill.bench.stub_answers import (
     faulty_answer,
     parse_call,
 )
+from distill.extraction.http_client import PROBE_MESSAGE
 
 __all__ = ["FAULT_KINDS", "STUB_ORGAN", "CallInfo", "Fault", "StubServer", "default_answer", "parse_call", "serve"]
 
@@ -107,7 +108,8 @@ class StubServer:
     a call without ``Authorization: Bearer <require_key>`` gets 401.
     Counters: ``total``, ``by_model``, ``by_path``, ``by_report_step``,
     ``answered_by_report_step`` (calls answered with a schema-valid completion,
-    see ``ACCEPTED_KINDS``), ``faults``, ``max_concurrent``; ``stats()``
+    see ``ACCEPTED_KINDS``), ``faults``, ``max_concurrent``, ``probes`` (health probes, which the
+    per-report counters leave out); ``stats()``
     returns them JSON-ready.
     With ``record_timeline``, every answered call is kept as (model, report,
     step, started, ended) in wall-clock seconds; ``GET /timeline`` returns them.
@@ -138,6 +140,7 @@ class StubServer:
         self.by_report_step: Counter[tuple[int | None, str]] = Counter()
         self.answered_by_report_step: Counter[tuple[int | None, str]] = Counter()
         self.faults: Counter[str] = Counter()
+        self.probes = 0
         self.max_concurrent = 0
         self.record_timeline = record_timeline
         self.timeline: list[tuple[str, int | None, str, float, float]] = []
@@ -228,6 +231,7 @@ class StubServer:
                 "by_report_step": {f"{r}/{s}": c for (r, s), c in self.by_report_step.items()},
                 "answered_by_report_step": {f"{r}/{s}": c for (r, s), c in self.answered_by_report_step.items()},
                 "faults": dict(self.faults),
+                "probes": self.probes,
                 "max_concurrent": self.max_concurrent,
                 "prompt_tokens": self.prompt_tokens,
                 "cached_tokens": self.cached_tokens,
@@ -269,10 +273,14 @@ class StubServer:
         row: tuple[str, int | None, str, float, float] | None = None
         try:
             call = parse_call(body, n, api_key)
+            probe = call.report is None and PROBE_MESSAGE in call.prompt
             with self._lock:
                 self.by_model[call.model] += 1
                 self.by_path[handler.path] += 1
-                self.by_report_step[(call.report, call.counted_step)] += 1
+                if probe:
+                    self.probes += 1
+                else:
+                    self.by_report_step[(call.report, call.counted_step)] += 1
             self._answer(handler, call)
             if self.record_timeline:
                 row = (call.model, call.report, call.step, started, time.time())
@@ -324,7 +332,7 @@ class StubServer:
         else:
             text, finish = faulty_answer(fault.kind, call, self.responder(call))
             handler.send_json(200, self._completion(call, text, finish))
-            if fault.kind in ACCEPTED_KINDS:
+            if fault.kind in ACCEPTED_KINDS and not (call.report is None and PROBE_MESSAGE in call.prompt):
                 with self._lock:
                     self.answered_by_report_step[(call.report, call.counted_step)] += 1
 

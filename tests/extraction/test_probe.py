@@ -38,6 +38,8 @@ def test_a_probe_of_a_serving_endpoint_is_one_call_asking_for_one_token(stub: St
     client = ChatClient(endpoint(stub.url))
     assert client.probe() == ""
     assert stub.total == 1 and len(seen) == 1
+    assert stub.stats()["probes"] == 1 and stub.stats()["by_report_step"] == {}  # not counted as a report's call
+    assert stub.stats()["answered_by_report_step"] == {}
     assert seen[0].report is None and not seen[0].json_mode  # no report text, no JSON mode: cheap
 
 
