@@ -26,3 +26,19 @@ def waiting_line(endpoints: list[Any], now: float) -> str | None:
     reason = last.reason.split(": ", 1)[1] if last.reason.startswith("down since ") else last.reason
     return (f"every endpoint is down ({len(down)}), waiting since {_clock(since)}: {last.api}: {reason}; "
             "reports wait in the pool and nothing is failed for an outage; each endpoint is probed until it answers")
+
+
+def status_lines(snap: Any) -> list[str]:
+    """Plain lines for ``diag-distill status``: the job, each endpoint (a down one with since when and why),
+    and the job's problems (among them the line saying the job waits for its endpoints)."""
+    from distill.monitor.view import duration
+
+    system, progress = snap.system, snap.progress
+    lines = [f"job {system['job_id'] or '-'}: {system['state']}; done {progress['done']}, failed "
+             f"{progress['failed']}, pending {progress['pending']}, in flight {progress['in_flight']}"]
+    for row in snap.endpoints:
+        doing = f"report {row.report} {row.step or ''}".strip() if row.report is not None else row.reason
+        state = "DOWN" if row.state == "down" else row.state
+        lines.append(f"{row.api:<7} {state:<11} {duration(row.elapsed_s):>7}  {' '.join(doing.split())}".rstrip())
+    lines.extend(f"! {problem}" for problem in snap.problems)
+    return lines

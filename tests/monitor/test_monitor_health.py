@@ -4,12 +4,15 @@ for the job."""
 from __future__ import annotations
 
 import io
+import json
 import time
 from pathlib import Path
 from typing import Any
 
+from click.testing import CliRunner
 from rich.console import Console
 
+from distill.cli.status_cmd import command
 from distill.job.status import iso
 from distill.monitor.view import render
 from tests.monitor.test_monitor import heartbeat, snapshot_of, write_job_state
@@ -103,3 +106,19 @@ def test_a_compact_monitor_shows_down_endpoints_first(tmp_path: Path) -> None:
     console.print(render(snapshot_of(tmp_path, now), 80, height=20))
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert any("api_16" in line and "DOWN" in line for line in text.splitlines())
+
+
+def test_diag_distill_status_prints_each_endpoint_and_a_down_one_with_since_and_why(tmp_path: Path) -> None:
+    now = time.time()
+    write_job_state(tmp_path, {"api_1": heartbeat("api_1", "working", now=now, report=10010, step="organs"),
+                               "api_2": down_beat("api_2", now)}, now=now)
+    result = CliRunner().invoke(command, [], env={"DIAG_STATE_DIR": str(tmp_path)})
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("job a1b2c3d4e5f6: running")
+    assert any(line.startswith("api_1") and "working" in line and "report 10010 organs" in line for line in lines)
+    down = next(line for line in lines if line.startswith("api_2"))
+    assert "DOWN" in down and "1m 35s" in down and f"down since 12:00:00: {REFUSED}" in down
+    as_json = CliRunner().invoke(command, ["--json"], env={"DIAG_STATE_DIR": str(tmp_path)})
+    assert as_json.exit_code == 0
+    assert json.loads(as_json.output)["apis_status"]["api_2"]["down_reason"] == REFUSED
