@@ -105,6 +105,7 @@ def test_a_dead_endpoint_beside_a_healthy_one_fails_nothing_and_comes_back_withi
     assert outputs.done == set(numbers)
     assert 0 <= returned_after <= PROBE_MAX_S + SLACK_S
     assert by_teacher["api_2"] >= 1 and by_teacher["api_1"] + by_teacher["api_2"] == len(numbers)
+    assert set(healthy.stats()["by_model"]) == {"stub-api_1"} and dead.stats()["probes"] >= 1
     assert stray_files(job["output"], state.root) == []
 
 
