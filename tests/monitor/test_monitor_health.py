@@ -14,6 +14,7 @@ from rich.console import Console
 
 from distill.cli.status_cmd import command
 from distill.job.status import iso
+from distill.monitor.hosts import hosts_panel
 from distill.monitor.view import render
 from tests.monitor.test_monitor import heartbeat, snapshot_of, write_job_state
 
@@ -122,3 +123,11 @@ def test_diag_distill_status_prints_each_endpoint_and_a_down_one_with_since_and_
     as_json = CliRunner().invoke(command, ["--json"], env={"DIAG_STATE_DIR": str(tmp_path)})
     assert as_json.exit_code == 0
     assert json.loads(as_json.output)["apis_status"]["api_2"]["down_reason"] == REFUSED
+
+
+def test_the_hosts_panel_of_a_shared_job_shows_a_down_endpoint_as_down() -> None:
+    board = {"hosts": {"host-b": {"apis_status": {"api_1": {"state": "working", "report": 7},
+                                                  "api_2": {"state": "down", "report": None}}}}}
+    console = Console(file=io.StringIO(), width=100, color_system="standard", force_terminal=True)
+    console.print(hosts_panel(board))
+    assert "\x1b[1;37;41mDOWN" in console.file.getvalue()  # type: ignore[attr-defined]
