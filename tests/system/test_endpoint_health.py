@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from distill.bench.stub_server import StubServer
+from distill.bench.stub_server import Fault, StubServer
 from distill.job.state import StateDir
-from tests.helpers.chaos_tools import copy_notes, read_outputs, write_endpoint_config
+from tests.helpers.chaos_tools import copy_notes, read_outputs, stub_counts_by_report, write_endpoint_config
 from tests.helpers.jobtools import cli, job_ended, status, stray_files, wait_until
 
 KEY = "sk-health-run-key"
@@ -149,3 +149,26 @@ def test_every_endpoint_down_for_sixty_seconds_fails_nothing_and_the_job_finishe
     assert outputs.done == set(numbers)
     assert done_at_outage < len(numbers)  # the outage hit reports that were still to do
     assert stray_files(job["output"], state.root) == []
+
+
+def test_a_report_that_fails_on_two_endpoints_that_answer_otherwise_fails_after_two_and_no_endpoint_goes_down(
+        job: dict[str, Any]) -> None:
+    (stub,) = job["configure"](3, latency_s=0.02)
+    numbers = copy_notes(job["input"], 20)
+    poison = numbers[5]
+    stub.fault_plan = lambda call: Fault("500") if call.report == poison else Fault()
+    state: StateDir = job["state"]
+    start(job, numbers[0], "--until-drained")
+    wait_until(lambda: job_ended(state), timeout=180, interval=0.25)
+
+    outputs = read_outputs(job["output"])
+    calls = stub_counts_by_report(stub.stats()["by_report_step"])
+    print(f"\npoison report: {len(outputs.done)} done, failed {sorted(outputs.failed)}, {calls[poison]} calls on "
+          f"the poison report, {stub.stats()['probes']} probes")
+    assert set(outputs.failed) == {poison} and outputs.done == set(numbers) - {poison}
+    record = outputs.failed[poison]
+    assert record["error_class"] == "api_unavailable"
+    assert "failed on 2 endpoints that answered otherwise" in record["message"]
+    # Each of the two endpoints spent its retry budget (3 attempts) once; nobody tried it a third time.
+    assert calls[poison] == 2 * 3
+    assert stub.stats()["probes"] == 2  # one verdict probe per endpoint, each answered: no endpoint went down
