@@ -16,11 +16,11 @@ from distill.monitor.snapshot import MonitorConfig, take_snapshot
 DEFAULT_INTERVAL_S = 10.0
 
 
-def monitor_config(*, say_folders: bool = True) -> MonitorConfig:
+def monitor_config(*, say_folders: bool = False) -> MonitorConfig:
     """Where the job's files are, from the settings; from the environment alone when the configuration is broken.
 
     The output folder is the last job's on this state directory (said in one
-    line on stderr unless ``say_folders`` is false), else the configuration's.
+    line on stderr when ``say_folders``), else the configuration's.
 
     The monitor only needs the state directory, so a configuration file being
     edited while the job runs must not blind it.
