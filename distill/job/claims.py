@@ -5,7 +5,8 @@ Under one ``filelock`` in the state directory:
 - ``current_diag_processing_number.txt`` keeps the highest number handed out;
 - ``continuous_diag_claims.json`` keeps the leases (report -> owner identity)
   and the numbers handed back (released unfinished, owner died, or files that
-  arrived below the counter);
+  arrived below the counter), and the endpoints each unfinished report failed on
+  while they were otherwise up (``strikes``: such a report goes to other endpoints);
 - ``continuous_diag_index.bin`` keeps the sorted numbers that were pending at
   the last scan of the input folder, as little-endian int64.
 
@@ -33,6 +34,7 @@ from distill.core.errors import JobNotStarted, StateDirError
 from distill.job.claims_file import (
     CLAIMS_QUEUE,
     ClaimsQueue,
+    counter_problem,
     leftover_problem,
     live_leases,
     parse_index,
@@ -189,12 +191,13 @@ class ClaimBook:
             problem = leftover_problem(path)
             if problem is not None:
                 self.notices.append(problem)
-            leases = {n: lease for n, lease in live_leases(read_json(path)).items()
-                      if identity_alive(lease.get("identity"))}
+            old = read_json(path)
+            leases = {n: lease for n, lease in live_leases(old).items() if identity_alive(lease.get("identity"))}
+            strikes = old["strikes"] if isinstance(old, dict) and isinstance(old.get("strikes"), dict) else {}
             doc: dict[str, Any] = {
                 "start": start, "end": end, "input_dir": str(self.input_dir), "counter": start - 1,
                 "leases": leases, "returned": [], "settling": {},
-                "scan": {"generation": 0, "mtime_ns": 0, "at": 0.0},
+                "scan": {"generation": 0, "mtime_ns": 0, "at": 0.0}, "strikes": strikes,
             }
             self._rescan(doc)
             self._save(doc)
@@ -206,10 +209,10 @@ class ClaimBook:
             doc = self._load()
             self._drop_finished(doc)
             self._reap_dead(doc)
-            claim = self._pick(doc)
+            claim = self._pick(doc, api=api)
             if claim is None and self._folder_changed(doc, force=True):
                 self._rescan(doc)
-                claim = self._pick(doc)
+                claim = self._pick(doc, api=api)
             elif claim is not None and self._folder_changed(doc, force=False):
                 self._rescan(doc)
             if claim is not None:
@@ -235,7 +238,23 @@ class ClaimBook:
             doc["leases"].pop(str(number), None)
             if not finished:
                 _hand_back(doc, number)
+            else:
+                doc.get("strikes", {}).pop(str(number), None)
             self._save(doc)
+
+    def strike(self, number: int, api: str) -> list[str]:
+        """Note that ``number`` failed on ``api`` while ``api`` was otherwise up; every endpoint it failed on.
+
+        ``api`` is not handed the report again: other endpoints are.
+        """
+        with self._locked():
+            doc = self._load()
+            self._drop_finished(doc)
+            struck: list[str] = doc.setdefault("strikes", {}).setdefault(str(number), [])
+            if api not in struck:
+                struck.append(api)
+            self._save(doc)
+            return list(struck)
 
     def flush(self) -> None:
         """Write the releases ``release(..., defer=True)`` kept back."""
@@ -253,6 +272,7 @@ class ClaimBook:
             self._dropped = set(finished)
         for number in finished:
             doc["leases"].pop(str(number), None)
+            doc.get("strikes", {}).pop(str(number), None)
         return bool(finished)
 
     def drained(self) -> bool:
@@ -303,19 +323,10 @@ class ClaimBook:
         return None
 
     def _check_counter(self, counter: int) -> None:
-        path = self.state.path(COUNTER_FILE)
-        try:
-            text = path.read_text(encoding="ascii").strip()
-        except FileNotFoundError:
-            text = None
-        except (OSError, UnicodeDecodeError):
-            text = "?"
-        if text == str(counter):
-            return
-        why = ("missing" if text is None else "malformed" if not (text.isascii() and text.isdigit())
-               else f"showing {text} (editing it changes nothing)")
-        self.notices.append(f"counter file {path} was {why}; rewrote it: {counter}")
-        self._write_counter(counter)
+        problem = counter_problem(self.state.path(COUNTER_FILE), counter)
+        if problem is not None:
+            self.notices.append(problem)
+            self._write_counter(counter)
 
     def renew(self) -> None:
         """Nothing to renew: a lease here lives as long as its owner's process."""
@@ -367,15 +378,18 @@ class ClaimBook:
         doc["settling"][str(number)] = self.clock() + wait
         return True
 
-    def _pick(self, doc: dict[str, Any], *, dry_run: bool = False) -> Claim | None:
-        claim = self._pick_from(doc, dry_run)
+    def _pick(self, doc: dict[str, Any], *, dry_run: bool = False, api: str = "") -> Claim | None:
+        claim = self._pick_from(doc, dry_run, api)
         self.settling = {int(n): float(at) for n, at in doc["settling"].items()}
         return claim
 
-    def _pick_from(self, doc: dict[str, Any], dry_run: bool) -> Claim | None:
+    def _pick_from(self, doc: dict[str, Any], dry_run: bool, api: str) -> Claim | None:
         leases = doc["leases"]
         returned: list[int] = doc["returned"]
+        strikes = doc.get("strikes", {})
         for number in list(returned):
+            if api and api in strikes.get(str(number), ()):
+                continue  # it failed on this endpoint: left for the others
             path = self._claimable(number, leases)
             if not dry_run:
                 returned.remove(number)  # claimed now, or finished / gone: either way no longer handed back
@@ -384,7 +398,7 @@ class ClaimBook:
         now = self.clock()
         for key, ready in sorted(doc["settling"].items(), key=lambda item: int(item[0])):
             number = int(key)
-            if ready > now or str(number) in leases:
+            if ready > now or str(number) in leases or (api and api in strikes.get(key, ())):
                 continue
             path = self._claimable(number, leases)
             if path is None:  # done, failed or gone meanwhile

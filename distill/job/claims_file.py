@@ -50,6 +50,7 @@ def shape_problem(doc: Any) -> str | None:
         ("returned", isinstance(doc.get("returned"), list) and all(_is_int(n) for n in doc["returned"])),
         ("scan", isinstance(doc.get("scan"), dict) and _is_int(doc["scan"].get("generation"))
          and _is_int(doc["scan"].get("mtime_ns")) and _is_number(doc["scan"].get("at"))),
+        ("strikes", isinstance(doc.get("strikes", {}), dict)),
         ("settling", isinstance(doc.get("settling", {}), dict)
          and all(isinstance(k, str) and k.isascii() and k.isdigit() and _is_number(v)
                  for k, v in doc.get("settling", {}).items())),
@@ -118,6 +119,21 @@ def live_leases(doc: Any) -> dict[str, Any]:
     if _leftover_shape(doc) is not None:
         return {}
     return {str(n): lease for n, lease in doc.get("leases", {}).items()}
+
+
+def counter_problem(path: Path, counter: int) -> str | None:
+    """One line when the counter file is missing, malformed or edited (it is rewritten then), else ``None``."""
+    try:
+        text: str | None = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        text = None
+    except (OSError, UnicodeDecodeError):
+        text = "?"
+    if text == str(counter):
+        return None
+    why = ("missing" if text is None else "malformed" if not (text.isascii() and text.isdigit())
+           else f"showing {text} (editing it changes nothing)")
+    return f"counter file {path} was {why}; rewrote it: {counter}"
 
 
 def parse_index(data: bytes) -> array[int] | None:

@@ -9,10 +9,8 @@ refused rather than followed.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import shlex
-import socket
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import filelock
 
 from distill.core.errors import JobAlreadyRunning, OutputWriteError, StateDirError
+from distill.job.job_lock import JobLock, bind_abstract, job_socket_name
 from distill.results.atomic import (
     TMP_MARK,
     read_json,
@@ -47,6 +46,8 @@ INDEX_FILE = "continuous_diag_index.bin"
 #: The job's DIAG_* settings (keys included), 0600, for the processes the supervisor starts.
 ENV_FILE = "continuous_diag_job_env.json"
 WORKERS_DIR = "continuous_diag_workers"
+#: The folders and range of the last job started here; kept after it ends, so commands find its folders.
+LAST_JOB_FILE = "continuous_diag_last_job.json"
 
 
 def proc_stat_fields(pid: int) -> list[str] | None:
@@ -139,7 +140,7 @@ class StateDir:
         ``/tmp``, shared with everything else on the machine.
         """
         ours = (STATUS_FILE, COUNTER_FILE, STOP_FLAG, STOP_SCRIPT, STOP_NOW_FLAG, JOB_FILE, CLAIMS_FILE, INDEX_FILE,
-                ENV_FILE)
+                ENV_FILE, LAST_JOB_FILE)
         removed = 0
         for name in ours:
             for stale in self.root.glob(f"{TMP_MARK}{name}.*"):
@@ -255,6 +256,15 @@ class StateDir:
     def write_job(self, record: dict[str, Any]) -> None:
         write_json(self.path(JOB_FILE), record, durable=False)
 
+    def last_job(self) -> dict[str, Any] | None:
+        """The running job's record, else the record of the last job started here (``None`` when neither exists)."""
+        job = self.running_job() or read_json(self.path(LAST_JOB_FILE))
+        return job if isinstance(job, dict) else None
+
+    def write_last_job(self, record: dict[str, Any]) -> None:
+        refuse_symlink(self.path(LAST_JOB_FILE))
+        write_json(self.path(LAST_JOB_FILE), record, durable=False)
+
     def acquire_job_lock(self) -> JobLock:
         """Hold the job lock for this process's lifetime; refuse when another job holds it.
 
@@ -294,9 +304,7 @@ class StateDir:
         return True
 
     def job_socket_name(self) -> bytes:
-        """The abstract socket name that stands for this state directory's job lock (its resolved path, hashed)."""
-        path = os.path.realpath(self.root)
-        return b"\0diag-distill-job-" + hashlib.sha256(path.encode("utf-8", "surrogateescape")).hexdigest()[:40].encode()
+        return job_socket_name(self.root)
 
     # --- heartbeats --------------------------------------------------------------
 
@@ -374,30 +382,6 @@ class StateDir:
 
     def write_status(self, status: dict[str, Any]) -> None:
         write_json(self.status_path, status, durable=False)
-
-
-def bind_abstract(name: bytes) -> socket.socket:
-    """A Unix socket bound to ``name`` (abstract namespace): ``OSError(EADDRINUSE)`` while another process holds it.
-    The socket is not inherited by children (a tmux server the job starts must not keep the lock)."""
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(name)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-@dataclass
-class JobLock:
-    """The job lock of one state directory, held until ``release`` or the process ends."""
-
-    file_lock: filelock.BaseFileLock
-    held: socket.socket
-
-    def release(self) -> None:
-        self.file_lock.release()
-        self.held.close()
 
 
 def describe_running_job(state: StateDir) -> str:

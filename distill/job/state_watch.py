@@ -27,11 +27,30 @@ class StateWatch:
     """``check()`` repairs what can be repaired and returns the reason the job must stop, if any."""
 
     def __init__(self, state: StateDir, book: ClaimsBackend, job: dict[str, Any],
-                 out: Callable[[str], None]) -> None:
+                 out: Callable[[str], None], *, check_interval: float = 5.0) -> None:
         self.state = state
         self.book = book
         self.job = job
         self.out = out
+        self.check_interval = check_interval
+        self._status_failing = False
+
+    def write_status(self, status: dict[str, Any], *, final: bool) -> bool:
+        """Write the status file; on a full disk say so once and go on (``False``). A ``final`` status that
+        cannot be written removes the old one: a status saying "running" must not outlive the job."""
+        try:
+            self.state.write_status(status)
+        except OutputWriteError as exc:
+            if not self._status_failing:
+                self.out(f"cannot write the status file: {exc}; retrying every {self.check_interval:g} s")
+            self._status_failing = True
+            if final:
+                self.state.status_path.unlink(missing_ok=True)
+            return False
+        if self._status_failing:
+            self.out("status file written again")
+        self._status_failing = False
+        return True
 
     def check(self) -> str | None:
         try:

@@ -8,6 +8,10 @@ Signals: the first SIGTERM, SIGHUP or SIGINT asks for a graceful stop (finish
 the current report, then exit). A second one, or any signal while the
 stop-now flag exists, stops at once: the finished steps stay checkpointed and
 the claim goes back to the pool.
+
+When the endpoint gives up on a report, ``EndpointWatch`` decides: an outage
+hands the report back with its checkpoints and the worker probes until the
+endpoint is up again (``distill.job.endpoint_watch``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from distill.core.errors import (
     ConfigError,
     DistillError,
     EndpointAuthError,
+    EndpointUnavailable,
     InputDirMissing,
     OutputWriteError,
     StateDirError,
@@ -43,7 +48,9 @@ from distill.extraction.pipeline import Outcome, StagedCommit, process_report
 from distill.job.claims import Claim
 from distill.job.claims_backend import claims_url, host_name, open_claims
 from distill.job.committer import Committer
+from distill.job.endpoint_watch import EndpointWatch
 from distill.job.heartbeat import Heartbeat, WorkerStats
+from distill.job.releases import Releases
 from distill.job.state import StateDir, my_identity
 from distill.results.atomic import write_atomic
 from distill.results.store import OutputStore
@@ -53,7 +60,7 @@ EXIT_CONFIG = 2
 EXIT_DISABLED = 3
 EXIT_CRASHED = 70
 #: States a worker re-enters while it waits; their ``since`` is when it entered the first time.
-STEADY_STATES = ("idle", "paused", "disabled")
+STEADY_STATES = ("idle", "paused", "disabled", "down")
 #: How an exit record begins when a signal, not the job, stopped the worker (its session was closed by hand).
 SIGNALLED_REASON = "stopped by signal"
 
@@ -109,8 +116,11 @@ class Worker:
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
         self._claims_away = ""  # why the claims store cannot be reached, while it cannot
-        self._unreleased: list[tuple[int, bool]] = []  # releases the state directory refused (a full disk)
+        self.releases = Releases(self.book, self.say)  # kept when the state directory refuses them (a full disk)
         self._said = ""  # the last waiting line said, so that a wait is one line, not one per look
+        self.watch = EndpointWatch(self.endpoint, self.book, say=self.say, set_state=self.set_state,
+                                   wait=self._wait, stop_wanted=self._stop_wanted)
+        self.health = self.watch.health
 
     # --- heartbeat --------------------------------------------------------------------
 
@@ -140,7 +150,7 @@ class Worker:
                 "api": self.api, "job_id": self.job_id, "pid": os.getpid(), "identity": self.identity,
                 "endpoint": self.endpoint.describe(), "model": self.endpoint.model,
                 "teacher": "local" if self.endpoint.is_local else "llm",
-                **self.status, "last_error": self.last_error, "started": self.started,
+                **self.status, **self.health.to_dict(), "last_error": self.last_error, "started": self.started,
                 "started_epoch": self.started_epoch, "updated": time.time(), "stats": self.stats.to_dict(),
             }
 
@@ -215,6 +225,7 @@ class Worker:
             with contextlib.suppress(DistillError):
                 self.book.flush()
             extractor.close()
+            self.watch.close()
             self.heartbeat.stop()
             self._write_timings()
             self.set_state("exited", exit_code=code, reason=reason)
@@ -233,7 +244,7 @@ class Worker:
                 self._pause_until_writable(error)
                 continue
             try:
-                self._send_unreleased()
+                self.releases.send_kept()
                 claim = self._next_claim()
                 drained = claim is None and self.until_drained and self.book.drained()
             except ClaimsUnavailable as exc:  # the report in hand is finished; claim again once it is back
@@ -248,7 +259,7 @@ class Worker:
                 self._wait_idle(str(exc), error=True)
                 continue
             finally:
-                self._say_notices()
+                self.releases.say_notices()
             if self._claims_away:
                 self._claims_away = ""
                 self.say("claims store reachable again; claiming resumes")
@@ -269,8 +280,7 @@ class Worker:
         if not settling:
             self.set_state("idle")
             self._said = ""
-            self._wait(pause)
-            return
+            return self._wait(pause)
         soonest = min(settling.values()) - time.time()
         self._wait_idle(f"waiting for {counted(len(settling), 'note')} to settle (unchanged for SETTLE_S "
                         f"{self.settings.settle_s:g} s before a claim)", pause=max(0.05, min(pause, soonest)))
@@ -283,29 +293,6 @@ class Worker:
             self.say(note)
             self._said = note
         self._wait(self.settings.check_interval if pause is None else pause)
-
-    def _say_notices(self) -> None:
-        notices, self.book.notices[:] = list(self.book.notices), []
-        for line in notices:
-            self.say(line)
-
-    def _release(self, number: int, *, finished: bool) -> None:
-        """Release a claim; one the state directory refuses (a full disk) is kept and sent before the next claim."""
-        try:
-            self.book.release(number, finished=finished)
-        except OutputWriteError as exc:
-            with self._lock:
-                self._unreleased.append((number, finished))
-            self.say(f"report {number}: its claim could not be released yet: {exc}")
-        except StateDirError as exc:  # the claims are gone or unreadable: the next start recomputes them
-            self.say(f"report {number}: its claim could not be released: {exc}")
-
-    def _send_unreleased(self) -> None:
-        while self._unreleased:
-            number, finished = self._unreleased[0]
-            self.book.release(number, finished=finished)
-            with self._lock:
-                self._unreleased.pop(0)
 
     def _wait_for_claims(self, reason: str) -> None:
         if not self._claims_away:
@@ -353,8 +340,13 @@ class Worker:
         try:
             outcome = process_report(claim.path, extractor=extractor, store=self.store, publish=publish,
                                      max_bytes=self.settings.max_report_bytes, events=self.on_event,
-                                     follow_symlinks=self.follow_symlinks)
+                                     follow_symlinks=self.follow_symlinks,
+                                     on_unavailable=lambda exc: self.watch.judge(claim.number, exc))
             finished = True
+        except EndpointUnavailable as exc:
+            self.last_error = f"report {claim.number}: {exc}"
+            self.say(f"report {claim.number}: {exc}; report handed back with its checkpoints")
+            outcome = None
         except EndpointAuthError as exc:
             self.last_error = str(exc)
             self.say(f"report {claim.number}: endpoint disabled: {exc}; report handed back")
@@ -364,13 +356,17 @@ class Worker:
             write_error = str(exc)
         finally:
             if not handed_off:
-                self._release(claim.number, finished=finished)
+                self.releases.release(claim.number, finished=finished)
         if write_error:
             # Handed back before the pause, so the report does not wait on this worker.
             self.last_error = write_error
             self.say(f"report {claim.number}: {write_error}; report handed back, pausing until writes succeed")
             self._pause_until_writable(write_error)
             return None
+        if outcome is None:
+            return None if self.health.up else self._wait_until_up()
+        if any(call.status == "ok" for call in outcome.calls):
+            self.health.succeeded()
         if outcome.status == "failed":
             self._count(outcome, 0)
             self.last_error = f"report {claim.number}: {outcome.error_class}: {outcome.message}"
@@ -395,7 +391,7 @@ class Worker:
 
     def _commit_failed(self, pending: StagedCommit, outcome: Outcome, error: OutputWriteError) -> None:
         """On the committer thread: nothing was published; hand the report back and pause the worker."""
-        self._release(outcome.number, finished=False)
+        self.releases.release(outcome.number, finished=False)
         self.last_error = f"report {outcome.number}: {error}; report handed back"
         self._commit_error = self.last_error
 
@@ -412,3 +408,13 @@ class Worker:
                 return
             except OutputWriteError:
                 continue
+
+    def _wait_until_up(self) -> tuple[int, str] | None:
+        """The endpoint is down: probe it until it is up (``None``: claim again) or the worker must exit."""
+        ended = self.watch.wait_until_up(until_drained=self.until_drained)
+        if ended is None:
+            return None
+        if ended.startswith("disabled"):
+            self.last_error = ended
+            return EXIT_DISABLED, ended
+        return EXIT_OK, ended
