@@ -41,6 +41,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from distill.core.errors import ClaimsUnavailable, ConfigError, JobNotStarted
 from distill.job.claims import Claim, SettleCheck, report_path, scan_range
 from distill.job.claims_backend import URL_SETTING, host_name, shown_url
+from distill.job.redis_settle import SETTLE_SCRIPT, first_told
 from distill.results.store import OutputStore
 
 PREFIX = "diag:"
@@ -120,17 +121,6 @@ end
 return kept
 """
 
-# A claimed note still being written: the lease goes, the note waits in ``settling`` until ARGV[4].
-_SETTLE = """
-local p, n, owner = ARGV[1], ARGV[2], ARGV[3]
-if redis.call('GET', p .. 'lease:' .. n) == owner then
-  redis.call('DEL', p .. 'lease:' .. n)
-  redis.call('SREM', p .. 'leased', n)
-end
-redis.call('ZADD', p .. 'settling', ARGV[4], n)
-return 1
-"""
-
 _ADD_PENDING = """
 local p = ARGV[1]
 local counter = tonumber(redis.call('GET', p .. 'counter') or '-1')
@@ -180,7 +170,7 @@ class RedisClaimBook:
         self._renew = self.client.register_script(_RENEW)
         self._add_pending = self.client.register_script(_ADD_PENDING)
         self._begin = self.client.register_script(_BEGIN)
-        self._settle = self.client.register_script(_SETTLE)
+        self._settle = self.client.register_script(SETTLE_SCRIPT)
         self.settle = SettleCheck(settle_s, clock=clock)
         self.notices: list[str] = []  # lines for people; the worker says and clears them
         self.settling: dict[int, float] = {}  # notes this process last saw still changing -> when to look again
@@ -257,13 +247,7 @@ class RedisClaimBook:
                 self._add_pending(args=[self.prefix, *pending[at : at + SCAN_CHUNK]])
             figures = {"mtime_ns": mtime, "at": self.clock(), **scan.counts()}
             self.client.set(self.prefix + "scan", json.dumps(figures))
-            if scan.unused:  # each said once per job, by the process (of any host) whose scan found it first
-                pipe = self.client.pipeline(transaction=False)
-                for name, reason in scan.unused.items():
-                    pipe.hsetnx(self.prefix + "unused", name, reason)
-                for (name, reason), new in zip(scan.unused.items(), pipe.execute(), strict=True):
-                    if new:
-                        self.notices.append(f"{name}: not used: {reason}")
+            self.notices += first_told(self.client, self.prefix, scan.unused)
         self._next_check = time.monotonic() + self.check_interval
         return figures
 
