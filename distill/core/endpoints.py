@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from distill.core.errors import ConfigError
 from distill.core.prices import Price
+from distill.core.teacher_id import OFFLINE_TEACHER_VERSION
 
 ENDPOINT_COUNT = 16
 
@@ -58,6 +59,19 @@ class Endpoint:
     backoff_base_s: float = 1.0  # first retry waits up to this long (full jitter), doubling each time
     backoff_cap_s: float = 60.0  # no single backoff wait is longer
     price: Price | None = None  # from MODEL_PRICES by model id; None: cost unknown
+    answer_record_chars: int = 20_000  # ANSWER_RECORD_CHARS: how much of each answer's text records keep
+
+    @property
+    def host(self) -> str:
+        """The base URL's host[:port], for logs: never its credentials, path or query."""
+        parsed = urlparse(self.base_url)
+        if not parsed.hostname:
+            return ""
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        return f"{parsed.hostname}:{port}" if port else parsed.hostname
 
     @property
     def is_local(self) -> bool:
@@ -221,7 +235,7 @@ def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
     return Endpoint(
         name=str(entry.get("name") or name),
         base_url=base_url,
-        model=model or "local-rules",
+        model=model if provider != "local" else OFFLINE_TEACHER_VERSION,
         api_key=key,
         provider=provider,
         json_mode=fields["json_mode"],

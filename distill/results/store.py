@@ -179,6 +179,21 @@ class OutputStore:
         if self.failed_path(number).exists():
             self._archive_failed(number)
 
+    def read_log(self, number: int) -> str:
+        """The report's log so far (earlier attempts), or "" when it has none."""
+        try:
+            return self.log_path(number).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def append_log(self, number: int, line: str) -> None:
+        """Add a line to the report's log as it happens (the commit then rewrites the whole log atomically)."""
+        fd = os.open(self.log_path(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode("utf-8"))
+        finally:
+            os.close(fd)
+
     def commit_failed(self, number: int, record: dict[str, Any], log_text: str) -> None:
         """Write the failure record and the log. Checkpoints are kept for a retry."""
         if self.host:
