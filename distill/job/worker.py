@@ -37,8 +37,10 @@ from distill.core.errors import (
     StopRequested,
 )
 from distill.core.redact import mask_known
+from distill.core.teacher_id import TEACHER_ID_KEY
 from distill.core.words import counted
 from distill.extraction.extractor import Extractor
+from distill.extraction.identity import endpoint_teacher
 from distill.extraction.pipeline import Outcome, StagedCommit, process_report
 from distill.job.claims import Claim
 from distill.job.claims_backend import claims_url, host_name, open_claims
@@ -93,6 +95,7 @@ class Worker:
         self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
         self.identity = my_identity()
         self.extractor_factory = extractor_factory
+        self.teacher_id = endpoint_teacher(self.endpoint).spelling
         self.stop_after_current = False
         self.stop_now = False
         self.signalled = ""
@@ -137,6 +140,7 @@ class Worker:
                 "api": self.api, "job_id": self.job_id, "pid": os.getpid(), "identity": self.identity,
                 "endpoint": self.endpoint.describe(), "model": self.endpoint.model,
                 "teacher": "local" if self.endpoint.is_local else "llm",
+                TEACHER_ID_KEY: self.teacher_id,
                 **self.status, "last_error": self.last_error, "started": self.started,
                 "started_epoch": self.started_epoch, "updated": time.time(), "stats": self.stats.to_dict(),
             }

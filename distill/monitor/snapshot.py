@@ -68,6 +68,7 @@ class EndpointRow:
     restarts: int = 0
     model: str = ""
     teacher: str = ""
+    teacher_id: str = ""  # the teacher's one spelling (distill.core.teacher_id)
     heartbeat_age_s: float | None = None
     session: str = ""
     source: str = "status"
@@ -195,7 +196,7 @@ def _row_from_status(api: str, row: dict[str, Any], now: float) -> EndpointRow:
         tokens=prompt + completion, failures={str(k): _count(v) for k, v in _dict(row.get("failures")).items()},
         last_error=_text(row.get("last_error")), reason=_text(row.get("reason")),
         exit_code=_int(row.get("exit_code"), None), restarts=_count(row.get("restarts")),
-        model=_text(row.get("model")), teacher=_text(row.get("teacher")),
+        model=_text(row.get("model")), teacher=_text(row.get("teacher")), teacher_id=_text(row.get("teacher_id")),
         heartbeat_age_s=None, source="status",
     )
 
@@ -238,7 +239,7 @@ def _row_from_beat(api: str, beat: dict[str, Any], alive: bool, status_row: dict
         failures={str(k): _count(v) for k, v in _dict(stats.get("failures")).items()},
         last_error=_text(beat.get("last_error")), reason=reason, exit_code=_int(beat.get("exit_code"), None),
         restarts=_count(status_row.get("restarts")), model=_text(beat.get("model")),
-        teacher=_text(beat.get("teacher")),
+        teacher=_text(beat.get("teacher")), teacher_id=_text(beat.get("teacher_id")),
         heartbeat_age_s=round(max(0.0, now - updated), 1) if updated is not None else None, source="heartbeat",
     )
 

@@ -7,6 +7,7 @@ is redrawn once per tick and never cleared: no flicker) until Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from distill.core.teacher_id import OFFLINE_TEACHER_VERSION, TeacherId
 from distill.monitor.snapshot import EndpointRow, Snapshot
 
 DEFAULT_WIDTH = 80
@@ -173,7 +175,11 @@ MAX_TEACHER_EXTRA = 22
 
 def teacher_label(row: EndpointRow) -> str:
     """``offline`` for the built-in teacher, else the model's name."""
-    if row.teacher == "local" or (not row.teacher and row.model in ("", "local-rules")):
+    with contextlib.suppress(ValueError):
+        if row.teacher_id:
+            teacher = TeacherId.parse(row.teacher_id)
+            return "offline" if teacher.is_local else teacher.model
+    if row.teacher == "local" or (not row.teacher and row.model in ("", "local-rules", OFFLINE_TEACHER_VERSION)):
         return "offline"
     return row.model or row.teacher
 
