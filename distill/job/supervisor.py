@@ -40,6 +40,7 @@ from distill.job.state import (
 from distill.job.status import Throughput, build_status
 from distill.job.tmux import TmuxSessions
 from distill.job.worker import EXIT_CONFIG, EXIT_DISABLED, EXIT_OK, SIGNALLED_REASON
+from distill.results.provenance import release_for_redo
 from distill.results.store import OutputStore
 
 TICK_S = 1.0
@@ -66,6 +67,8 @@ class JobSpec:
     retry_failed: bool = False
     max_cost: float | None = None  # stop claiming once the job's calls cost this much
     follow_symlinks: bool = False
+    redo: tuple[str, ...] = ()  # teachers (``local`` or a model name) whose done reports run again
+    redo_changed: bool = False  # done reports whose note changed since run again
 
 
 @dataclass
@@ -155,6 +158,13 @@ class Supervisor:
         if self.spec.retry_failed:
             retried = self.store.release_failed()
             self.out(f"retrying {len(retried)} failed report(s)")
+        if self.spec.redo or self.spec.redo_changed:
+            top = self.spec.end if self.spec.end is not None else sys.maxsize
+            in_range = [n for n in self.store.done_numbers() if self.spec.start <= n <= top]
+            redone = release_for_redo(self.store, self.settings.input_dir, in_range, teachers=self.spec.redo,
+                                      changed=self.spec.redo_changed)
+            for line in redone.lines(self.store.root) or ["nothing to redo: no done report matches --redo"]:
+                self.out(line)
         self.job = {
             "job_id": uuid.uuid4().hex[:12], "pid": os.getpid(), "identity": my_identity(),
             "started_at": utc_now(), "start": self.spec.start, "end": self.spec.end, "apis": self.apis,

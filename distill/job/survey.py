@@ -1,12 +1,18 @@
-"""What ``start`` finds before any work: the reports of the range, and a warning when there are none."""
+"""What ``start`` finds before any work: the reports of the range, who did the done ones, and what
+this job will skip or redo; a warning when there are none."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from distill.core.config import Endpoint
+from distill.core.teacher_id import TeacherId
+from distill.extraction.identity import endpoint_teacher
 from distill.job.claims import scan_range
+from distill.results.provenance import SUPERSEDED_DIR, UNKNOWN_TEACHER, survey_done, teacher_folder
 from distill.results.store import OutputStore
 
 EXAMPLE_NAMES = 3
@@ -23,25 +29,73 @@ class RangeSurvey:
     failed: int
     pending: int
     other_files: tuple[str, ...]  # a few names in the folder that are not reports of the range
+    done_by_teacher: dict[str, int] = field(default_factory=dict)  # teacher spelling -> done reports
+    endpoint_teachers: dict[str, str] = field(default_factory=dict)  # this job's endpoints -> teacher spelling
+    changed: int = 0  # done reports whose note changed since
+    redo: tuple[str, ...] = ()  # the --redo names given
+    redo_changed: bool = False
 
-    def lines(self, input_dir: Path) -> list[str]:
-        """One summary line, and a warning when the range holds no report at all."""
+    def lines(self, input_dir: Path, output_dir: Path | None = None) -> list[str]:
+        """The summary line, then who made the done reports, this job's teachers, and what is skipped or redone;
+        a warning when the range holds no report at all."""
         bound = f"{self.start}–{self.end}" if self.end is not None else f"{self.start} and up"
+        by = ", ".join(f"{count} by {spelling}" for spelling, count in self.done_by_teacher.items())
         found = (f"found {self.existing} report(s) numbered {bound} in {input_dir}: "
-                 f"{self.done} done, {self.failed} failed, {self.pending} pending")
-        if self.existing:
-            return [found]
-        if self.other_files:
-            hint = (f"; the folder holds other files ({', '.join(self.other_files)}); "
-                    "notes must be named report_<N>.txt or report_<N>.json")
-        else:
-            hint = "; the folder is empty"
-        return [found, f"warning: nothing to do yet{hint}. The workers wait for notes to arrive."]
+                 f"{self.done} done{f' ({by})' if by else ''}, {self.failed} failed, {self.pending} pending")
+        if not self.existing:
+            if self.other_files:
+                hint = (f"; the folder holds other files ({', '.join(self.other_files)}); "
+                        "notes must be named report_<N>.txt or report_<N>.json")
+            else:
+                hint = "; the folder is empty"
+            return [found, f"warning: nothing to do yet{hint}. The workers wait for notes to arrive."]
+        lines = [found]
+        if self.endpoint_teachers:
+            lines.append("teachers of this job: " + _by_teacher(self.endpoint_teachers))
+        superseded = output_dir / SUPERSEDED_DIR if output_dir is not None else Path(SUPERSEDED_DIR)
+        ours = set(self.endpoint_teachers.values())
+        for spelling, count in self.done_by_teacher.items():
+            flag = _redo_flag(spelling)
+            if flag and self._redoing(spelling):
+                lines.append(f"redoing {count} report(s) done by {spelling} ({flag}); their old outputs move to "
+                             f"{superseded / teacher_folder(spelling)}")
+            elif spelling not in ours:
+                how = f"; {flag} re-runs them" if flag else ""
+                lines.append(f"skipped: {count} report(s) done by {spelling}, not a teacher of this job{how}")
+        if self.changed:
+            what = ("redoing them (--redo-changed)" if self.redo_changed
+                    else "kept as they are; --redo-changed re-runs them")
+            lines.append(f"changed: {self.changed} done report(s) whose note changed since it was done: {what}")
+        return lines
+
+    def _redoing(self, spelling: str) -> bool:
+        teacher = TeacherId.parse(spelling)
+        return any(teacher.matches(name) for name in self.redo)
 
 
-def survey_range(input_dir: Path, output_dir: Path, start: int, end: int | None) -> RangeSurvey:
-    """Count the range's reports by state (one listing of each folder)."""
-    scan = scan_range(input_dir, OutputStore(output_dir), start, end)
+def _redo_flag(spelling: str) -> str:
+    if spelling == UNKNOWN_TEACHER:
+        return ""
+    try:
+        return f"--redo {TeacherId.parse(spelling).redo_name}"
+    except ValueError:
+        return ""
+
+
+def _by_teacher(endpoint_teachers: Mapping[str, str]) -> str:
+    apis: dict[str, list[str]] = {}
+    for api, spelling in endpoint_teachers.items():
+        apis.setdefault(spelling, []).append(api)
+    return "; ".join(f"{spelling} ({', '.join(names) if len(names) <= 4 else f'{len(names)} endpoints'})"
+                     for spelling, names in apis.items())
+
+
+def survey_range(input_dir: Path, output_dir: Path, start: int, end: int | None, *,
+                 endpoints: Iterable[Endpoint] = (), redo: Iterable[str] = (), redo_changed: bool = False,
+                 ) -> RangeSurvey:
+    """Count the range's reports by state (one listing of each folder) and read who made the done ones."""
+    store = OutputStore(output_dir)
+    scan = scan_range(input_dir, store, start, end)
     counts = scan.counts()
     others: list[str] = []
     if not counts["existing"]:
@@ -51,5 +105,9 @@ def survey_range(input_dir: Path, output_dir: Path, start: int, end: int | None)
                     others.append(entry.name)
                     if len(others) >= EXAMPLE_NAMES:
                         break
+    done = survey_done(store, input_dir, (n for n in scan.existing if n in scan.done))
     return RangeSurvey(start, end, counts["existing"], counts["done"], counts["failed"], counts["pending"],
-                       tuple(sorted(others)))
+                       tuple(sorted(others)),
+                       done_by_teacher={spelling: len(numbers) for spelling, numbers in sorted(done.by_teacher.items())},
+                       endpoint_teachers={e.name: endpoint_teacher(e).spelling for e in endpoints},
+                       changed=len(done.changed), redo=tuple(redo), redo_changed=redo_changed)

@@ -19,12 +19,13 @@ def test_the_survey_counts_the_range_by_state(tmp_path: Path) -> None:
     write_notes(tmp_path / "in", [5, 6, 7, 8, 20])
     store = OutputStore(tmp_path / "out")
     store.prepare()
-    store.commit_done(6, {"format": "x"}, [], "log\n")
+    store.commit_done(6, {"format": "x", "teacher_id": "local/local-rules-1"}, [], "log\n")
     store.commit_failed(7, {"error_class": "bad_input"}, "log\n")
     survey = survey_range(tmp_path / "in", tmp_path / "out", 5, 10)
     assert (survey.existing, survey.done, survey.failed, survey.pending) == (4, 1, 1, 2)
-    assert survey.lines(tmp_path / "in") == [f"found 4 report(s) numbered 5–10 in {tmp_path / 'in'}: "
-                                             "1 done, 1 failed, 2 pending"]
+    assert survey.lines(tmp_path / "in") == [
+        f"found 4 report(s) numbered 5–10 in {tmp_path / 'in'}: 1 done (1 by local/local-rules-1), 1 failed, 2 pending",
+        "skipped: 1 report(s) done by local/local-rules-1, not a teacher of this job; --redo local re-runs them"]
 
 
 @pytest.mark.parametrize(("files", "says"), [

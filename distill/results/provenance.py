@@ -1,0 +1,190 @@
+"""Which teacher made each done report, which notes changed since, and moving outputs aside to redo them.
+
+A report is redone by moving its outputs (raw, normalized, log, checkpoints)
+to ``OUTPUT_DIR/superseded/<teacher>/`` (the teacher's spelling as a path,
+e.g. ``superseded/local/local-rules-1/``), where they are kept, never
+deleted. The raw file moves first: it is the done marker, so a crash in the
+middle leaves the report not done, and the next run redoes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from distill.core.teacher_id import TeacherId, teacher_of_record
+from distill.results.atomic import fsync_folders, read_json
+from distill.results.store import CHECKPOINT_DIR, LOG_DIR, NORMALIZED_DIR, RAW_DIR, OutputStore
+
+SUPERSEDED_DIR = "superseded"
+UNKNOWN_TEACHER = "unknown"  # a raw file that names no teacher (hand-made, or damaged)
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+_HASH_CHUNK = 1 << 20
+
+
+def teacher_folder(spelling: str) -> Path:
+    """``superseded/<teacher>``'s relative path: one folder per part of the spelling, each made safe."""
+    parts = [_UNSAFE.sub("_", part) for part in spelling.split("/")]
+    return Path(*[part if part.strip(".") else "_" for part in parts])
+
+
+def note_path(input_dir: Path, number: int) -> Path | None:
+    """The note ``report_<N>.txt`` (or ``.json``) in ``input_dir``, when it is there."""
+    for suffix in (".txt", ".json"):
+        path = input_dir / f"report_{number}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def file_sha256(path: Path) -> str | None:
+    """The hex sha256 of a file's bytes (what a raw file records as ``report.sha256``); None when unreadable."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_HASH_CHUNK):
+                digest.update(chunk)
+    except OSError:
+        return None
+    return digest.hexdigest()
+
+
+@dataclass
+class DoneReports:
+    """The done reports of a range by teacher spelling, and those whose note changed since."""
+
+    by_teacher: dict[str, list[int]] = field(default_factory=dict)
+    changed: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(len(numbers) for numbers in self.by_teacher.values())
+
+    def matching(self, names: Iterable[str]) -> dict[str, list[int]]:
+        """The done reports of every teacher that one of ``names`` matches (``local`` or a model name)."""
+        wanted = [name for name in names if name.strip()]
+        found: dict[str, list[int]] = {}
+        for spelling, numbers in self.by_teacher.items():
+            teacher = _parse(spelling)
+            if teacher is not None and any(teacher.matches(name) for name in wanted):
+                found[spelling] = numbers
+        return found
+
+
+def _parse(spelling: str) -> TeacherId | None:
+    try:
+        return TeacherId.parse(spelling)
+    except ValueError:
+        return None
+
+
+def survey_done(store: OutputStore, input_dir: Path, numbers: Iterable[int], *, check_changed: bool = True,
+                quick: bool = False) -> DoneReports:
+    """Read each done report's raw file: its teacher, and (``check_changed``) whether its note changed.
+
+    A note changed when the sha256 of its bytes differs from the one the raw
+    file recorded. ``quick`` hashes only notes modified after their raw file was
+    written (one ``stat`` each otherwise), for views that refresh often.
+    """
+    found = DoneReports()
+    for number in sorted(numbers):
+        raw = read_json(store.raw_path(number))
+        if not isinstance(raw, dict):
+            continue
+        teacher = teacher_of_record(raw)
+        found.by_teacher.setdefault(teacher.spelling if teacher else UNKNOWN_TEACHER, []).append(number)
+        if check_changed and _note_changed(store, input_dir, number, raw, quick=quick):
+            found.changed.append(number)
+    return found
+
+
+def _note_changed(store: OutputStore, input_dir: Path, number: int, raw: dict[str, object], *, quick: bool) -> bool:
+    report = raw.get("report")
+    recorded = report.get("sha256") if isinstance(report, dict) else None
+    note = note_path(input_dir, number)
+    if not isinstance(recorded, str) or note is None:
+        return False  # a note that is gone is not a changed note: its result stays as it is
+    if quick:
+        try:
+            if os.stat(note).st_mtime_ns <= os.stat(store.raw_path(number)).st_mtime_ns:
+                return False
+        except OSError:
+            return False
+    return file_sha256(note) != recorded
+
+
+def supersede(store: OutputStore, number: int, spelling: str) -> Path:
+    """Move report ``number``'s outputs to ``superseded/<teacher>/`` (raw first); return that folder.
+
+    Each file keeps its folder name and file name below it (``diagnostic_results/diagnostic_<N>.json``, …);
+    when a file of that name is already there (a report superseded twice), the newer one gets a time stamp.
+    """
+    target = store.root / SUPERSEDED_DIR / teacher_folder(spelling)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    touched: list[Path] = []
+    for source, folder in ((store.raw_path(number), RAW_DIR), (store.normalized_path(number), NORMALIZED_DIR),
+                           (store.log_path(number), LOG_DIR), (store.checkpoint_dir(number), CHECKPOINT_DIR)):
+        if source.exists():
+            touched += [source, _move(source, target / folder, stamp)]
+    fsync_folders(touched)
+    return target
+
+
+def _move(source: Path, folder: Path, stamp: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    destination = folder / source.name
+    if destination.exists():
+        stem, dot, suffix = source.name.partition(".")
+        destination = folder / (f"{stem}.{stamp}.{suffix}" if dot else f"{stem}.{stamp}")
+    os.replace(source, destination)  # the same file system: superseded/ is inside the output folder
+    return destination
+
+
+@dataclass
+class RedoSummary:
+    """What ``start --redo`` / ``--redo-changed`` moved aside: report numbers by teacher spelling."""
+
+    by_teacher: dict[str, list[int]] = field(default_factory=dict)
+    changed: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len({n for numbers in self.by_teacher.values() for n in numbers} | set(self.changed))
+
+    def lines(self, root: Path) -> list[str]:
+        lines = [f"redoing {len(numbers)} report(s) done by {spelling}; old outputs moved to "
+                 f"{root / SUPERSEDED_DIR / teacher_folder(spelling)}" for spelling, numbers in self.by_teacher.items()]
+        if self.changed:
+            lines.append(f"redoing {len(self.changed)} report(s) whose note changed since it was done "
+                         f"(old outputs under {root / SUPERSEDED_DIR})")
+        return lines
+
+
+def release_for_redo(store: OutputStore, input_dir: Path, numbers: Iterable[int], *, teachers: Iterable[str] = (),
+                     changed: bool = False) -> RedoSummary:
+    """Supersede the done reports among ``numbers`` that a name in ``teachers`` matches, and (``changed``)
+    those whose note changed since; they become claimable again."""
+    names = [name for name in teachers if name.strip()]
+    summary = RedoSummary()
+    if not names and not changed:
+        return summary
+    done = survey_done(store, input_dir, numbers, check_changed=changed)
+    chosen: dict[int, str] = {}
+    for spelling, picked in done.matching(names).items():
+        summary.by_teacher[spelling] = picked
+        chosen.update((n, spelling) for n in picked)
+    changed_set = set(done.changed)
+    summary.changed = sorted(n for n in changed_set if n not in chosen)
+    if changed_set:
+        spelling_of = {n: s for s, ns in done.by_teacher.items() for n in ns}
+        chosen.update((n, spelling_of[n]) for n in summary.changed)
+    for number, spelling in sorted(chosen.items()):
+        with contextlib.suppress(FileNotFoundError):
+            supersede(store, number, spelling)
+    return summary
