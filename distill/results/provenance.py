@@ -84,13 +84,15 @@ def _parse(spelling: str) -> TeacherId | None:
         return None
 
 
-def survey_done(store: OutputStore, input_dir: Path, numbers: Iterable[int], *, check_changed: bool = True,
+def survey_done(store: OutputStore, input_dir: Path | None, numbers: Iterable[int], *, check_changed: bool = True,
                 quick: bool = False) -> DoneReports:
     """Read each done report's raw file: its teacher, and (``check_changed``) whether its note changed.
 
     A note changed when the sha256 of its bytes differs from the one the raw
-    file recorded. ``quick`` hashes only notes modified after their raw file was
-    written (one ``stat`` each otherwise), for views that refresh often.
+    file recorded. The note is ``report_<N>`` in ``input_dir``, or (no
+    ``input_dir``) the file the raw file names as its source. ``quick`` hashes
+    only notes modified after their raw file was written (one ``stat`` each
+    otherwise), for views that refresh often.
     """
     found = DoneReports()
     for number in sorted(numbers):
@@ -104,10 +106,15 @@ def survey_done(store: OutputStore, input_dir: Path, numbers: Iterable[int], *, 
     return found
 
 
-def _note_changed(store: OutputStore, input_dir: Path, number: int, raw: dict[str, object], *, quick: bool) -> bool:
+def _note_changed(store: OutputStore, input_dir: Path | None, number: int, raw: dict[str, object], *,
+                  quick: bool) -> bool:
     report = raw.get("report")
     recorded = report.get("sha256") if isinstance(report, dict) else None
-    note = note_path(input_dir, number)
+    if input_dir is not None:
+        note = note_path(input_dir, number)
+    else:
+        source = report.get("source") if isinstance(report, dict) else None
+        note = Path(source) if isinstance(source, str) and Path(source).is_file() else None
     if not isinstance(recorded, str) or note is None:
         return False  # a note that is gone is not a changed note: its result stays as it is
     if quick:
@@ -188,3 +195,9 @@ def release_for_redo(store: OutputStore, input_dir: Path, numbers: Iterable[int]
         with contextlib.suppress(FileNotFoundError):
             supersede(store, number, spelling)
     return summary
+
+
+def changed_notes(output_dir: Path, input_dir: Path | None = None, *, quick: bool = False) -> list[int]:
+    """The done reports of ``output_dir`` whose note changed since (``start --redo-changed`` redoes them)."""
+    store = OutputStore(output_dir)
+    return survey_done(store, input_dir, store.done_numbers(), quick=quick).changed

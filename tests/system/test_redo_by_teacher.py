@@ -1,0 +1,159 @@
+"""Records of one teacher re-run by another: skipped and counted at start, redone with --redo, old outputs
+kept under superseded/; a changed note redone with --redo-changed. Real jobs in tmux, against the stub."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from distill.bench.stub_server import CallInfo, Fault, StubServer
+from distill.core.errors import StopRequested
+from distill.extraction.extractor import StepInput, StepResult
+from distill.extraction.pipeline import process_report
+from distill.extraction.teacher import LocalTeacher
+from distill.job.state import StateDir
+from distill.results.atomic import read_json
+from distill.results.store import OutputStore
+from tests.helpers.jobtools import cli, job_ended, wait_until, write_config
+from tests.helpers.notes import write_notes
+
+pytestmark = [pytest.mark.tmux, pytest.mark.slow,
+              pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
+
+OFFLINE = "local/local-rules-1"
+LLM = "openai/stub-model@diag-prompts-2"
+DONE_OFFLINE = [1, 2, 3, 4]
+REPAIRED, REJECTED, CHECKPOINTED = 2, 3, 5
+
+
+class _StopsAtMapping:
+    """The offline teacher, stopped before its mapping step: its first steps stay as checkpoints."""
+
+    def __init__(self) -> None:
+        self.inner = LocalTeacher("api_1")
+        self.info = self.inner.info
+
+    def run(self, step: str, data: StepInput) -> StepResult:
+        if step == "mapping":
+            raise StopRequested("stopped for the test")
+        return self.inner.run(step, data)
+
+    def close(self) -> None:
+        pass
+
+
+def _plan(call: CallInfo) -> Fault:
+    if call.report == REJECTED:
+        return Fault("not_json")
+    if call.report == REPAIRED and call.step == "findings" and call.n == _first_call.setdefault(REPAIRED, call.n):
+        return Fault("not_json")
+    return Fault()
+
+
+_first_call: dict[int, int] = {}
+
+
+def _run_job(*args: str) -> str:
+    """``start`` for a bounded range, waited to its end; what ``start`` printed."""
+    state = StateDir(Path(os.environ["DIAG_STATE_DIR"]))
+    result = cli("start", *args)
+    assert result.returncode == 0, result.stderr + result.stdout
+    wait_until(lambda: job_ended(state), timeout=90)
+    return result.stdout
+
+
+def _calls_by_report(stub: StubServer) -> Counter[int]:
+    counts: Counter[int] = Counter()
+    for (report, _step), n in stub.by_report_step.items():
+        counts[report] += n
+    return counts
+
+
+def test_an_offline_job_then_an_llm_job_skips_then_redoes_the_offline_reports(
+        isolated: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp: Path = isolated["tmp"]
+    notes, output = tmp / "in", tmp / "out"
+    write_notes(notes, DONE_OFFLINE)
+    folders = ("--input-dir", str(notes), "--output-dir", str(output))
+    monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp, endpoints=2)))
+    _run_job("1", "--end", "4", *folders)
+    store = OutputStore(output)
+    assert sorted(store.done_numbers()) == DONE_OFFLINE
+    assert {read_json(store.raw_path(n))["teacher_id"] for n in DONE_OFFLINE} == {OFFLINE}
+    offline_logs = {n: store.log_path(n).read_text(encoding="utf-8") for n in DONE_OFFLINE}
+    # A fifth note the offline teacher left half done: two steps in its checkpoints.
+    write_notes(notes, [CHECKPOINTED])
+    with pytest.raises(StopRequested):
+        process_report(notes / f"report_{CHECKPOINTED}.txt", extractor=_StopsAtMapping(), store=store)
+    assert {d["teacher_id"] for d in store.load_checkpoints(CHECKPOINTED).values()} == {OFFLINE}
+
+    with StubServer(latency_s=0.01, fault_plan=_plan) as stub:
+        monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp, endpoints=1)))
+        monkeypatch.setenv("DIAG_API_1_KEY", "sk-redo-test-key-0d9c8b7a")
+        monkeypatch.setenv("DIAG_BASE_URL", stub.url)
+        monkeypatch.setenv("DIAG_MODEL", "stub-model")
+
+        said = _run_job("1", "--end", "4", *folders)
+        assert f"4 done (4 by {OFFLINE})" in said
+        assert f"teachers of this job: {LLM} (api_1)" in said
+        assert f"skipped: 4 report(s) done by {OFFLINE}, not a teacher of this job; --redo local re-runs them" in said
+        assert stub.stats()["total"] == 0  # nothing of the offline teacher's was re-run
+
+        said = _run_job("1", "--end", "5", "--redo", "local", *folders)
+        assert "redoing 4 report(s) done by local/local-rules-1 (--redo local)" in said
+        calls = _calls_by_report(stub)
+
+    superseded = output / "superseded" / "local" / "local-rules-1"
+    for n in DONE_OFFLINE:
+        old = read_json(superseded / "diagnostic_results" / f"diagnostic_{n}.json")
+        assert old["teacher_id"] == OFFLINE
+        assert (superseded / "diagnostic_results_normalized" / f"diagnostic_{n}.json").is_file()
+        assert (superseded / "logs" / f"diagnostic_{n}.log").read_text(encoding="utf-8") == offline_logs[n]
+    assert (superseded / "checkpoints").exists() is False  # done reports have none; the half-done one stays
+
+    # Every report reached the LLM: the offline checkpoints of report 5 were not reused.
+    assert set(calls) == {1, 2, 3, 4, 5} and all(calls[n] >= 3 for n in (1, 2, 4, 5))
+    steps_of_5 = {step.split("#")[0] for (report, step) in stub.by_report_step if report == CHECKPOINTED}
+    assert {"findings", "organs", "mapping"} <= steps_of_5
+    assert sorted(store.done_numbers()) == [1, 2, 4, 5] and store.is_failed(REJECTED)
+    for n in (1, 2, 4, 5):
+        raw = read_json(store.raw_path(n))
+        assert raw["teacher_id"] == LLM and raw["teacher"]["model"] == "stub-model"
+        assert raw["calls"] and all(c["answer"] for c in raw["calls"] if c["status"] == "ok")
+        log = store.log_path(n).read_text(encoding="utf-8")
+        assert "sk-redo-test-key" not in log and f"teacher {LLM}, model stub-model, host 127.0.0.1:" in log
+    repaired = [c for c in read_json(store.raw_path(REPAIRED))["calls"] if c["step"] == "findings"]
+    assert [c["purpose"] for c in repaired][:2] == ["answer", "repair"] and repaired[0]["rejected"]
+    assert repaired[0]["answer"] != repaired[1]["answer"]
+    failure = read_json(store.failed_path(REJECTED))
+    assert failure["teacher_id"] == LLM
+    assert failure["calls"] and all(c["answer"] and c["rejected"] for c in failure["calls"])
+    half_done_log = store.log_path(CHECKPOINTED).read_text(encoding="utf-8").splitlines()
+    attempts = [line for line in half_done_log if "attempt by endpoint" in line]
+    assert len(attempts) == 2 and OFFLINE in attempts[0] and LLM in attempts[1]  # both attempts kept
+
+    # A note changed after it was done: listed by stats, redone with --redo-changed.
+    (notes / "report_4.txt").write_text("CHIEF COMPLAINT: Persistent cough and fever for a week.\n"
+                                        "ASSESSMENT: Community acquired pneumonia of the right lower lobe.\n",
+                                        encoding="utf-8")
+    stats = cli("stats", "--output-dir", str(output))
+    assert stats.returncode == 0, stats.stderr
+    assert "changed since done: 1 report(s) (4); start --redo-changed re-runs them" in stats.stdout
+    with StubServer(latency_s=0.01) as stub:
+        monkeypatch.setenv("DIAG_BASE_URL", stub.url)
+        said = _run_job("1", "--end", "5", *folders)
+        assert "changed: 1 done report(s) whose note changed since it was done" in said
+        assert stub.stats()["total"] == 0
+        said = _run_job("1", "--end", "5", "--redo-changed", *folders)
+        assert "redoing them (--redo-changed)" in said
+        assert set(_calls_by_report(stub)) == {4}
+    old = read_json(output / "superseded" / "openai" / "stub-model@diag-prompts-2" / "diagnostic_results"
+                    / "diagnostic_4.json")
+    new = read_json(store.raw_path(4))
+    assert old["report"]["sha256"] != new["report"]["sha256"] and new["teacher_id"] == LLM
+    assert "changed since done" not in cli("stats", "--output-dir", str(output)).stdout
