@@ -38,6 +38,7 @@ from distill.job.state import (
     worker_pid,
 )
 from distill.job.status import Throughput, build_status
+from distill.job.survey import ChangedNotes
 from distill.job.tmux import TmuxSessions
 from distill.job.worker import EXIT_CONFIG, EXIT_DISABLED, EXIT_OK, SIGNALLED_REASON
 from distill.results.provenance import release_for_redo
@@ -141,6 +142,7 @@ class Supervisor:
         self.job: dict[str, Any] = {}
         self.begin_scan: dict[str, Any] = {}
         self.begin_outputs: dict[str, int] = {}
+        self.changed: ChangedNotes | None = None  # set once the job's range is known
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -183,6 +185,7 @@ class Supervisor:
         self.state.clear_heartbeats()
         self.begin_scan = self.book.begin(self.spec.start, self.spec.end)
         self.begin_outputs = self.store.counts()
+        self.changed = ChangedNotes(self.store, self.settings.input_dir, self.spec.start, self.spec.end)
         self._retire_stale_sessions()
 
     def _retire_stale_sessions(self) -> None:
@@ -357,6 +360,8 @@ class Supervisor:
                               throughput=self.throughput, now=now)
         if self.stop_reason:
             status["stop_reason"] = self.stop_reason
+        if self.changed is not None:
+            self.changed.add_to(status)
         if state == "stopped":
             self._recount(status)
         self.state.write_status(status)

@@ -4,7 +4,9 @@ this job will skip or redo; a warning when there are none."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +18,8 @@ from distill.results.provenance import SUPERSEDED_DIR, UNKNOWN_TEACHER, survey_d
 from distill.results.store import OutputStore
 
 EXAMPLE_NAMES = 3
+CHANGED_RECHECK_S = 300.0  # how often a running job looks again for notes changed since they were done
+SHOWN_CHANGED = 20  # report numbers the status file lists
 
 
 @dataclass(frozen=True)
@@ -111,3 +115,32 @@ def survey_range(input_dir: Path, output_dir: Path, start: int, end: int | None,
                        done_by_teacher={spelling: len(numbers) for spelling, numbers in sorted(done.by_teacher.items())},
                        endpoint_teachers={e.name: endpoint_teacher(e).spelling for e in endpoints},
                        changed=len(done.changed), redo=tuple(redo), redo_changed=redo_changed)
+
+
+class ChangedNotes:
+    """The done reports of a range whose note changed since, for the status file: a full look first, then a
+    quick one (notes modified after their raw file) every ``every_s`` seconds."""
+
+    def __init__(self, store: OutputStore, input_dir: Path, start: int, end: int | None, *,
+                 every_s: float = CHANGED_RECHECK_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.store, self.input_dir, self.start, self.end = store, input_dir, start, end
+        self.every_s, self.clock = every_s, clock
+        self.found: list[int] = []
+        self._due: float | None = None
+
+    def numbers(self) -> list[int]:
+        now = self.clock()
+        if self._due is None or now >= self._due:
+            top = self.end if self.end is not None else sys.maxsize
+            in_range = [n for n in self.store.done_numbers() if self.start <= n <= top]
+            self.found = survey_done(self.store, self.input_dir, in_range, quick=self._due is not None).changed
+            self._due = now + self.every_s
+        return self.found
+
+    def add_to(self, status: dict[str, object]) -> None:
+        """``counts.changed`` and ``changed_reports`` (the first ``SHOWN_CHANGED``) of a status document."""
+        numbers = self.numbers()
+        counts = status.get("counts")
+        if isinstance(counts, dict):
+            counts["changed"] = len(numbers)
+        status["changed_reports"] = numbers[:SHOWN_CHANGED]

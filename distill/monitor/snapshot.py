@@ -320,6 +320,9 @@ def _progress(status: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
         "pending": _count(counts.get("pending")), "in_flight": _count(counts.get("in_flight")),
         "existing": _count(counts.get("existing")), "done_this_job": _count(counts.get("done_this_job")),
         "failed_this_job": _count(counts.get("failed_this_job")),
+        "changed": _count(counts.get("changed")),
+        "changed_reports": [n for n in status.get("changed_reports") or [] if isinstance(n, int)]
+        if isinstance(status.get("changed_reports"), list) else [],
         "total_processed": _count(status.get("total_processed")),
         "throughput_per_min": _float(status.get("throughput_per_min")) or 0.0,
         "eta_s": _int(status.get("eta_s"), None),

@@ -142,9 +142,10 @@ def progress_panel(snap: Snapshot) -> Panel:
 def progress_counts(snap: Snapshot) -> Text:
     """Start and current number, and the range's reports by state."""
     p = snap.progress
+    changed = [("changed", f"{p['changed']} (--redo-changed)")] if p.get("changed") else []
     return _pairs(("start", _number(p["start_number"])), ("current", _number(p["current_number"])),
                   ("done", str(p["done"])), ("failed", str(p["failed"])), ("pending", str(p["pending"])),
-                  ("in flight", str(p["in_flight"])))
+                  ("in flight", str(p["in_flight"])), *changed)
 
 
 def progress_rate(snap: Snapshot) -> Text:

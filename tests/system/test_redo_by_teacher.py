@@ -3,6 +3,7 @@ kept under superseded/; a changed note redone with --redo-changed. Real jobs in 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections import Counter
@@ -157,3 +158,24 @@ def test_an_offline_job_then_an_llm_job_skips_then_redoes_the_offline_reports(
     new = read_json(store.raw_path(4))
     assert old["report"]["sha256"] != new["report"]["sha256"] and new["teacher_id"] == LLM
     assert "changed since done" not in cli("stats", "--output-dir", str(output)).stdout
+
+
+def test_the_status_file_and_the_monitor_list_a_changed_note(isolated: dict[str, Any],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp: Path = isolated["tmp"]
+    notes, output = tmp / "in", tmp / "out"
+    write_notes(notes, [1, 2, 3])
+    monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp, endpoints=1)))
+    folders = ("--input-dir", str(notes), "--output-dir", str(output))
+    _run_job("1", "--end", "3", *folders)
+    (notes / "report_2.txt").write_text("CHIEF COMPLAINT: Headache.\nASSESSMENT: Migraine.\n", encoding="utf-8")
+    _run_job("1", "--end", "3", *folders)
+    state = StateDir(Path(os.environ["DIAG_STATE_DIR"]))
+    status = state.read_status()
+    assert status["counts"]["changed"] == 1 and status["changed_reports"] == [2]
+    shown = cli("monitor", "--json")
+    assert shown.returncode == 0, shown.stderr
+    progress = json.loads(shown.stdout)["progress"]
+    assert progress["changed"] == 1 and progress["changed_reports"] == [2]
+    wide = cli("monitor", "--once", env={**os.environ, "COLUMNS": "120", "LINES": "60"})
+    assert "changed 1 (--redo-changed)" in wide.stdout
