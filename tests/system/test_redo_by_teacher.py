@@ -22,6 +22,7 @@ from distill.results.atomic import read_json
 from distill.results.store import OutputStore
 from tests.helpers.jobtools import cli, job_ended, wait_until, write_config
 from tests.helpers.notes import write_notes
+from tests.helpers.redis_server import running_redis
 
 pytestmark = [pytest.mark.tmux, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
@@ -179,3 +180,28 @@ def test_the_status_file_and_the_monitor_list_a_changed_note(isolated: dict[str,
     assert progress["changed"] == 1 and progress["changed_reports"] == [2]
     wide = cli("monitor", "--once", env={**os.environ, "COLUMNS": "120", "LINES": "60"})
     assert "changed 1 (--redo-changed)" in wide.stdout
+
+
+def test_redo_works_with_claims_in_redis(isolated: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp: Path = isolated["tmp"]
+    notes, output = tmp / "in", tmp / "out"
+    write_notes(notes, [1, 2, 3])
+    servers = running_redis(tmp)
+    redis = next(servers)
+    try:
+        monkeypatch.setenv("DIAG_CLAIMS_URL", redis.url)
+        monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp, endpoints=1)))
+        folders = ("--input-dir", str(notes), "--output-dir", str(output))
+        _run_job("1", "--end", "3", *folders)
+        with StubServer(latency_s=0.01) as stub:
+            monkeypatch.setenv("DIAG_API_1_KEY", "sk-redo-redis-key-7e6d5c4b")
+            monkeypatch.setenv("DIAG_BASE_URL", stub.url)
+            monkeypatch.setenv("DIAG_MODEL", "stub-model")
+            said = _run_job("1", "--end", "3", "--redo", "local", *folders)
+            assert "redoing 3 report(s) done by local/local-rules-1 (--redo local)" in said
+            assert set(_calls_by_report(stub)) == {1, 2, 3}
+    finally:
+        servers.close()
+    store = OutputStore(output)
+    assert {read_json(store.raw_path(n))["teacher_id"] for n in (1, 2, 3)} == {LLM}
+    assert len(list((output / "superseded" / "local" / "local-rules-1" / "diagnostic_results").iterdir())) == 3
