@@ -14,7 +14,13 @@ from distill.core.config import Endpoint
 from distill.core.teacher_id import TeacherId
 from distill.extraction.identity import endpoint_teacher
 from distill.job.claims import scan_range
-from distill.results.provenance import SUPERSEDED_DIR, UNKNOWN_TEACHER, survey_done, teacher_folder
+from distill.results.provenance import (
+    SUPERSEDED_DIR,
+    UNKNOWN_TEACHER,
+    changed_since_written,
+    survey_done,
+    teacher_folder,
+)
 from distill.results.store import OutputStore
 
 EXAMPLE_NAMES = 3
@@ -118,8 +124,8 @@ def survey_range(input_dir: Path, output_dir: Path, start: int, end: int | None,
 
 
 class ChangedNotes:
-    """The done reports of a range whose note changed since, for the status file: a full look first, then a
-    quick one (notes modified after their raw file) every ``every_s`` seconds."""
+    """The done reports of a range whose note changed since, for the status file, looked for every
+    ``every_s`` seconds among the notes modified after their raw file (``start`` made the full check)."""
 
     def __init__(self, store: OutputStore, input_dir: Path, start: int, end: int | None, *,
                  every_s: float = CHANGED_RECHECK_S, clock: Callable[[], float] = time.monotonic) -> None:
@@ -133,7 +139,7 @@ class ChangedNotes:
         if self._due is None or now >= self._due:
             top = self.end if self.end is not None else sys.maxsize
             in_range = [n for n in self.store.done_numbers() if self.start <= n <= top]
-            self.found = survey_done(self.store, self.input_dir, in_range, quick=self._due is not None).changed
+            self.found = changed_since_written(self.store, self.input_dir, in_range)
             self._due = now + self.every_s
         return self.found
 

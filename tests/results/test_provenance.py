@@ -12,6 +12,7 @@ from distill.results.atomic import read_json
 from distill.results.provenance import (
     SUPERSEDED_DIR,
     changed_notes,
+    changed_since_written,
     release_for_redo,
     supersede,
     survey_done,
@@ -98,3 +99,13 @@ def test_changed_notes_are_found_from_the_source_each_raw_file_names(tmp_path: P
     assert changed_notes(store.root) == []
     (tmp_path / "in" / "report_1.txt").write_text("CHIEF COMPLAINT: Fever.\n", encoding="utf-8")
     assert changed_notes(store.root) == [1]
+
+
+def test_the_quick_look_reads_only_notes_modified_after_their_raw_file(folders: tuple[OutputStore, Path]) -> None:
+    store, notes = folders
+    (notes / "report_1.txt").write_text("CHIEF COMPLAINT: Fever.\n", encoding="utf-8")
+    (notes / "report_2.txt").write_text("CHIEF COMPLAINT: Cough.\n", encoding="utf-8")
+    os.utime(notes / "report_2.txt", ns=(1, 1))
+    raw_time = store.raw_path(1).stat().st_mtime_ns
+    os.utime(notes / "report_1.txt", ns=(raw_time + 10**9, raw_time + 10**9))
+    assert changed_since_written(store, notes, [1, 2, 3]) == [1]
