@@ -8,14 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from distill.bench.stub_server import CallInfo, Fault, StubServer
+from distill.bench.stub_server import Fault, StubServer
 from distill.core.config import Endpoint, Secret
 from distill.core.errors import StopRequested
 from distill.core.redact import KNOWN_MASK, register_secrets
-from distill.extraction.extractor import CallRecord, TeacherInfo
+from distill.extraction.extractor import CallRecord, StepInput, TeacherInfo
 from distill.extraction.http_client import ChatClient
 from distill.extraction.llm import LLMExtractor
 from distill.extraction.pipeline import process_report
+from distill.extraction.report import read_report
 from distill.results.atomic import read_json
 from distill.results.store import OutputStore
 from tests.helpers.fakes import RecordingExtractor
@@ -97,10 +98,7 @@ def test_answers_are_masked_and_cut_at_the_configured_size(stub: StubServer, not
     assert len(call.answer) < 200
 
 
-def _step_input(note: Path):  # type: ignore[no-untyped-def]
-    from distill.extraction.extractor import StepInput
-    from distill.extraction.report import read_report
-
+def _step_input(note: Path) -> StepInput:
     report = read_report(note)
     return StepInput(report, report.text)
 

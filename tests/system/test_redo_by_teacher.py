@@ -49,15 +49,18 @@ class _StopsAtMapping:
         pass
 
 
-def _plan(call: CallInfo) -> Fault:
-    if call.report == REJECTED:
-        return Fault("not_json")
-    if call.report == REPAIRED and call.step == "findings" and call.n == _first_call.setdefault(REPAIRED, call.n):
-        return Fault("not_json")
-    return Fault()
+def _bad_answers() -> Any:
+    """A fault plan: every answer for report 3 is prose, and the first findings answer for report 2."""
+    first: dict[int, int] = {}
 
+    def plan(call: CallInfo) -> Fault:
+        if call.report == REJECTED:
+            return Fault("not_json")
+        if call.report == REPAIRED and call.step == "findings" and call.n == first.setdefault(REPAIRED, call.n):
+            return Fault("not_json")
+        return Fault()
 
-_first_call: dict[int, int] = {}
+    return plan
 
 
 def _run_job(*args: str) -> str:
@@ -94,7 +97,7 @@ def test_an_offline_job_then_an_llm_job_skips_then_redoes_the_offline_reports(
         process_report(notes / f"report_{CHECKPOINTED}.txt", extractor=_StopsAtMapping(), store=store)
     assert {d["teacher_id"] for d in store.load_checkpoints(CHECKPOINTED).values()} == {OFFLINE}
 
-    with StubServer(latency_s=0.01, fault_plan=_plan) as stub:
+    with StubServer(latency_s=0.01, fault_plan=_bad_answers()) as stub:
         monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp, endpoints=1)))
         monkeypatch.setenv("DIAG_API_1_KEY", "sk-redo-test-key-0d9c8b7a")
         monkeypatch.setenv("DIAG_BASE_URL", stub.url)
