@@ -72,6 +72,11 @@ class RangeSurvey:
             elif spelling not in ours:
                 how = f"; {flag} re-runs them" if flag else ""
                 lines.append(f"skipped: {count} report(s) done by {spelling}, not a teacher of this job{how}")
+        for name in self.redo:
+            if not any(self._matches(spelling, name) for spelling in self.done_by_teacher):
+                made = ", ".join(self.done_by_teacher) or "none"
+                lines.append(f"--redo {name}: no done report of the range was made by that teacher "
+                             f"(give a model name, 'local', or a spelling; teachers found: {made})")
         if self.changed:
             what = ("redoing them (--redo-changed)" if self.redo_changed
                     else "kept as they are; --redo-changed re-runs them")
@@ -79,8 +84,14 @@ class RangeSurvey:
         return lines
 
     def _redoing(self, spelling: str) -> bool:
-        teacher = TeacherId.parse(spelling)
-        return any(teacher.matches(name) for name in self.redo)
+        return any(self._matches(spelling, name) for name in self.redo)
+
+    @staticmethod
+    def _matches(spelling: str, name: str) -> bool:
+        try:
+            return TeacherId.parse(spelling).matches(name)
+        except ValueError:
+            return False
 
 
 def _redo_flag(spelling: str) -> str:

@@ -70,3 +70,20 @@ def test_a_bad_or_unreachable_claims_url_is_refused_with_one_line(isolated: dict
     errors = [line for line in result.stderr.splitlines() if line.startswith("diag-distill: error:")]
     assert len(errors) == 1 and says in errors[0], result.stderr
     assert StateDir(Path(isolated["state"])).running_job() is None
+
+
+def test_the_survey_names_what_it_redoes_and_a_redo_that_matches_nothing(tmp_path: Path) -> None:
+    write_notes(tmp_path / "in", [1, 2, 3])
+    store = OutputStore(tmp_path / "out")
+    store.prepare()
+    for number, teacher in ((1, "local/local-rules-1"), (2, "openai/qwen@diag-prompts-2")):
+        store.commit_done(number, {"teacher_id": teacher}, [], "log\n")
+    lines = survey_range(tmp_path / "in", tmp_path / "out", 1, None, redo=("local", "gpt-5")).lines(
+        tmp_path / "in", tmp_path / "out")
+    assert lines[0].endswith("2 done (1 by local/local-rules-1, 1 by openai/qwen@diag-prompts-2), 0 failed, "
+                             "1 pending")
+    assert (f"redoing 1 report(s) done by local/local-rules-1 (--redo local); their old outputs move to "
+            f"{tmp_path / 'out' / 'superseded' / 'local' / 'local-rules-1'}") in lines
+    assert ("skipped: 1 report(s) done by openai/qwen@diag-prompts-2, not a teacher of this job; "
+            "--redo qwen re-runs them") in lines
+    assert any(line.startswith("--redo gpt-5: no done report of the range was made by that teacher") for line in lines)
