@@ -13,13 +13,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
-from distill.core.redact import scrub_secrets
+from distill.core.redact import mask_known, scrub_secrets
 from distill.core.teacher_id import LOCAL, TeacherId
 
 if TYPE_CHECKING:
     from distill.core.prices import Price
     from distill.extraction.report import Report
     from distill.extraction.schemas import FindingsOutput, OrgansOutput
+
+#: Words without which no key-shaped pattern of ``scrub_secrets`` can match an answer (besides the configured
+#: keys, which ``mask_known`` masks always).
+_SECRET_HINTS = ("bearer", "sk-", "key", "token", "secret", "password", "authorization")
 
 #: Called with an event name and details, e.g. ("backing_off", {"until": t, ...}).
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -81,9 +85,13 @@ class CallRecord:
         return record
 
     def keep_answer(self, text: str, cap: int) -> None:
-        """Record an answer's text: keys and key-shaped strings masked, then cut after ``cap`` characters
-        with the cut marked (``answer_chars`` keeps the original length)."""
-        masked = scrub_secrets(text)
+        """Record an answer's text: configured keys masked (and bearer tokens, ``sk-`` keys and
+        ``token=``-like pairs), then cut after ``cap`` characters with the cut marked (``answer_chars``
+        keeps the original length)."""
+        masked = mask_known(text)
+        lowered = masked.lower()
+        if any(hint in lowered for hint in _SECRET_HINTS):  # the patterns cost ~1 ms per answer: only when needed
+            masked = scrub_secrets(masked)
         self.answer_chars = len(text)
         self.answer_cut = len(masked) > cap
         self.answer = masked[:cap] + f"[... cut: {len(masked) - cap} more characters]" if self.answer_cut else masked

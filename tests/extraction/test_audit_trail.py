@@ -163,3 +163,12 @@ def test_the_attempt_line_names_the_host_but_never_the_key_path_or_query(stub: S
     assert stub.url.endswith("/v1") and "/v1" not in first and CANARY not in first
 
 
+
+
+def test_a_key_shaped_string_in_an_answer_is_masked_too() -> None:
+    call = CallRecord(step="findings", attempt=1, latency_s=0.1, status="ok")
+    call.keep_answer('{"findings": [], "echo": "Authorization: Bearer abc123def456ghi789"}', 1000)
+    assert call.answer is not None and "abc123def456ghi789" not in call.answer and "[redacted]" in call.answer
+    plain = '{"findings": [{"quote": "ankle swelling"}]}'
+    call.keep_answer(plain, 1000)
+    assert call.answer == plain and call.answer_chars == len(plain) and not call.answer_cut
