@@ -67,8 +67,8 @@ class RangeSurvey:
         for spelling, count in self.done_by_teacher.items():
             flag = _redo_flag(spelling)
             if flag and self._redoing(spelling):
-                lines.append(f"redoing {count} report(s) done by {spelling} ({flag}); their old outputs move to "
-                             f"{superseded / teacher_folder(spelling)}")
+                lines.append(f"redoing {count} report(s) done by {spelling} ({flag}); each one's old outputs "
+                             f"move to {superseded / teacher_folder(spelling)} when its new ones are committed")
             elif spelling not in ours:
                 how = f"; {flag} re-runs them" if flag else ""
                 lines.append(f"skipped: {count} report(s) done by {spelling}, not a teacher of this job{how}")

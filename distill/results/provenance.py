@@ -1,18 +1,17 @@
-"""Which teacher made each done report, which notes changed since, and moving outputs aside to redo them.
+"""Which teacher made each done report, which notes changed since, and releasing done reports to redo them.
 
-A report is redone by moving its outputs (raw, normalized, log, checkpoints)
-to ``OUTPUT_DIR/superseded/<teacher>/`` (the teacher's spelling as a path,
-e.g. ``superseded/local/local-rules-1/``), where they are kept, never
-deleted. The raw file moves first: it is the done marker, so a crash in the
-middle leaves the report not done, and the next run redoes it.
+``release_for_redo`` marks done reports to run again (``OutputStore.mark_for_redo``): their
+outputs stay in place until the new ones are committed, which keeps the old ones under
+``OUTPUT_DIR/superseded/<teacher>/`` (the teacher's spelling as a path, e.g.
+``superseded/local/local-rules-1/``), never deleted. ``supersede`` moves a report's outputs
+there at once (raw first: it is the done marker, so a crash in the middle leaves the report
+not done).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -20,18 +19,21 @@ from pathlib import Path
 
 from distill.core.teacher_id import TeacherId, teacher_of_record
 from distill.results.atomic import fsync_folders, read_json
-from distill.results.store import CHECKPOINT_DIR, LOG_DIR, NORMALIZED_DIR, RAW_DIR, OutputStore
+from distill.results.store import (
+    CHECKPOINT_DIR,
+    LOG_DIR,
+    NORMALIZED_DIR,
+    RAW_DIR,
+    SUPERSEDED_DIR,
+    OutputStore,
+    teacher_folder,
+)
 
-SUPERSEDED_DIR = "superseded"
+__all__ = ["SUPERSEDED_DIR", "DoneReports", "RedoSummary", "changed_notes", "changed_since_written",
+           "release_for_redo", "supersede", "survey_done", "teacher_folder"]
+
 UNKNOWN_TEACHER = "unknown"  # a raw file that names no teacher (hand-made, or damaged)
-_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 _HASH_CHUNK = 1 << 20
-
-
-def teacher_folder(spelling: str) -> Path:
-    """``superseded/<teacher>``'s relative path: one folder per part of the spelling, each made safe."""
-    parts = [_UNSAFE.sub("_", part) for part in spelling.split("/")]
-    return Path(*[part if part.strip(".") else "_" for part in parts])
 
 
 def note_path(input_dir: Path, number: int) -> Path | None:
@@ -165,18 +167,19 @@ class RedoSummary:
         return len({n for numbers in self.by_teacher.values() for n in numbers} | set(self.changed))
 
     def lines(self, root: Path) -> list[str]:
-        lines = [f"redoing {len(numbers)} report(s) done by {spelling}; old outputs moved to "
-                 f"{root / SUPERSEDED_DIR / teacher_folder(spelling)}" for spelling, numbers in self.by_teacher.items()]
+        lines = [f"redoing {len(numbers)} report(s) done by {spelling}; each one's old outputs move to "
+                 f"{root / SUPERSEDED_DIR / teacher_folder(spelling)} when its new ones are committed"
+                 for spelling, numbers in self.by_teacher.items()]
         if self.changed:
             lines.append(f"redoing {len(self.changed)} report(s) whose note changed since it was done "
-                         f"(old outputs under {root / SUPERSEDED_DIR})")
+                         f"(old outputs kept under {root / SUPERSEDED_DIR})")
         return lines
 
 
 def release_for_redo(store: OutputStore, input_dir: Path, numbers: Iterable[int], *, teachers: Iterable[str] = (),
                      changed: bool = False) -> RedoSummary:
-    """Supersede the done reports among ``numbers`` that a name in ``teachers`` matches, and (``changed``)
-    those whose note changed since; they become claimable again."""
+    """Mark the done reports among ``numbers`` that a name in ``teachers`` matches, and (``changed``) those
+    whose note changed since, to run again; they become claimable, and keep their outputs until replaced."""
     names = [name for name in teachers if name.strip()]
     summary = RedoSummary()
     if not names and not changed:
@@ -192,8 +195,7 @@ def release_for_redo(store: OutputStore, input_dir: Path, numbers: Iterable[int]
         spelling_of = {n: s for s, ns in done.by_teacher.items() for n in ns}
         chosen.update((n, spelling_of[n]) for n in summary.changed)
     for number, spelling in sorted(chosen.items()):
-        with contextlib.suppress(FileNotFoundError):
-            supersede(store, number, spelling)
+        store.mark_for_redo(number, spelling)
     return summary
 
 

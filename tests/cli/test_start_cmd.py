@@ -82,8 +82,8 @@ def test_the_survey_names_what_it_redoes_and_a_redo_that_matches_nothing(tmp_pat
         tmp_path / "in", tmp_path / "out")
     assert lines[0].endswith("2 done (1 by local/local-rules-1, 1 by openai/qwen@diag-prompts-2), 0 failed, "
                              "1 pending")
-    assert (f"redoing 1 report(s) done by local/local-rules-1 (--redo local); their old outputs move to "
-            f"{tmp_path / 'out' / 'superseded' / 'local' / 'local-rules-1'}") in lines
+    assert (f"redoing 1 report(s) done by local/local-rules-1 (--redo local); each one's old outputs move to "
+            f"{tmp_path / 'out' / 'superseded' / 'local' / 'local-rules-1'} when its new ones are committed") in lines
     assert ("skipped: 1 report(s) done by openai/qwen@diag-prompts-2, not a teacher of this job; "
             "--redo qwen re-runs them") in lines
     assert any(line.startswith("--redo gpt-5: no done report of the range was made by that teacher") for line in lines)

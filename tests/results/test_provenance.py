@@ -78,9 +78,47 @@ def test_redo_releases_the_named_teachers_and_the_changed_notes(folders: tuple[O
     (notes / "report_3.txt").write_text("CHIEF COMPLAINT: Fever.\n", encoding="utf-8")
     summary = release_for_redo(store, notes, [1, 2, 3], teachers=["local"], changed=True)
     assert summary.by_teacher == {LOCAL: [1, 2]} and summary.changed == [3] and summary.total == 3
-    assert store.done_numbers() == set()
-    assert (store.root / SUPERSEDED_DIR / teacher_folder(QWEN) / "diagnostic_results" / "diagnostic_3.json").is_file()
+    assert store.settled_numbers() == set() and store.redo_numbers() == {1, 2, 3}
+    assert not any(store.is_done(n) for n in (1, 2, 3))
+    # The old outputs stay where readers find them until the new ones are committed.
+    assert store.done_numbers() == {1, 2, 3} and read_json(store.raw_path(3))["teacher_id"] == QWEN
     assert release_for_redo(store, notes, [1, 2, 3], teachers=[]).total == 0
+
+
+def test_a_redone_report_replaces_its_outputs_and_keeps_the_old_ones(folders: tuple[OutputStore, Path]) -> None:
+    store, notes = folders
+    assert store.mark_for_redo(1, LOCAL) and not store.mark_for_redo(1, LOCAL)
+    store.append_log(1, "attempt by the new teacher\n")
+    assert store.log_path(1).read_text() == f"log of 1 by {LOCAL}\n"  # the old log stands meanwhile
+    store.commit_done(1, {"teacher_id": QWEN}, [], store.read_log(1) + "done\n")
+    kept = store.root / SUPERSEDED_DIR / "local" / "local-rules-1"
+    assert read_json(kept / "diagnostic_results" / "diagnostic_1.json")["teacher_id"] == LOCAL
+    assert (kept / "logs" / "diagnostic_1.log").read_text() == f"log of 1 by {LOCAL}\n"
+    assert (kept / "diagnostic_results_normalized" / "diagnostic_1.json").is_file()
+    assert read_json(store.raw_path(1))["teacher_id"] == QWEN and store.is_done(1)
+    assert store.log_path(1).read_text() == "attempt by the new teacher\ndone\n"
+    assert store.redo_numbers() == set() and store.settled_numbers() == {1, 2, 3}
+
+
+def test_a_redo_that_fails_leaves_the_old_outputs_in_place(folders: tuple[OutputStore, Path]) -> None:
+    store, _notes = folders
+    store.mark_for_redo(2, LOCAL)
+    store.commit_failed(2, {"error_class": "invalid_output", "teacher_id": QWEN}, "rejected\n")
+    assert read_json(store.raw_path(2))["teacher_id"] == LOCAL
+    assert store.log_path(2).read_text() == f"log of 2 by {LOCAL}\n"
+    assert store.is_failed(2) and not store.is_done(2)
+    assert not (store.root / SUPERSEDED_DIR / "local").exists()
+
+
+def test_a_marker_left_on_a_committed_redo_is_cleared_at_start(folders: tuple[OutputStore, Path]) -> None:
+    store, notes = folders
+    store.mark_for_redo(1, LOCAL)
+    marker = store.redo_marker(1).read_bytes()
+    _done(store, notes, 1, QWEN)
+    store.redo_marker(1).write_bytes(marker)  # as if the writer died before removing it
+    assert not store.is_done(1)
+    store.prepare()
+    assert store.is_done(1) and store.redo_numbers() == set()
 
 
 def test_a_teacher_folder_is_a_safe_relative_path() -> None:

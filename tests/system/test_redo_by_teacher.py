@@ -114,18 +114,21 @@ def test_an_offline_job_then_an_llm_job_skips_then_redoes_the_offline_reports(
         calls = _calls_by_report(stub)
 
     superseded = output / "superseded" / "local" / "local-rules-1"
-    for n in DONE_OFFLINE:
+    for n in (1, 2, 4):
         old = read_json(superseded / "diagnostic_results" / f"diagnostic_{n}.json")
         assert old["teacher_id"] == OFFLINE
         assert (superseded / "diagnostic_results_normalized" / f"diagnostic_{n}.json").is_file()
         assert (superseded / "logs" / f"diagnostic_{n}.log").read_text(encoding="utf-8") == offline_logs[n]
-    assert (superseded / "checkpoints").exists() is False  # done reports have none; the half-done one stays
+    # The redo of report 3 failed: its offline outputs stay in place, beside the failure record.
+    assert not (superseded / "diagnostic_results" / f"diagnostic_{REJECTED}.json").exists()
+    assert read_json(store.raw_path(REJECTED))["teacher_id"] == OFFLINE
+    assert store.log_path(REJECTED).read_text(encoding="utf-8") == offline_logs[REJECTED]
 
     # Every report reached the LLM: the offline checkpoints of report 5 were not reused.
     assert set(calls) == {1, 2, 3, 4, 5} and all(calls[n] >= 3 for n in (1, 2, 4, 5))
     steps_of_5 = {step.split("#")[0] for (report, step) in stub.by_report_step if report == CHECKPOINTED}
     assert {"findings", "organs", "mapping"} <= steps_of_5
-    assert sorted(store.done_numbers()) == [1, 2, 4, 5] and store.is_failed(REJECTED)
+    assert sorted(store.settled_numbers()) == [1, 2, 4, 5] and store.is_failed(REJECTED)
     for n in (1, 2, 4, 5):
         raw = read_json(store.raw_path(n))
         assert raw["teacher_id"] == LLM and raw["teacher"]["model"] == "stub-model"
