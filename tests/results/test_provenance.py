@@ -86,7 +86,7 @@ def test_redo_releases_the_named_teachers_and_the_changed_notes(folders: tuple[O
 
 
 def test_a_redone_report_replaces_its_outputs_and_keeps_the_old_ones(folders: tuple[OutputStore, Path]) -> None:
-    store, notes = folders
+    store, _notes = folders
     assert store.mark_for_redo(1, LOCAL) and not store.mark_for_redo(1, LOCAL)
     store.append_log(1, "attempt by the new teacher\n")
     assert store.log_path(1).read_text() == f"log of 1 by {LOCAL}\n"  # the old log stands meanwhile
