@@ -20,6 +20,7 @@ from distill.extraction.teacher import LocalTeacher
 from distill.job.state import StateDir
 from distill.results.atomic import read_json
 from distill.results.store import OutputStore
+from tests.helpers.chaos_tools import kill_worker
 from tests.helpers.jobtools import cli, job_ended, wait_until, write_config
 from tests.helpers.notes import write_notes
 from tests.helpers.redis_server import running_redis
@@ -211,3 +212,29 @@ def test_redo_works_with_claims_in_redis(isolated: dict[str, Any], monkeypatch: 
     store = OutputStore(output)
     assert {read_json(store.raw_path(n))["teacher_id"] for n in (1, 2, 3)} == {LLM}
     assert len(list((output / "superseded" / "local" / "local-rules-1" / "diagnostic_results").iterdir())) == 3
+
+
+def test_a_worker_killed_mid_report_leaves_a_log_that_the_resumed_attempt_adds_to(
+        isolated: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp: Path = isolated["tmp"]
+    notes, output = tmp / "in", tmp / "out"
+    write_notes(notes, [1])
+    state = StateDir(Path(os.environ["DIAG_STATE_DIR"]))
+    store = OutputStore(output)
+    with StubServer(latency_s=1.0) as stub:
+        monkeypatch.setenv("DIAG_CONFIG", str(write_config(tmp, endpoints=1)))
+        monkeypatch.setenv("DIAG_API_1_KEY", "sk-redo-kill-key-1a2b3c4d")
+        monkeypatch.setenv("DIAG_BASE_URL", stub.url)
+        monkeypatch.setenv("DIAG_MODEL", "stub-model")
+        result = cli("start", "1", "--end", "1", "--input-dir", str(notes), "--output-dir", str(output))
+        assert result.returncode == 0, result.stderr + result.stdout
+        wait_until(lambda: (store.checkpoint_dir(1) / "organs.json").is_file(), timeout=90)
+        beat = state.read_heartbeats()["api_1"]
+        assert kill_worker(state, beat, output) == {1}  # killed during the mapping call
+        first = store.log_path(1).read_text(encoding="utf-8")
+        wait_until(lambda: job_ended(state), timeout=120)
+    assert store.is_done(1)
+    log = store.log_path(1).read_text(encoding="utf-8")
+    assert log.startswith(first) and "step organs: ok" in first
+    attempts = [line for line in log.splitlines() if "attempt by endpoint api_1" in line]
+    assert len(attempts) == 2 and "step organs: resumed from checkpoint" in log
