@@ -200,8 +200,9 @@ class Worker:
         self.state.ensure()
         self.store.prepare()
         self.heartbeat.start()
-        self.say(f"started: {self.endpoint.describe()}, output {self.settings.output_dir}")
         extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
+        self.teacher_id = extractor.info.teacher.spelling  # what its records will name
+        self.say(f"started: {self.endpoint.describe()}, teacher {self.teacher_id}, output {self.settings.output_dir}")
         self.committer = Committer(self._committed, self._commit_failed)
         code, reason = EXIT_CRASHED, "crashed"
         try:

@@ -50,6 +50,7 @@ def test_until_drained_processes_everything_and_writes_an_exit_record(tmp_path: 
     assert beat is not None and beat["state"] == "exited" and beat["exit_code"] == 0 and beat["reason"] == "drained"
     assert beat["stats"]["done"] == 3 and len(beat["stats"]["recent"]) == 3
     assert "report 5: saved" in out.getvalue()
+    assert beat["teacher_id"] == "openai/fake-model" and "teacher openai/fake-model" in out.getvalue()
 
 
 def test_a_refused_key_disables_the_endpoint_and_hands_the_report_back(tmp_path: Path) -> None:
