@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.errors import OutputWriteError
+from distill.core.redact import mask_known_bytes
 from distill.results.atomic import (
     TMP_MARK,
     StagedFile,
@@ -292,10 +293,18 @@ class OutputStore:
             return ""
 
     def append_log(self, number: int, line: str) -> None:
-        """Add a line to the report's log as it happens (the commit then rewrites the whole log atomically)."""
-        fd = os.open(self._live_log(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        """Add a line to the report's log as it happens (the commit then rewrites the whole log atomically).
+
+        Best effort: a full disk costs the line here, not the report (the commit still writes it, or says why not).
+        """
         try:
-            os.write(fd, line.encode("utf-8"))
+            fd = os.open(self._live_log(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError:
+            return
+        try:
+            os.write(fd, mask_known_bytes(line.encode("utf-8")))
+        except OSError:
+            pass
         finally:
             os.close(fd)
 
