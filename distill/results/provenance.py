@@ -11,11 +11,14 @@ not done).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from distill.core.teacher_id import TeacherId, teacher_of_record
 from distill.results.atomic import fsync_folders, read_json
@@ -34,6 +37,29 @@ __all__ = ["SUPERSEDED_DIR", "DoneReports", "RedoSummary", "changed_notes", "cha
 
 UNKNOWN_TEACHER = "unknown"  # a raw file that names no teacher (hand-made, or damaged)
 _HASH_CHUNK = 1 << 20
+_HEAD_BYTES = 4096  # a raw file names its note and teacher in its first lines; the rest is read only when not
+_HEAD_FIELDS = {name: re.compile(rf'"{name}":\s*("(?:[^"\\]|\\.)*")') for name in ("source", "sha256", "teacher_id")}
+
+
+def _raw_head(path: Path) -> dict[str, Any] | None:
+    """The raw file's note source, note sha256 and teacher spelling, from its first bytes when they hold all
+    three (as every raw file this program writes does), else from the whole file."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(_HEAD_BYTES).decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    found = {name: pattern.search(head) for name, pattern in _HEAD_FIELDS.items()}
+    if all(found.values()):
+        try:
+            values = {name: json.loads(match.group(1)) for name, match in found.items() if match}
+        except ValueError:
+            values = {}
+        if values:
+            return {"teacher_id": values["teacher_id"],
+                    "report": {"source": values["source"], "sha256": values["sha256"]}}
+    raw = read_json(path)
+    return raw if isinstance(raw, dict) else None
 
 
 def note_path(input_dir: Path, number: int) -> Path | None:
@@ -98,8 +124,8 @@ def survey_done(store: OutputStore, input_dir: Path | None, numbers: Iterable[in
     """
     found = DoneReports()
     for number in sorted(numbers):
-        raw = read_json(store.raw_path(number))
-        if not isinstance(raw, dict):
+        raw = _raw_head(store.raw_path(number))
+        if raw is None:
             continue
         teacher = teacher_of_record(raw)
         found.by_teacher.setdefault(teacher.spelling if teacher else UNKNOWN_TEACHER, []).append(number)

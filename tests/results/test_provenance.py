@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from distill.extraction.pipeline import process_report
+from distill.extraction.teacher import LocalTeacher
+from distill.results import provenance
 from distill.results.atomic import read_json
 from distill.results.provenance import (
     SUPERSEDED_DIR,
@@ -147,3 +150,14 @@ def test_the_quick_look_reads_only_notes_modified_after_their_raw_file(folders: 
     raw_time = store.raw_path(1).stat().st_mtime_ns
     os.utime(notes / "report_1.txt", ns=(raw_time + 10**9, raw_time + 10**9))
     assert changed_since_written(store, notes, [1, 2, 3]) == [1]
+
+
+def test_a_written_raw_file_is_read_from_its_first_bytes(tmp_path: Path) -> None:
+    write_notes(tmp_path / "in", [1])
+    store = OutputStore(tmp_path / "out")
+    store.prepare()
+    process_report(tmp_path / "in" / "report_1.txt", extractor=LocalTeacher("api_1"), store=store)
+    head = provenance._raw_head(store.raw_path(1))
+    raw = read_json(store.raw_path(1))
+    assert head == {"teacher_id": LOCAL, "report": {"source": raw["report"]["source"],
+                                                    "sha256": raw["report"]["sha256"]}}
