@@ -120,6 +120,7 @@ class OutputStore:
             folder = self.root / name
             folder.mkdir(exist_ok=True, mode=0o700)
             remove_stale_temporaries(folder)
+        remove_stale_temporaries(self.root / SUPERSEDED_DIR / REDO_DIR)  # no folder yet: nothing to do
         self._clear_stale_redo_markers()
         self._clear_orphan_checkpoints()
 
