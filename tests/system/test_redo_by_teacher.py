@@ -238,3 +238,5 @@ def test_a_worker_killed_mid_report_leaves_a_log_that_the_resumed_attempt_adds_t
     assert log.startswith(first) and "step organs: ok" in first
     attempts = [line for line in log.splitlines() if "attempt by endpoint api_1" in line]
     assert len(attempts) == 2 and "step organs: resumed from checkpoint" in log
+    calls = read_json(store.raw_path(1))["calls"]  # the checkpointed steps' calls keep their answers too
+    assert {c["step"] for c in calls} >= {"organs", "mapping"} and all(c["answer"] for c in calls)
