@@ -24,7 +24,8 @@ from distill.results.provenance import (
 from distill.results.store import OutputStore
 
 EXAMPLE_NAMES = 3
-CHANGED_RECHECK_S = 300.0  # how often a running job looks again for notes changed since they were done
+CHANGED_RECHECK_S = 300.0  # a running job starts looking again for changed notes at most this often
+CHANGED_CHUNK = 2_000  # done reports it looks at per status write
 SHOWN_CHANGED = 20  # report numbers the status file lists
 
 
@@ -135,24 +136,35 @@ def survey_range(input_dir: Path, output_dir: Path, start: int, end: int | None,
 
 
 class ChangedNotes:
-    """The done reports of a range whose note changed since, for the status file, looked for every
-    ``every_s`` seconds among the notes modified after their raw file (``start`` made the full check)."""
+    """The done reports of a range whose note changed since, for the status file (``start`` made the full check).
+
+    Each call looks at the next ``chunk`` done reports (two ``stat`` calls each; a note is read only when it
+    was modified after its raw file), cycling over the range at most once every ``every_s`` seconds, so a job
+    with a million done reports costs the supervisor the same per status write as a small one.
+    """
 
     def __init__(self, store: OutputStore, input_dir: Path, start: int, end: int | None, *,
-                 every_s: float = CHANGED_RECHECK_S, clock: Callable[[], float] = time.monotonic) -> None:
+                 chunk: int = CHANGED_CHUNK, every_s: float = CHANGED_RECHECK_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store, self.input_dir, self.start, self.end = store, input_dir, start, end
-        self.every_s, self.clock = every_s, clock
-        self.found: list[int] = []
-        self._due: float | None = None
+        self.chunk, self.every_s, self.clock = chunk, every_s, clock
+        self.found: set[int] = set()
+        self._queue: list[int] = []  # the cycle's done reports not looked at yet, largest first
+        self._next_cycle: float | None = None
 
     def numbers(self) -> list[int]:
-        now = self.clock()
-        if self._due is None or now >= self._due:
-            top = self.end if self.end is not None else sys.maxsize
-            in_range = [n for n in self.store.done_numbers() if self.start <= n <= top]
-            self.found = changed_since_written(self.store, self.input_dir, in_range)
-            self._due = now + self.every_s
-        return self.found
+        """The changed reports found so far, in order."""
+        if not self._queue:
+            now = self.clock()
+            if self._next_cycle is None or now >= self._next_cycle:
+                top = self.end if self.end is not None else sys.maxsize
+                self._queue = sorted((n for n in self.store.done_numbers() if self.start <= n <= top), reverse=True)
+                self._next_cycle = now + self.every_s
+        batch = [self._queue.pop() for _ in range(min(self.chunk, len(self._queue)))]
+        if batch:
+            self.found.difference_update(batch)
+            self.found.update(changed_since_written(self.store, self.input_dir, batch))
+        return sorted(self.found)
 
     def add_to(self, status: dict[str, object]) -> None:
         """``counts.changed`` and ``changed_reports`` (the first ``SHOWN_CHANGED``) of a status document."""
