@@ -50,7 +50,7 @@ class RangeSurvey:
         """The summary line, then who made the done reports, this job's teachers, and what is skipped or redone;
         a warning when the range holds no report at all."""
         bound = f"{self.start}–{self.end}" if self.end is not None else f"{self.start} and up"
-        by = ", ".join(f"{count} by {spelling}" for spelling, count in self.done_by_teacher.items())
+        by = ", ".join(f"{count} by {spelling}{self._fate(spelling)}" for spelling, count in self.done_by_teacher.items())
         found = (f"found {self.existing} report(s) numbered {bound} in {input_dir}: "
                  f"{self.done} done{f' ({by})' if by else ''}, {self.failed} failed, {self.pending} pending")
         if not self.existing:
@@ -64,15 +64,11 @@ class RangeSurvey:
         if self.endpoint_teachers:
             lines.append("teachers of this job: " + _by_teacher(self.endpoint_teachers))
         superseded = output_dir / SUPERSEDED_DIR if output_dir is not None else Path(SUPERSEDED_DIR)
-        ours = set(self.endpoint_teachers.values())
         for spelling, count in self.done_by_teacher.items():
             flag = _redo_flag(spelling)
             if flag and self._redoing(spelling):
                 lines.append(f"redoing {count} report(s) done by {spelling} ({flag}); each one's old outputs "
                              f"move to {superseded / teacher_folder(spelling)} when its new ones are committed")
-            elif spelling not in ours:
-                how = f"; {flag} re-runs them" if flag else ""
-                lines.append(f"skipped: {count} report(s) done by {spelling}, not a teacher of this job{how}")
         for name in self.redo:
             if not any(self._matches(spelling, name) for spelling in self.done_by_teacher):
                 made = ", ".join(self.done_by_teacher) or "none"
@@ -83,6 +79,15 @@ class RangeSurvey:
                     else "kept as they are; --redo-changed re-runs them")
             lines.append(f"changed: {self.changed} done report(s) whose note changed since it was done: {what}")
         return lines
+
+    def _fate(self, spelling: str) -> str:
+        """What this job does with the done reports of one teacher, said in the summary line."""
+        flag = _redo_flag(spelling)
+        if flag and self._redoing(spelling):
+            return f" (redone: {flag})"
+        if spelling in self.endpoint_teachers.values():
+            return ""
+        return f" (not a teacher of this job: skipped; {flag} re-runs them)" if flag else " (skipped)"
 
     def _redoing(self, spelling: str) -> bool:
         return any(self._matches(spelling, name) for name in self.redo)
