@@ -131,9 +131,9 @@ def how_to(settings: Settings, sessions_socket: str, prefix: str, apis: list[str
 @click.option("--retry-failed", is_flag=True, help="Run reports with a failure record again.")
 @click.option("--redo", "redo", multiple=True, metavar="TEACHER",
               help="Run the reports done by this teacher again (a model name, or 'local' for the offline teacher; "
-                   "repeatable); their old outputs move to OUTPUT_DIR/superseded/<teacher>/.")
+                   "repeatable); each new result replaces the old one, kept under OUTPUT_DIR/superseded/<teacher>/.")
 @click.option("--redo-changed", is_flag=True,
-              help="Run again the done reports whose note changed since (old outputs move to superseded/).")
+              help="Run again the done reports whose note changed since (old outputs kept under superseded/).")
 @click.option("--follow-symlinks", is_flag=True,
               help="Read report files that are symbolic links, when they stay inside the input folder.")
 @click.option("--foreground", is_flag=True, help="Keep the supervisor in this terminal (Ctrl-C stops gracefully).")
