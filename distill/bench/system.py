@@ -252,6 +252,8 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
         supervisor_cpu_share=_round(sampler.supervisor_cpu_share(), 4),
         peak_rss_mib=round(sampler.peak_rss / 2**20, 1),
         peak_rss_processes=sampler.peak_processes,
+        worker_cpu_ms_per_report=round(1000 * sampler.worker_cpu_s() / max(counts["raw"], 1), 2),
+        worker_rss_mib=sampler.worker_rss(),
         tokens=token_figures(tokens),
     )
     return figures
@@ -369,6 +371,9 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"claim latency:             {format_ms(s['claim_latency_ms'])}",
         f"supervisor CPU share:      {s['supervisor_cpu_share']} of one core",
         f"peak RSS:                  {s['peak_rss_mib']} MiB ({s['peak_rss_processes']} processes)",
+        f"worker CPU per report:     {s['worker_cpu_ms_per_report']} ms (utime + stime of every worker / reports done)",
+        f"RSS per worker:            peak {s['worker_rss_mib']['peak']} MiB, mean {s['worker_rss_mib']['mean']} MiB "
+        f"(each worker's largest, over {s['worker_rss_mib']['workers']} workers)",
     ]
     if "tokens" in s:
         t = s["tokens"]
