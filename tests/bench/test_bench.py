@@ -124,7 +124,8 @@ def test_report_numbers_start_one_gap_up_increase_and_keep_gaps_bounded() -> Non
 
 SYSTEM_KEYS = {"wall_s", "reports", "calls", "reports_per_s", "calls_per_s", "utilisation", "overhead_ms",
                "pipeline_overhead_ms", "claim_latency_ms", "supervisor_cpu_share", "peak_rss_mib", "failed",
-               "client_utilisation_whole_run", "first_call_after_s", "worker_cpu_ms_per_report", "worker_rss_mib"}
+               "client_utilisation_whole_run", "first_call_after_s", "worker_cpu_ms_per_report", "worker_rss_mib",
+               "worker_cpu_ms_per_report_after_start"}
 PRINTED = ["wall time:", "reports per second:", "calls per second:", "endpoint utilisation:", "per-report overhead:",
            "claim latency:", "supervisor CPU share:", "peak RSS:", "worker CPU per report:", "RSS per worker:",
            "baseline (predecessor):",
@@ -142,9 +143,10 @@ def test_a_tiny_benchmark_runs_the_real_system_and_the_baseline_and_prints_every
     figures = json.loads(out.read_text())
     baseline_keys = SYSTEM_KEYS - {"pipeline_overhead_ms", "claim_latency_ms", "supervisor_cpu_share",
                                    "peak_rss_mib", "client_utilisation_whole_run", "worker_cpu_ms_per_report",
-                                   "worker_rss_mib"}
+                                   "worker_rss_mib", "worker_cpu_ms_per_report_after_start"}
     assert set(figures["system"]) >= SYSTEM_KEYS and set(figures["baseline"]) >= baseline_keys
     assert figures["system"]["reports"] == 6 and figures["system"]["calls"] == 18
+    assert figures["system"]["worker_cpu_ms_per_report_after_start"] > 0
     assert figures["system"]["worker_cpu_ms_per_report"] > 0 and figures["system"]["worker_rss_mib"]["workers"] >= 2
     assert figures["system"]["claim_latency_ms"]["n"] == 6
     assert figures["baseline"]["reports"] == 2
@@ -160,3 +162,13 @@ def test_a_tiny_claim_benchmark_hands_out_every_report_once_in_order(tmp_path: P
     for label in ("claim latency:", "release latency:", "first claim after start:", "folder scan at start:"):
         assert label in printed
     assert list(tmp_path.iterdir()) == []  # its files are gone
+
+
+def test_cpu_after_start_divides_the_cpu_since_each_first_claim_by_the_reports_claimed() -> None:
+    from distill.bench.system import _cpu_after_start
+
+    timings = [{"claim_s": [0.001] * 3, "cpu_s": 1.5, "cpu_at_first_claim_s": 1.2},
+               {"claim_s": [0.001], "cpu_s": 0.9, "cpu_at_first_claim_s": 0.8},
+               {"claim_s": [], "cpu_s": 0.5, "cpu_at_first_claim_s": None}]  # claimed nothing: left out
+    assert _cpu_after_start(timings) == pytest.approx(100.0)
+    assert _cpu_after_start([]) is None
