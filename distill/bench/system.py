@@ -389,7 +389,8 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"worker CPU per report:     {s['worker_cpu_ms_per_report']} ms (utime + stime of every worker / reports done); "
         f"{s['worker_cpu_ms_per_report_after_start']} ms after start-up (from each worker's first claim)",
         f"RSS per worker:            peak {s['worker_rss_mib']['peak']} MiB, mean {s['worker_rss_mib']['mean']} MiB "
-        f"(each worker's largest, over {s['worker_rss_mib']['workers']} workers)",
+        f"(each worker's largest, over {s['worker_rss_mib']['workers']} workers); Pss peak "
+        f"{s['worker_rss_mib']['pss_peak']} MiB, mean {s['worker_rss_mib']['pss_mean']} MiB (shared pages divided)",
     ]
     if "tokens" in s:
         t = s["tokens"]

@@ -94,11 +94,12 @@ def test_process_sampler_keeps_each_workers_cpu_time_and_largest_rss(tmp_path: P
     assert sampler.worker_cpu_s() >= 0.05
     rss = sampler.worker_rss()
     assert rss["workers"] == 1 and rss["peak"] == rss["mean"] and rss["peak"] > 1
+    assert rss["pss_peak"] is not None and 0 < rss["pss_peak"] <= rss["peak"] + 0.1
 
 
 def test_process_sampler_reports_no_worker_rss_before_any_worker_was_seen(tmp_path: Path) -> None:
     sampler = ProcessSampler(StateDir(tmp_path / "state"))
-    assert sampler.worker_rss() == {"peak": None, "mean": None, "workers": 0}
+    assert sampler.worker_rss() == {"peak": None, "mean": None, "workers": 0, "pss_peak": None, "pss_mean": None}
     assert sampler.worker_cpu_s() == 0.0
 
 
