@@ -150,7 +150,6 @@ class ClaimBook:
         self._finished_lock = threading.Lock()
         self._alive_until: dict[str, float] = {}  # lease owner identity -> trusted alive until (monotonic)
         self._loaded_counter: int | None = None  # the counter as read: the counter file is rewritten only on change
-        self._counter_moved = False  # a save changed the counter: the counter file follows once the lock is free
 
     def __del__(self) -> None:
         fd = getattr(self, "_queue_fd", None)  # absent when __init__ raised (a refused symlink)
@@ -188,19 +187,8 @@ class ClaimBook:
     def _save(self, doc: dict[str, Any]) -> None:
         write_json(self.state.path(CLAIMS_FILE), doc, durable=False, compact=True)
         if doc["counter"] != self._loaded_counter:
-            self._counter_moved = True
-
-    def _write_counter(self) -> None:
-        """Rewrite the counter file after a save moved the counter, outside the lock: it is information for
-        people (editing it by hand changes nothing), and a second file replaced under the lock made every
-        other claimer wait for it. The value is the claims file's latest counter, not this save's, so a
-        later claim that wrote first is not undone."""
-        if not self._counter_moved:
-            return
-        self._counter_moved = False
-        doc = read_json(self.state.path(CLAIMS_FILE))
-        if isinstance(doc, dict) and isinstance(doc.get("counter"), int):
-            write_atomic(self.state.path(COUNTER_FILE), f"{doc['counter']}\n".encode(), durable=False, mode=0o400)
+            write_atomic(self.state.path(COUNTER_FILE), f"{doc['counter']}\n".encode(), durable=False,
+                         mode=0o400)  # information for people: editing it by hand changes nothing
 
     def _index_for(self, doc: dict[str, Any]) -> array[int]:
         generation = doc["scan"]["generation"]
@@ -254,8 +242,7 @@ class ClaimBook:
             }
             self._rescan(doc)
             self._save(doc)
-        self._write_counter()
-        return doc["scan"]
+            return doc["scan"]
 
     def claim_next(self, api: str, identity: str) -> Claim | None:
         """Hand the next report to ``api``'s worker, or ``None`` when nothing is claimable now."""
@@ -272,8 +259,7 @@ class ClaimBook:
             if claim is not None:
                 doc["leases"][str(claim.number)] = {"api": api, "identity": identity, "since": self.clock()}
             self._save(doc)
-        self._write_counter()
-        return claim
+            return claim
 
     def release(self, number: int, *, finished: bool, defer: bool = False) -> None:
         """Drop the lease; an unfinished report goes back to the pool, ahead of new numbers.

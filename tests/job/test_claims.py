@@ -9,7 +9,7 @@ import pytest
 
 from distill.core.errors import InputDirMissing
 from distill.job.claims import ClaimBook, scan_input
-from distill.job.state import CLAIMS_FILE, CLAIMS_LOCK, COUNTER_FILE, StateDir, my_identity
+from distill.job.state import CLAIMS_FILE, COUNTER_FILE, StateDir, my_identity
 from distill.results.atomic import write_json
 from distill.results.store import OutputStore
 from tests.helpers.notes import write_notes
@@ -44,32 +44,6 @@ def test_counter_file_keeps_the_highest_number_handed_out(tmp_path: Path) -> Non
     book.claim_next("api_1", my_identity())
     book.claim_next("api_1", my_identity())
     assert (book.state.path(COUNTER_FILE)).read_text().strip() == "5"
-
-
-def test_the_counter_file_is_written_once_the_claims_lock_is_free(tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import filelock
-
-    import distill.job.claims as claims_module
-
-    book = make_book(tmp_path, [3, 5])
-    lock_free: list[bool] = []
-    real_write = claims_module.write_atomic
-
-    def watching(path: Path, data: bytes, **kwargs: Any) -> None:
-        if path.name == COUNTER_FILE:
-            try:  # another process's view of the lock: a second lock on the same file
-                with filelock.FileLock(str(book.state.path(CLAIMS_LOCK)), timeout=0):
-                    lock_free.append(True)
-            except filelock.Timeout:
-                lock_free.append(False)
-        real_write(path, data, **kwargs)
-
-    monkeypatch.setattr(claims_module, "write_atomic", watching)
-    book.claim_next("api_1", my_identity())
-    book.claim_next("api_1", my_identity())
-    assert lock_free == [True, True]
-    assert book.state.path(COUNTER_FILE).read_text().strip() == "5"
 
 
 def test_the_counter_file_is_read_only_and_editing_it_changes_no_claim(tmp_path: Path) -> None:
