@@ -18,8 +18,8 @@ EXIT_USAGE = 2
 #: Each subcommand and the module of ``distill.cli`` that defines it. A module is imported only when its
 #: command runs (or help lists it): a worker process loads the worker's code, not tmux, the monitor or export.
 COMMANDS = {"start": "start_cmd", "stop": "stop_cmd", "worker": "worker_cmd", "run-one": "run_one_cmd",
-            "monitor": "monitor_cmd", "export": "export_cmd", "stats": "stats_cmd", "bench": "bench_cmd",
-            "stub": "stub_cmd", "estimate": "estimate_cmd", "eval": "eval_cmd"}
+            "monitor": "monitor_cmd", "status": "status_cmd", "export": "export_cmd", "stats": "stats_cmd",
+            "bench": "bench_cmd", "stub": "stub_cmd", "estimate": "estimate_cmd", "eval": "eval_cmd"}
 
 
 class DistillGroup(click.Group):
