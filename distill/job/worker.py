@@ -67,6 +67,8 @@ SIGNALLED_REASON = "stopped by signal"
 
 #: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
 TIMINGS_ENV = "DIAG_BENCH_DIR"
+#: When set, the worker runs under cProfile and writes its statistics there at exit (``<api>.<pid>.prof``).
+PROFILE_ENV = "DIAG_PROFILE_DIR"
 
 
 def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]], None],
@@ -116,6 +118,7 @@ class Worker:
         self._commit_error = ""  # set by the committer thread when finishing a commit failed
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
+        self.cpu_at_first_claim: float | None = None  # process CPU seconds once start-up was over (benchmark only)
         self._claims_away = ""  # why the claims store cannot be reached, while it cannot
         self.watch = EndpointWatch(self.endpoint, self.book, say=self.say, set_state=self.set_state,
                                    wait=self._wait, stop_wanted=self._stop_wanted)
@@ -234,6 +237,18 @@ class Worker:
         return code
 
     def _loop(self, extractor: Extractor) -> tuple[int, str]:
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if not profile_dir:
+            return self._claim_and_process(extractor)
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)  # CPU time of this thread: the figure that matters
+        try:
+            return profiler.runcall(self._claim_and_process, extractor)
+        finally:
+            profiler.dump_stats(str(Path(profile_dir) / f"{self.api}.{os.getpid()}.prof"))
+
+    def _claim_and_process(self, extractor: Extractor) -> tuple[int, str]:
         while True:
             if self._stop_wanted():
                 if self.signalled and not self.state.stop_requested():
@@ -282,6 +297,8 @@ class Worker:
         claim = self.book.claim_next(self.api, self.identity)
         if claim is not None and self._timings_dir:
             self.claim_times.append(time.perf_counter() - asked)
+            if self.cpu_at_first_claim is None:
+                self.cpu_at_first_claim = time.process_time()
         return claim
 
     def _write_timings(self) -> None:
@@ -291,7 +308,8 @@ class Worker:
 
         path = Path(self._timings_dir) / f"{self.api}.{os.getpid()}.json"
         with contextlib.suppress(OutputWriteError, OSError):
-            write_json(path, {"api": self.api, "claim_s": self.claim_times}, durable=False)
+            write_json(path, {"api": self.api, "claim_s": self.claim_times, "cpu_s": time.process_time(),
+                              "cpu_at_first_claim_s": self.cpu_at_first_claim}, durable=False)
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
