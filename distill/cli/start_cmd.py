@@ -156,7 +156,7 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
     if end is not None and end < start:
         raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
     adopt_job_env()
-    if retry_failed:  # the failures meant are those of the last job's folders, not the configuration's
+    if retry_failed or redo or redo_changed:  # re-runs mean the last job's folders, not the configuration's
         input_dir, output_dir = last_job_folders(input_dir, output_dir)
     settings = settings_from(input_dir, output_dir)
     chosen = require_claims_store(claims_url)
