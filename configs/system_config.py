@@ -26,6 +26,9 @@ MAX_REPORT_BYTES = 2_000_000  # larger report files are bad_input
 #: note still being written is never read in half (DIAG_SETTLE_S overrides; 0 claims at once). Better still:
 #: write notes elsewhere on the same disk and move them in (a rename is atomic).
 SETTLE_S = 2
+#: Each model answer's text is kept (keys masked) in the raw file and failure record, cut after this many
+#: characters with the cut marked.
+ANSWER_RECORD_CHARS = 20_000
 
 #: Optional prices per million tokens, by model id: input, cached_input (prompt tokens served from the
 #: endpoint's prefix cache; defaults to input) and output. Costs appear in the monitor, stats and raw

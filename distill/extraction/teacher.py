@@ -20,6 +20,7 @@ from typing import Literal, cast
 from pydantic import BaseModel
 
 from distill.core.errors import ReportError
+from distill.core.teacher_id import OFFLINE_TEACHER_VERSION
 from distill.extraction.extractor import CallRecord, StepInput, StepResult, TeacherInfo
 from distill.extraction.lexicon import Hit, Matcher, compiled_lexicon, is_latin, term_key
 from distill.extraction.normalize import find_quote
@@ -36,7 +37,7 @@ from distill.extraction.schemas import (
 )
 from distill.extraction.vocabulary import Vocabulary, load_vocabulary
 
-TEACHER_VERSION = "local-rules-1"
+TEACHER_VERSION = OFFLINE_TEACHER_VERSION  # the offline teacher's "model" (distill.core.teacher_id)
 STEPS = tuple(STEP_MODELS)
 MAX_FINDINGS = 40
 MAX_DIAGNOSES = 30

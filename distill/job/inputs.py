@@ -115,7 +115,8 @@ class RangeScan:
 def scan_range(folder: Path, store: OutputStore, start: int, end: int | None) -> RangeScan:
     """One listing of the input folder and of the done and failed outputs."""
     names = scan_names(folder, start, end)
-    return RangeScan(names.numbers, store.done_numbers(), store.failed_numbers(), names.unused, names.unused_count)
+    return RangeScan(names.numbers, store.settled_numbers(), store.failed_numbers(), names.unused,
+                     names.unused_count)
 
 
 def report_path(folder: Path, number: int) -> Path | None:

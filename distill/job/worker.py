@@ -42,15 +42,17 @@ from distill.core.errors import (
     StopRequested,
 )
 from distill.core.redact import mask_known
+from distill.core.teacher_id import TEACHER_ID_KEY
 from distill.core.words import counted
 from distill.extraction.extractor import Extractor
+from distill.extraction.identity import endpoint_teacher
 from distill.extraction.pipeline import Outcome, StagedCommit, process_report
 from distill.job.claims import Claim
 from distill.job.claims_backend import claims_url, host_name, open_claims
 from distill.job.committer import Committer
 from distill.job.endpoint_watch import EndpointWatch
 from distill.job.heartbeat import Heartbeat, WorkerStats
-from distill.job.releases import Releases
+from distill.job.releases import IdleLines, Releases
 from distill.job.state import StateDir, my_identity
 from distill.results.atomic import write_atomic
 from distill.results.store import OutputStore
@@ -66,6 +68,8 @@ SIGNALLED_REASON = "stopped by signal"
 
 #: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
 TIMINGS_ENV = "DIAG_BENCH_DIR"
+#: When set, the worker runs under cProfile and writes its statistics there at exit (``<api>.<pid>.prof``).
+PROFILE_ENV = "DIAG_PROFILE_DIR"
 
 
 def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]], None],
@@ -101,6 +105,7 @@ class Worker:
                                 settle_s=settings.settle_s)
         self.identity = my_identity()
         self.extractor_factory = extractor_factory
+        self.teacher_id = endpoint_teacher(self.endpoint).spelling
         self.stop_after_current = False
         self.stop_now = False
         self.signalled = ""
@@ -115,9 +120,10 @@ class Worker:
         self._commit_error = ""  # set by the committer thread when finishing a commit failed
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
+        self.cpu_at_first_claim: float | None = None  # process CPU seconds once start-up was over (benchmark only)
         self._claims_away = ""  # why the claims store cannot be reached, while it cannot
         self.releases = Releases(self.book, self.say)  # kept when the state directory refuses them (a full disk)
-        self._said = ""  # the last waiting line said, so that a wait is one line, not one per look
+        self.idle = IdleLines(self.book, settings.settle_s, set_state=self.set_state, say=self.say, wait=self._wait)
         self.watch = EndpointWatch(self.endpoint, self.book, say=self.say, set_state=self.set_state,
                                    wait=self._wait, stop_wanted=self._stop_wanted)
         self.health = self.watch.health
@@ -150,6 +156,7 @@ class Worker:
                 "api": self.api, "job_id": self.job_id, "pid": os.getpid(), "identity": self.identity,
                 "endpoint": self.endpoint.describe(), "model": self.endpoint.model,
                 "teacher": "local" if self.endpoint.is_local else "llm",
+                TEACHER_ID_KEY: self.teacher_id,
                 **self.status, **self.health.to_dict(), "last_error": self.last_error, "started": self.started,
                 "started_epoch": self.started_epoch, "updated": time.time(), "stats": self.stats.to_dict(),
             }
@@ -209,8 +216,9 @@ class Worker:
         self.state.ensure()
         self.store.prepare()
         self.heartbeat.start()
-        self.say(f"started: {self.endpoint.describe()}, output {self.settings.output_dir}")
         extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
+        self.teacher_id = extractor.info.teacher.spelling  # what its records will name
+        self.say(f"started: {self.endpoint.describe()}, teacher {self.teacher_id}, output {self.settings.output_dir}")
         self.committer = Committer(self._committed, self._commit_failed)
         code, reason = EXIT_CRASHED, "crashed"
         try:
@@ -233,6 +241,18 @@ class Worker:
         return code
 
     def _loop(self, extractor: Extractor) -> tuple[int, str]:
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if not profile_dir:
+            return self._claim_and_process(extractor)
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)  # CPU time of this thread: the figure that matters
+        try:
+            return profiler.runcall(self._claim_and_process, extractor)
+        finally:
+            profiler.dump_stats(str(Path(profile_dir) / f"{self.api}.{os.getpid()}.prof"))
+
+    def _claim_and_process(self, extractor: Extractor) -> tuple[int, str]:
         while True:
             if self._stop_wanted():
                 if self.signalled and not self.state.stop_requested():
@@ -251,48 +271,25 @@ class Worker:
                 self._wait_for_claims(str(exc))
                 continue
             except OutputWriteError as exc:  # the state directory's disk is full: as with the output disk
-                self.last_error = str(exc)
                 self.say(f"{exc}; pausing claims until the state directory is writable")
                 self._pause_until_writable(str(exc), self.state.root)
                 continue
             except (InputDirMissing, StateDirError) as exc:  # a folder gone, /tmp wiped, a malformed claims file
-                self._wait_idle(str(exc), error=True)
+                self.last_error = str(exc)
+                self.idle.wait(str(exc), self.settings.check_interval)
                 continue
-            finally:
-                self.releases.say_notices()
             if self._claims_away:
                 self._claims_away = ""
                 self.say("claims store reachable again; claiming resumes")
             if claim is None:
                 if drained:
                     return EXIT_OK, "drained"
-                self._idle()
+                self.idle.nothing_to_claim(self.settings.check_interval if not self.until_drained else 0.5)
                 continue
-            self._said = ""
+            self.idle.said = ""
             result = self._process(claim, extractor)
             if result is not None:
                 return result
-
-    def _idle(self) -> None:
-        """Nothing to claim now: wait one check interval, or until the first note still being written may settle."""
-        pause = self.settings.check_interval if not self.until_drained else 0.5
-        settling = self.book.settling
-        if not settling:
-            self.set_state("idle")
-            self._said = ""
-            return self._wait(pause)
-        soonest = min(settling.values()) - time.time()
-        self._wait_idle(f"waiting for {counted(len(settling), 'note')} to settle (unchanged for SETTLE_S "
-                        f"{self.settings.settle_s:g} s before a claim)", pause=max(0.05, min(pause, soonest)))
-
-    def _wait_idle(self, note: str, *, error: bool = False, pause: float | None = None) -> None:
-        if error:
-            self.last_error = note
-        self.set_state("idle", note=note)
-        if note != self._said:
-            self.say(note)
-            self._said = note
-        self._wait(self.settings.check_interval if pause is None else pause)
 
     def _wait_for_claims(self, reason: str) -> None:
         if not self._claims_away:
@@ -307,6 +304,8 @@ class Worker:
         claim = self.book.claim_next(self.api, self.identity)
         if claim is not None and self._timings_dir:
             self.claim_times.append(time.perf_counter() - asked)
+            if self.cpu_at_first_claim is None:
+                self.cpu_at_first_claim = time.process_time()
         return claim
 
     def _write_timings(self) -> None:
@@ -316,7 +315,8 @@ class Worker:
 
         path = Path(self._timings_dir) / f"{self.api}.{os.getpid()}.json"
         with contextlib.suppress(OutputWriteError, OSError):
-            write_json(path, {"api": self.api, "claim_s": self.claim_times}, durable=False)
+            write_json(path, {"api": self.api, "claim_s": self.claim_times, "cpu_s": time.process_time(),
+                              "cpu_at_first_claim_s": self.cpu_at_first_claim}, durable=False)
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -396,8 +396,8 @@ class Worker:
         self._commit_error = self.last_error
 
     def _pause_until_writable(self, reason: str, folder: Path | None = None) -> None:
-        """Paused until a probe file can be written in ``folder`` (the output folder by default)."""
         probe = (folder or self.settings.output_dir) / f".continuous_diag_write_probe.{self.api}"
+        self.last_error = reason
         while not self._stop_wanted():
             self.set_state("paused", reason=reason)
             self._wait(self.settings.check_interval)
