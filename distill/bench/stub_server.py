@@ -34,6 +34,7 @@ from distill.bench.stub_answers import (
     faulty_answer,
     parse_call,
 )
+from distill.bench.stub_odd import ODD_KINDS, context_refusal, deep_body, gzip_bomb, huge_body, odd_message
 
 __all__ = ["FAULT_KINDS", "STUB_ORGAN", "CallInfo", "Fault", "StubServer", "default_answer", "parse_call", "serve"]
 
@@ -124,6 +125,8 @@ class StubServer:
         require_key: str | None = None,
         record_timeline: bool = False,
         usage: Callable[[CallInfo], dict[str, Any]] | None = None,
+        context_tokens: int | None = None,
+        context_style: str = "openai",
     ) -> None:
         self.host = host
         self.port = port
@@ -132,6 +135,11 @@ class StubServer:
         self.responder = responder or default_answer
         self.require_key = require_key
         self.usage = usage  # replaces the counted usage: how other providers shape it
+        # A context window: a call whose prompt (counted as the usage counts it) plus max_tokens exceeds it
+        # gets the 400 that OpenAI, vLLM or llama.cpp (``context_style``) sends.
+        self.context_tokens = context_tokens
+        self.context_style = context_style
+        self.refused_context = 0
         self.total = 0
         self.by_model: Counter[str] = Counter()
         self.by_path: Counter[str] = Counter()
@@ -265,6 +273,15 @@ class StubServer:
             message = f"invalid api key {call.api_key!r}"
             handler.send_json(401, {"error": {"message": message, "type": "invalid_request_error"}})
             return
+        if self.context_tokens is not None:
+            prompt = len(call.prompt or call.note) // CHARS_PER_TOKEN + 1
+            needed = prompt if self.context_style == "llamacpp" else prompt + call.max_tokens
+            if needed > self.context_tokens:
+                with self._lock:
+                    self.refused_context += 1
+                handler.send_json(400, context_refusal(self.context_style, self.context_tokens, prompt,
+                                                       call.max_tokens))
+                return
         fault = self.fault_plan(call) if self.fault_plan else Fault()
         with self._lock:
             self.faults[fault.kind] += 1
@@ -292,12 +309,43 @@ class StubServer:
             handler.send_json(int(fault.kind), {"error": {"message": f"stub fault {fault.kind}"}})
         elif fault.kind == "bad_body":
             handler.send_bytes(200, b"<html><body>upstream proxy error</body></html>", "text/html")
+        elif fault.kind == "no_json_schema" and call.response_format == "json_schema":
+            handler.send_json(400, {"error": {"message": "response_format type 'json_schema' is not supported",
+                                              "type": "invalid_request_error", "param": "response_format"}})
+        elif fault.kind in ("huge", "deep_body"):
+            handler.send_bytes(200, huge_body() if fault.kind == "huge" else deep_body(), "application/json")
+        elif fault.kind == "gzip_bomb":
+            handler.send_bytes(200, gzip_bomb(), "application/json", {"Content-Encoding": "gzip"})
+        elif fault.kind == "trickle":
+            text, finish = faulty_answer("ok", call, self.responder(call))
+            self._trickle(handler, json.dumps(self._completion(call, text, finish)).encode(), fault.delay_s or 1.0)
         else:
             text, finish = faulty_answer(fault.kind, call, self.responder(call))
-            handler.send_json(200, self._completion(call, text, finish))
+            completion = self._completion(call, text, finish)
+            if fault.kind in ODD_KINDS:
+                odd, usage = odd_message(fault.kind, text)
+                completion["choices"][0]["message"] = odd
+                completion["usage"] = usage or completion["usage"]
+            handler.send_json(200, completion)
             if fault.kind in ACCEPTED_KINDS:
                 with self._lock:
                     self.answered_by_report_step[(call.report, call.counted_step)] += 1
+
+    def _trickle(self, handler: _Handler, body: bytes, every_s: float) -> None:
+        """Send ``body`` one byte every ``every_s`` seconds, until done, stopped or the client goes away."""
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        for i in range(len(body)):
+            try:
+                handler.wfile.write(body[i:i + 1])
+                handler.wfile.flush()
+            except OSError:
+                return
+            if self._stopping.wait(every_s):
+                handler.drop(reset=False)
+                return
 
     def _completion(self, call: CallInfo, text: str, finish: str) -> dict[str, Any]:
         prompt_text = call.prompt or call.note
