@@ -160,8 +160,9 @@ class Worker:
             self.heartbeat.soon()
         elif event == "repair":
             self.say(f"step {details.get('step')}: asking again after an unusable answer: {details.get('problem')}")
-        elif event == "json_mode_off":
-            self.say("the endpoint refused JSON mode; asking without it from now on")
+        elif event == "response_format_down":
+            self.say(f"the endpoint refused response_format {details.get('from')}; "
+                     f"asking with {details.get('to')} from now on")
         elif event == "backing_off":
             until = float(details.get("until", time.time()))
             reason = details.get("reason", "")
@@ -197,13 +198,14 @@ class Worker:
         self.store.prepare()
         self.heartbeat.start()
         self.say(f"started: {self.endpoint.describe()}, output {self.settings.output_dir}")
-        extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
+        # Any stop, graceful too, ends a backoff or Retry-After wait: the report goes back with its checkpoints.
+        extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self._stop_wanted)
         self.committer = Committer(self._committed, self._commit_failed)
         code, reason = EXIT_CRASHED, "crashed"
         try:
             code, reason = self._loop(extractor)
         except StopRequested:
-            code, reason = EXIT_OK, "stopped now"
+            code, reason = EXIT_OK, "stopped now" if self.stop_now else "stop requested"
         except ConfigError as exc:
             self.last_error = str(exc)
             code, reason = EXIT_CONFIG, str(exc)
@@ -309,6 +311,10 @@ class Worker:
             return EXIT_DISABLED, f"disabled: {exc}"
         except OutputWriteError as exc:
             write_error = str(exc)
+        except StopRequested:
+            self.say(f"report {claim.number}: stopped while waiting on the endpoint; report handed back, "
+                     "finished steps kept")
+            raise
         finally:
             if not handed_off:
                 self.book.release(claim.number, finished=finished)
