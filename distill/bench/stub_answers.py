@@ -13,7 +13,7 @@ from distill.bench.stub_odd import ODD_KINDS, TRANSPORT_KINDS
 #: Kinds whose 200 answer is a valid completion of the step's schema (``ungrounded`` included:
 #: its quotes are invented, but its shape is right, so a client accepts it).
 ACCEPTED_KINDS = ("ok", "latency", "ungrounded", "no_json_mode", "no_json_schema", "think", "reasoning_content",
-                  "list_content", "several_json")
+                  "list_content", "several_json", "gzip")
 FAULT_KINDS = ("ok", "latency", "400", "429", "500", "502", "503", "hang", "reset", "not_json", "bad_body", "length",
                "bad_schema", "ungrounded", "no_json_mode", *ODD_KINDS, *TRANSPORT_KINDS)
 STUB_ORGAN = "Heart (Cor)"
@@ -34,7 +34,8 @@ class Fault:
     refuses a request that sets ``response_format`` (400) and answers one that
     does not; ``no_json_schema`` refuses only ``json_schema``. ``retry_after`` / ``retry_after_ms`` set
     the 429's headers. ``trickle`` sends a valid answer one byte every ``delay_s`` seconds (default 1);
-    ``huge``, ``gzip_bomb`` and ``deep_body`` send bodies no client should hold; the kinds in
+    ``gzip`` sends a normal answer gzip-encoded; ``huge``, ``gzip_bomb`` and ``deep_body`` send bodies no
+    client should hold; the kinds in
     ``distill.bench.stub_odd.ODD_KINDS`` shape the message as reasoning models and servers do.
     """
 

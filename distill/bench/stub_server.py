@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gzip
 import json
 import signal
 import socket
@@ -140,6 +141,7 @@ class StubServer:
         self.context_tokens = context_tokens
         self.context_style = context_style
         self.refused_context = 0
+        self.connections_opened = 0
         self.total = 0
         self.by_model: Counter[str] = Counter()
         self.by_path: Counter[str] = Counter()
@@ -230,6 +232,7 @@ class StubServer:
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
             (self._connections.add if add else self._connections.discard)(conn)
+            self.connections_opened += 1 if add else 0
 
     def _handle(self, handler: _Handler, raw: bytes) -> None:
         started = time.time()
@@ -316,6 +319,10 @@ class StubServer:
             handler.send_bytes(200, huge_body() if fault.kind == "huge" else deep_body(), "application/json")
         elif fault.kind == "gzip_bomb":
             handler.send_bytes(200, gzip_bomb(), "application/json", {"Content-Encoding": "gzip"})
+        elif fault.kind == "gzip":
+            text, finish = faulty_answer("ok", call, self.responder(call))
+            packed = gzip.compress(json.dumps(self._completion(call, text, finish)).encode())
+            handler.send_bytes(200, packed, "application/json", {"Content-Encoding": "gzip"})
         elif fault.kind == "trickle":
             text, finish = faulty_answer("ok", call, self.responder(call))
             self._trickle(handler, json.dumps(self._completion(call, text, finish)).encode(), fault.delay_s or 1.0)

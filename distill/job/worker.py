@@ -312,8 +312,8 @@ class Worker:
         except OutputWriteError as exc:
             write_error = str(exc)
         except StopRequested:
-            self.say(f"report {claim.number}: stopped while waiting on the endpoint; report handed back, "
-                     "finished steps kept")
+            how = "stopped now" if self.stop_now else "stop requested while waiting on the endpoint"
+            self.say(f"report {claim.number}: {how}; report handed back, finished steps kept")
             raise
         finally:
             if not handed_off:
