@@ -74,7 +74,9 @@ def deep_body(depth: int = 200_000) -> bytes:
 
 
 def context_refusal(style: str, limit: int, prompt: int, max_tokens: int) -> dict[str, Any]:
-    """A context-length 400 body as OpenAI, vLLM or llama.cpp write it."""
+    """A context-length 400 body as OpenAI, vLLM or llama.cpp write it, or ``bare``: the code and no numbers."""
+    if style == "bare":
+        return {"error": {"message": "Context length exceeded.", "code": "context_length_exceeded"}}
     if style == "llamacpp":
         return {"error": {"code": 400, "message": f"request ({prompt} tokens) exceeds the available context size "
                           f"({limit} tokens), try increasing it", "type": "exceed_context_size_error",

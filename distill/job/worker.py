@@ -163,6 +163,9 @@ class Worker:
         elif event == "response_format_down":
             self.say(f"the endpoint refused response_format {details.get('from')}; "
                      f"asking with {details.get('to')} from now on")
+        elif event == "note_limit":
+            self.say(f"the request did not fit the endpoint's context window; notes go in parts of "
+                     f"{details.get('note_chars')} characters from now on")
         elif event == "backing_off":
             until = float(details.get("until", time.time()))
             reason = details.get("reason", "")
