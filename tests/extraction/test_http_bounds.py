@@ -50,7 +50,7 @@ def test_a_trickling_endpoint_ends_at_the_calls_deadline(stub: StubServer) -> No
     stub.fault_plan = _first("trickle", delay_s=1.0)
     calls: list[CallRecord] = []
     started = time.monotonic()
-    with pytest.raises(EndpointUnavailable, match="deadline of 1.4096 s"):
+    with pytest.raises(EndpointUnavailable, match=r"deadline of 1\.4096 s"):
         _client(stub).chat(MESSAGES, step="findings", calls=calls)
     assert time.monotonic() - started < 60  # ended by the deadline, not by the answer's end
     assert [c.status for c in calls] == ["api_unavailable"] and "deadline" in calls[0].error
@@ -59,7 +59,7 @@ def test_a_trickling_endpoint_ends_at_the_calls_deadline(stub: StubServer) -> No
 def test_the_deadline_grows_with_max_tokens(stub: StubServer) -> None:
     stub.fault_plan = _first("trickle", delay_s=1.0)
     calls: list[CallRecord] = []
-    with pytest.raises(EndpointUnavailable, match="deadline of 1.2 s"):
+    with pytest.raises(EndpointUnavailable, match=r"deadline of 1\.2 s"):
         _client(stub, deadline_per_token_s=0.001).chat(MESSAGES, step="findings", calls=calls, max_tokens=200)
 
 
