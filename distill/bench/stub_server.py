@@ -323,9 +323,10 @@ class StubServer:
             text, finish = faulty_answer("ok", call, self.responder(call))
             packed = gzip.compress(json.dumps(self._completion(call, text, finish)).encode())
             handler.send_bytes(200, packed, "application/json", {"Content-Encoding": "gzip"})
-        elif fault.kind == "trickle":
+        elif fault.kind in ("trickle", "trickle_headers"):
             text, finish = faulty_answer("ok", call, self.responder(call))
-            self._trickle(handler, json.dumps(self._completion(call, text, finish)).encode(), fault.delay_s or 1.0)
+            self._trickle(handler, json.dumps(self._completion(call, text, finish)).encode(), fault.delay_s or 1.0,
+                          headers_too=fault.kind == "trickle_headers")
         else:
             text, finish = faulty_answer(fault.kind, call, self.responder(call))
             completion = self._completion(call, text, finish)
@@ -338,12 +339,15 @@ class StubServer:
                 with self._lock:
                     self.answered_by_report_step[(call.report, call.counted_step)] += 1
 
-    def _trickle(self, handler: _Handler, body: bytes, every_s: float) -> None:
-        """Send ``body`` one byte every ``every_s`` seconds, until done, stopped or the client goes away."""
-        handler.send_response(200)
-        handler.send_header("Content-Type", "application/json")
-        handler.send_header("Content-Length", str(len(body)))
-        handler.end_headers()
+    def _trickle(self, handler: _Handler, body: bytes, every_s: float, *, headers_too: bool = False) -> None:
+        """Send ``body`` (and with ``headers_too`` the status line and headers as well) one byte every
+        ``every_s`` seconds, until done, stopped or the client goes away."""
+        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+                .encode())
+        if headers_too:
+            body = head + body
+        else:
+            handler.wfile.write(head)
         for i in range(len(body)):
             try:
                 handler.wfile.write(body[i:i + 1])

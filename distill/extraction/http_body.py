@@ -1,9 +1,11 @@
-"""Reading one answer body within bounds, for ``distill.extraction.http_client``.
+"""One HTTP attempt within bounds, for ``distill.extraction.http_client``.
 
+``CallWatch`` is an attempt's wall-clock bound: a timer that shuts the attempt's socket at the
+deadline, so an endpoint that trickles a byte a second (in its headers or its body) cannot hold a
+call past it. ``BoundedAdapter`` tells the watch which pooled connection the attempt took.
 ``read_body`` reads a streamed ``requests`` response in chunks and decodes gzip or deflate itself,
 so the cap counts decompressed bytes and no single step inflates more than the room left under it:
-a small gzip bomb fails at the cap, never in memory. A watchdog shuts the socket at the call's
-wall-clock deadline, so an endpoint that trickles a byte a second cannot hold a call past it.
+a small gzip bomb fails at the cap, never in memory.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Callable
 from typing import Any
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 CHUNK_BYTES = 16_384
 #: Content encodings this client decodes (and asks for, in Accept-Encoding).
@@ -51,42 +55,83 @@ class _Inflater:
                 self._z = zlib.decompressobj(zlib.MAX_WBITS | 32)
 
 
-def _socket_of(response: requests.Response) -> socket.socket | None:
-    connection = getattr(response.raw, "connection", None) or getattr(response.raw, "_connection", None)
-    sock = getattr(connection, "sock", None)
-    return sock if isinstance(sock, socket.socket) else None
+_current = threading.local()  # the CallWatch of the attempt this thread is making
 
 
-class _Watchdog:
-    """Shuts ``sock`` at the deadline unless ``finish`` came first."""
+class CallWatch:
+    """Shuts the attempt's connection ``seconds`` from now, unless ``finish`` came first.
 
-    def __init__(self, sock: socket.socket | None, seconds: float) -> None:
+    Used as a context manager around one attempt on the thread that makes it.
+    """
+
+    def __init__(self, seconds: float) -> None:
         self.fired = False
-        self._sock = sock
+        self.connection: Any = None  # set by the pool when the attempt takes a connection
         self._lock = threading.Lock()
         self._done = False
-        self._timer = threading.Timer(max(0.0, seconds), self._fire)
-        self._timer.daemon = True
-        if sock is not None:
-            self._timer.start()
+        self._timer = self._arm(max(0.0, seconds))
+
+    def _arm(self, seconds: float) -> threading.Timer:
+        timer = threading.Timer(seconds, self._fire)
+        timer.daemon = True
+        timer.start()
+        return timer
 
     def _fire(self) -> None:
         with self._lock:
-            if self._done or self._sock is None:
+            if self._done:
                 return
             self.fired = True
+            sock = getattr(self.connection, "sock", None)
+            if not isinstance(sock, socket.socket):
+                self._timer = self._arm(0.2)  # still connecting (bounded by the connect timeout): look again
+                return
             with contextlib.suppress(OSError):
-                self._sock.shutdown(socket.SHUT_RDWR)
+                sock.shutdown(socket.SHUT_RDWR)
 
     def finish(self) -> None:
         with self._lock:
             self._done = True
-        self._timer.cancel()
+            self._timer.cancel()
+
+    def __enter__(self) -> CallWatch:
+        _current.watch = self
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _current.watch = None
+        self.finish()
 
 
-def read_body(response: requests.Response, *, cap: int, deadline: float,
+def _noted(conn: Any) -> Any:
+    watch = getattr(_current, "watch", None)
+    if watch is not None:
+        watch.connection = conn
+    return conn
+
+
+class _WatchedHTTPPool(HTTPConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _noted(super()._get_conn(timeout))
+
+
+class _WatchedHTTPSPool(HTTPSConnectionPool):
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return _noted(super()._get_conn(timeout))
+
+
+class BoundedAdapter(HTTPAdapter):
+    """A ``requests`` adapter whose pools tell the current ``CallWatch`` which connection an attempt uses."""
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
+def read_body(response: requests.Response, *, cap: int, deadline: float, watch: CallWatch,
               clock: Callable[[], float] = time.monotonic) -> bytes:
-    """The whole (decoded) body of ``response``, at most ``cap`` bytes, read before ``clock() >= deadline``.
+    """The whole (decoded) body of ``response``, at most ``cap`` bytes, read before ``clock() >= deadline``
+    (``watch`` shuts the socket then).
 
     Raises ``BodyError``. On success the connection goes back to the pool; on failure it is closed.
     """
@@ -99,7 +144,6 @@ def read_body(response: requests.Response, *, cap: int, deadline: float,
         response.close()
         raise BodyError("too_large", "")
     inflater = _Inflater() if encoding != "identity" else None
-    watchdog = _Watchdog(_socket_of(response), deadline - clock())
     out = bytearray()
     raw_read = 0
     ok = False
@@ -110,11 +154,11 @@ def read_body(response: requests.Response, *, cap: int, deadline: float,
             try:
                 chunk = response.raw.read(CHUNK_BYTES, decode_content=False)
             except Exception as exc:  # urllib3, http.client and socket errors all mean the same here
-                if watchdog.fired or clock() >= deadline:
+                if watch.fired or clock() >= deadline:
                     raise BodyError("deadline", "") from None
                 raise BodyError("broken", f"the answer body broke off ({type(exc).__name__})") from None
             if not chunk:
-                if watchdog.fired:
+                if watch.fired:
                     raise BodyError("deadline", "")
                 break
             raw_read += len(chunk)
@@ -129,8 +173,8 @@ def read_body(response: requests.Response, *, cap: int, deadline: float,
         ok = True
         return bytes(out)
     finally:
-        watchdog.finish()
-        if ok and not watchdog.fired:
+        watch.finish()
+        if ok and not watch.fired:
             response.raw.release_conn()
         else:
             response.close()

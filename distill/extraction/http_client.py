@@ -64,7 +64,7 @@ from distill.extraction.chat_reply import (  # parse_retry_after and cached_toke
     refuses_format,
 )
 from distill.extraction.extractor import CallRecord, EventSink, ignore_event
-from distill.extraction.http_body import ACCEPT_ENCODING, BodyError, read_body
+from distill.extraction.http_body import ACCEPT_ENCODING, BodyError, BoundedAdapter, CallWatch, read_body
 from distill.extraction.schemas import STEP_MODELS
 
 BACKOFF_BASE_S = 1.0
@@ -135,6 +135,8 @@ class ChatClient:
         self.endpoint = endpoint
         self._session = session or requests.Session()
         self._owns_session = session is None
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, BoundedAdapter())
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -241,20 +243,18 @@ class ChatClient:
         failure: _AttemptError | None = None
         status = 0
         body = b""
+        watch = CallWatch(deadline_s)
         try:
-            response = self._session.post(self._url, data=json.dumps(payload), headers=headers, timeout=timeout,
-                                          stream=True)
-            status = response.status_code
-            body = read_body(response, cap=ep.max_answer_bytes if status == 200 else _ERROR_BODY_CAP,
-                             deadline=deadline)
+            with watch:
+                response = self._session.post(self._url, data=json.dumps(payload), headers=headers,
+                                              timeout=timeout, stream=True)
+                status = response.status_code
+                body = read_body(response, cap=ep.max_answer_bytes if status == 200 else _ERROR_BODY_CAP,
+                                 deadline=deadline, watch=watch)
         except BodyError as exc:
             failure = self._body_failure(exc, status, deadline_s)
-        except requests.Timeout:
-            failure = _AttemptError("api_unavailable", f"no answer within {ep.timeout_s:g} s (timeout)")
-        except requests.ConnectionError as exc:
-            failure = _AttemptError("api_unavailable", f"connection failed ({_cause_name(exc)})")
         except requests.RequestException as exc:
-            failure = _AttemptError("api_unavailable", f"request failed ({type(exc).__name__})")
+            failure = self._request_failure(exc, watch.fired, deadline_s)
         if failure is not None:
             # Raised outside the except block: requests exceptions carry the request, headers included.
             raise failure
@@ -275,6 +275,15 @@ class ChatClient:
         if status >= 500 or status in (408, 409):
             raise _AttemptError("api_unavailable", f"HTTP {status}{detail}", status)
         raise _AttemptError("api_bad_request", f"HTTP {status}{detail}", status)
+
+    def _request_failure(self, exc: requests.RequestException, cut: bool, deadline_s: float) -> _AttemptError:
+        if cut:  # the watch shut the socket: whatever requests says, the deadline ended it
+            return self._body_failure(BodyError("deadline", ""), 0, deadline_s)
+        if isinstance(exc, requests.Timeout):
+            return _AttemptError("api_unavailable", f"no answer within {self.endpoint.timeout_s:g} s (timeout)")
+        if isinstance(exc, requests.ConnectionError):
+            return _AttemptError("api_unavailable", f"connection failed ({_cause_name(exc)})")
+        return _AttemptError("api_unavailable", f"request failed ({type(exc).__name__})")
 
     def _body_failure(self, exc: BodyError, status: int, deadline_s: float) -> _AttemptError:
         if exc.kind == "deadline":

@@ -56,6 +56,14 @@ def test_a_trickling_endpoint_ends_at_the_calls_deadline(stub: StubServer) -> No
     assert [c.status for c in calls] == ["api_unavailable"] and "deadline" in calls[0].error
 
 
+def test_headers_trickling_in_end_at_the_calls_deadline_too(stub: StubServer) -> None:
+    stub.fault_plan = _first("trickle_headers", delay_s=1.0)
+    calls: list[CallRecord] = []
+    with pytest.raises(EndpointUnavailable, match="deadline"):
+        _client(stub).chat(MESSAGES, step="findings", calls=calls)
+    assert [c.status for c in calls] == ["api_unavailable"] and "deadline" in calls[0].error
+
+
 def test_the_deadline_grows_with_max_tokens(stub: StubServer) -> None:
     stub.fault_plan = _first("trickle", delay_s=1.0)
     calls: list[CallRecord] = []
