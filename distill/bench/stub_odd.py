@@ -13,7 +13,8 @@ from typing import Any
 ODD_KINDS = ("think", "reasoning_content", "reasoning_only", "list_content", "null_content", "several_json",
              "deep_nesting", "absurd_usage")
 #: Kinds that change the transport: the body's size, its encoding, or its pace.
-TRANSPORT_KINDS = ("huge", "gzip_bomb", "gzip", "trickle", "trickle_headers", "deep_body", "no_json_schema")
+TRANSPORT_KINDS = ("huge", "gzip_bomb", "gzip", "trickle", "trickle_headers", "deep_body", "no_json_schema",
+                   "huge_error")
 #: A draft that a client must never take for the answer.
 DRAFT = {"findings": [{"quote": "zzq draft finding", "status": "present", "kind": "symptom"}]}
 

@@ -317,6 +317,8 @@ class StubServer:
                                               "type": "invalid_request_error", "param": "response_format"}})
         elif fault.kind in ("huge", "deep_body"):
             handler.send_bytes(200, huge_body() if fault.kind == "huge" else deep_body(), "application/json")
+        elif fault.kind == "huge_error":  # a proxy's login page: a 401 with a megabyte of HTML
+            handler.send_bytes(401, b"<html>" + b"sign in " * 125_000 + b"</html>", "text/html")
         elif fault.kind == "gzip_bomb":
             handler.send_bytes(200, gzip_bomb(), "application/json", {"Content-Encoding": "gzip"})
         elif fault.kind == "gzip":

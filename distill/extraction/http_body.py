@@ -129,9 +129,10 @@ class BoundedAdapter(HTTPAdapter):
 
 
 def read_body(response: requests.Response, *, cap: int, deadline: float, watch: CallWatch,
-              clock: Callable[[], float] = time.monotonic) -> bytes:
+              keep_head: bool = False, clock: Callable[[], float] = time.monotonic) -> bytes:
     """The whole (decoded) body of ``response``, at most ``cap`` bytes, read before ``clock() >= deadline``
-    (``watch`` shuts the socket then).
+    (``watch`` shuts the socket then). With ``keep_head`` a longer body is cut to its first ``cap`` bytes
+    instead (an error page: only its first words matter).
 
     Raises ``BodyError``. On success the connection goes back to the pool; on failure it is closed.
     """
@@ -140,7 +141,7 @@ def read_body(response: requests.Response, *, cap: int, deadline: float, watch: 
         response.close()
         raise BodyError("broken", f"the answer body uses an unknown content encoding ({encoding[:30]})")
     declared = _declared_length(response.headers)
-    if encoding == "identity" and declared is not None and declared > cap:
+    if encoding == "identity" and declared is not None and declared > cap and not keep_head:
         response.close()
         raise BodyError("too_large", "")
     inflater = _Inflater() if encoding != "identity" else None
@@ -172,6 +173,10 @@ def read_body(response: requests.Response, *, cap: int, deadline: float, watch: 
                 inflater.feed(chunk, out, cap)
         ok = True
         return bytes(out)
+    except BodyError as exc:
+        if exc.kind == "too_large" and keep_head:
+            return bytes(out[:cap])  # the rest stays unread: the connection is closed below
+        raise
     finally:
         watch.finish()
         if ok and not watch.fired:

@@ -250,7 +250,7 @@ class ChatClient:
                                               timeout=timeout, stream=True)
                 status = response.status_code
                 body = read_body(response, cap=ep.max_answer_bytes if status == 200 else _ERROR_BODY_CAP,
-                                 deadline=deadline, watch=watch)
+                                 deadline=deadline, watch=watch, keep_head=status != 200)
         except BodyError as exc:
             failure = self._body_failure(exc, status, deadline_s)
         except requests.RequestException as exc:
@@ -289,12 +289,9 @@ class ChatClient:
         if exc.kind == "deadline":
             return _AttemptError("api_unavailable", f"no complete answer within the call's deadline of {deadline_s:g} s",
                                  status or None)
-        if exc.kind == "too_large" and status == 200:
+        if exc.kind == "too_large":
             return _AttemptError("invalid_output", f"the answer is larger than max_answer_bytes "
                                  f"({self.endpoint.max_answer_bytes} bytes, decompressed)", status)
-        if exc.kind == "too_large":
-            return _AttemptError("api_unavailable", f"HTTP {status} with an error page over {_ERROR_BODY_CAP} bytes",
-                                 status)
         return _AttemptError("api_unavailable", str(exc), status or None)
 
     def _parse(self, body: bytes, latency: float) -> ChatReply:

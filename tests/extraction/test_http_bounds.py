@@ -12,7 +12,7 @@ import pytest
 from distill.bench.stub_odd import deep_body, gzip_bomb, huge_body
 from distill.bench.stub_server import CallInfo, Fault, StubServer
 from distill.core.config import Endpoint, Secret
-from distill.core.errors import EndpointUnavailable, InvalidOutput
+from distill.core.errors import EndpointAuthError, EndpointUnavailable, InvalidOutput
 from distill.extraction.extractor import CallRecord
 from distill.extraction.http_client import ChatClient
 
@@ -123,3 +123,11 @@ def test_the_connection_is_kept_alive_after_a_bounded_read(stub: StubServer) -> 
     for _ in range(3):
         client.chat(MESSAGES, step="findings", calls=[])
     assert stub.total == 3 and stub.connections_opened == 1
+
+
+def test_a_huge_error_page_is_cut_and_still_classified_by_its_status(stub: StubServer) -> None:
+    stub.fault_plan = lambda call: Fault("huge_error")
+    calls: list[CallRecord] = []
+    with pytest.raises(EndpointAuthError, match="HTTP 401: <html>sign in"):
+        _client(stub).chat(MESSAGES, step="findings", calls=calls)
+    assert [c.status for c in calls] == ["api_auth"]
