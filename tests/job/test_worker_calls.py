@@ -1,5 +1,6 @@
-"""A graceful stop never waits out a backoff or a Retry-After: the report goes back to pending with its
-finished steps checkpointed, never to failed."""
+"""A worker and its endpoint's calls: a graceful stop never waits out a backoff or a Retry-After (the
+report goes back to pending with its finished steps checkpointed, never to failed), and a refused
+structured-output form costs one line in the worker's log, not the report."""
 
 from __future__ import annotations
 
@@ -93,3 +94,14 @@ def test_a_graceful_stop_during_a_trickling_call_ends_at_the_calls_deadline(stub
     assert stub.faults["trickle"] == 1  # the call ended at its deadline and was not asked again
     assert "report handed back" in out
     _assert_pending_with_checkpoint(settings)
+
+
+def test_a_refused_json_schema_is_one_line_in_the_log_and_the_report_is_done(stub: StubServer,
+                                                                               tmp_path: Path) -> None:
+    stub.fault_plan = lambda call: Fault("no_json_schema")
+    settings = _settings(tmp_path, stub, response_format="json_schema")
+    out = io.StringIO()
+    assert Worker("api_1", settings, job_id="j1", until_drained=True, out=out).run() == EXIT_OK
+    lines = [line for line in out.getvalue().splitlines() if "refused response_format" in line]
+    assert len(lines) == 1 and "json_schema" in lines[0] and "json_object" in lines[0]
+    assert OutputStore(settings.output_dir).is_done(7)
