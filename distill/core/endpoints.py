@@ -59,6 +59,9 @@ class Endpoint:
     temperature: float = 0.0
     backoff_base_s: float = 1.0  # first retry waits up to this long (full jitter), doubling each time
     backoff_cap_s: float = 60.0  # no single backoff wait is longer
+    down_after: int = 3  # this many failed calls in a row (transport, 5xx, no chat completion) make it down
+    probe_min_s: float = 2.0  # a down endpoint is probed after this long, the wait doubling per failed probe
+    probe_max_s: float = 60.0  # up to this long: it is back in use at most this long after it recovers
     price: Price | None = None  # from MODEL_PRICES by model id; None: cost unknown
     response_format: str = ""  # one of RESPONSE_FORMATS; "" follows json_mode (json_object or none)
     connect_timeout_s: float = 10.0
@@ -256,7 +259,13 @@ def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
         "max_answer_bytes": bad.check(positive_number, entry.get("max_answer_bytes", 4_000_000),
                                       bad.setting("max_answer_bytes"), minimum=1023, integer=True),
         "context_tokens": bad.check(_optional_tokens, entry.get("context_tokens"), bad.setting("context_tokens")),
+        "down_after": bad.check(positive_number, entry.get("down_after", 3), bad.setting("down_after"), integer=True),
+        "probe_min_s": bad.check(positive_number, entry.get("probe_min", 2.0), bad.setting("probe_min")),
+        "probe_max_s": bad.check(positive_number, entry.get("probe_max", 60.0), bad.setting("probe_max")),
     }
+    if fields["probe_min_s"] and fields["probe_max_s"] and fields["probe_max_s"] < fields["probe_min_s"]:
+        bad.found.append(f"{bad.setting('probe_max')} must be at least {bad.setting('probe_min')} "
+                         f"({fields['probe_min_s']:g} s), got {fields['probe_max_s']:g}")
     if bad.found:
         raise ConfigError("; ".join(bad.found))
     return Endpoint(
@@ -278,6 +287,9 @@ def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
         deadline_per_token_s=fields["deadline_per_token_s"],
         max_answer_bytes=int(fields["max_answer_bytes"]),
         context_tokens=fields["context_tokens"],
+        down_after=int(fields["down_after"]),
+        probe_min_s=fields["probe_min_s"],
+        probe_max_s=fields["probe_max_s"],
     )
 
 

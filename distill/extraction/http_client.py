@@ -35,6 +35,7 @@ holds the API key: errors are described from their type and status, never from
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -63,20 +64,21 @@ from distill.extraction.chat_reply import (  # parse_retry_after and cached_toke
     parse_retry_after,
     refuses_format,
 )
+from distill.extraction.chat_request import FORMS, cause_name, chat_payload
 from distill.extraction.extractor import CallRecord, EventSink, ignore_event
 from distill.extraction.http_body import ACCEPT_ENCODING, BodyError, BoundedAdapter, CallWatch, read_body
-from distill.extraction.schemas import STEP_MODELS
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 #: A Retry-After longer than this is treated as this long: a misbehaving proxy
 #: must not park an endpoint for hours; a later 429 simply asks again.
 RETRY_AFTER_CAP_S = 900.0
+CONNECT_TIMEOUT_S = 10.0  # the probe's; calls use the endpoint's connect_timeout
+PROBE_TIMEOUT_S = 15.0  # a probe asks for one token: an endpoint that cannot give it this fast is not up
+PROBE_MESSAGE = "Health check: reply with one word."
 SLEEP_SLICE_S = 0.5
 _ERROR_BODY_CHARS = 200
 _ERROR_BODY_CAP = 65_536  # an error page longer than this is cut: only its first words are shown
-#: The structured-output ladder: what the client asks for, and what it moves down to on a refusal.
-_FORMS = ("json_schema", "json_object", "none")
 
 
 @dataclass
@@ -143,8 +145,10 @@ class ChatClient:
         self._events = events
         self._should_stop = should_stop
         self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        if self._owns_session:
+            _settle_environment(self._session, self._url)
         self._secret = endpoint.api_key  # revealed only into the Authorization header
-        self._form = endpoint.output_form if endpoint.output_form in _FORMS else "json_object"
+        self._form = endpoint.output_form if endpoint.output_form in FORMS else "json_object"
         self._object_schema = True  # json_object carries the step's schema until refused
         self._not_before = 0.0  # clock() value before which this endpoint must not be called (429)
 
@@ -203,24 +207,50 @@ class ChatClient:
             self._raise_if_final(failure, attempt, attempts)
             self._back_off(failure, attempt)
 
+    def probe(self) -> str:
+        """One minimal chat completion (``max_tokens`` 1, no JSON mode): ``""`` when the endpoint answers,
+        else why not, in one key-free line. Raises ``EndpointAuthError`` when the key is refused.
+
+        A probe asks the route real work asks, not ``GET /models``: a gateway lists its models while the
+        model behind it is down, and some OpenAI-compatible servers have no ``/models`` at all. Any other
+        4xx counts as up: the server is serving, it refused only the probe's form.
+        """
+        timeout = (min(CONNECT_TIMEOUT_S, self.endpoint.timeout_s), min(PROBE_TIMEOUT_S, self.endpoint.timeout_s))
+        key = self._secret.reveal() if self._secret else ""
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        payload = {"model": self.endpoint.model, "messages": [{"role": "user", "content": PROBE_MESSAGE}],
+                   "max_tokens": 1, "temperature": 0}
+        failure = ""
+        try:
+            response = self._session.post(self._url, data=json.dumps(payload), headers=headers, timeout=timeout)
+            body = response.content
+        except requests.Timeout:
+            failure = f"probe: no answer within {timeout[1]:g} s (timeout)"
+        except requests.ConnectionError as exc:
+            failure = f"probe: connection failed ({cause_name(exc)})"
+        except requests.RequestException as exc:
+            failure = f"probe: request failed ({type(exc).__name__})"
+        if failure:
+            return failure
+        status = response.status_code
+        if status in (401, 403):
+            self._raise_if_final(_AttemptError("api_auth", f"HTTP {status}{self._error_detail(body)}", status), 1, 1)
+        if status == 200:
+            try:
+                choices = json.loads(body)["choices"]
+                answered = isinstance(choices, list) and bool(choices)
+            except (ValueError, KeyError, TypeError):
+                answered = False
+            return "" if answered else "probe: malformed response body (not a chat completion)"
+        if status >= 500 or status in (408, 409, 429):
+            return f"probe: HTTP {status}{self._error_detail(body)}"
+        return ""
+
     # --- one attempt -------------------------------------------------------------
 
     def _payload(self, messages: list[dict[str, str]], step: str, max_tokens: int) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "model": self.endpoint.model,
-            "messages": messages,
-            "temperature": self.endpoint.temperature,
-            "max_tokens": max_tokens,
-        }
-        schema = step_schema(step)
-        if self._form == "json_schema" and schema is not None:
-            payload["response_format"] = {"type": "json_schema",
-                                          "json_schema": {"name": f"{step}_output", "schema": schema, "strict": False}}
-        elif self._form in ("json_schema", "json_object"):
-            payload["response_format"] = {"type": "json_object"}
-            if self._object_schema and schema is not None:
-                payload["response_format"]["schema"] = schema  # llama.cpp turns it into a grammar
-        return payload
+        return chat_payload(self.endpoint, messages, step=step, max_tokens=max_tokens, form=self._form,
+                            object_schema=self._object_schema)
 
     def _move_form_down(self) -> None:
         before = self._form
@@ -228,7 +258,7 @@ class ChatClient:
             self._object_schema = False
             after = "json_object without a schema"
         else:
-            self._form = _FORMS[min(len(_FORMS) - 1, _FORMS.index(self._form) + 1)]
+            self._form = FORMS[min(len(FORMS) - 1, FORMS.index(self._form) + 1)]
             after = self._form
         self._events("response_format_down", {"endpoint": self.endpoint.name, "from": before, "to": after})
 
@@ -241,9 +271,7 @@ class ChatClient:
         headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
                    "Accept-Encoding": ACCEPT_ENCODING}
         failure: _AttemptError | None = None
-        status = 0
-        body = b""
-        watch = CallWatch(deadline_s)
+        status, body, watch = 0, b"", CallWatch(deadline_s)
         try:
             with watch:
                 response = self._session.post(self._url, data=json.dumps(payload), headers=headers,
@@ -282,7 +310,7 @@ class ChatClient:
         if isinstance(exc, requests.Timeout):
             return _AttemptError("api_unavailable", f"no answer within {self.endpoint.timeout_s:g} s (timeout)")
         if isinstance(exc, requests.ConnectionError):
-            return _AttemptError("api_unavailable", f"connection failed ({_cause_name(exc)})")
+            return _AttemptError("api_unavailable", f"connection failed ({cause_name(exc)})")
         return _AttemptError("api_unavailable", f"request failed ({type(exc).__name__})")
 
     def _body_failure(self, exc: BodyError, status: int, deadline_s: float) -> _AttemptError:
@@ -381,26 +409,11 @@ class ChatClient:
             remaining = deadline - self._clock()
 
 
-_SCHEMAS: dict[str, dict[str, Any]] = {}
-
-
-def step_schema(step: str) -> dict[str, Any] | None:
-    """The JSON schema of ``step``'s answer (``None`` for an unknown step)."""
-    model = STEP_MODELS.get(step)
-    if model is None:
-        return None
-    if step not in _SCHEMAS:
-        _SCHEMAS[step] = model.model_json_schema()
-    return _SCHEMAS[step]
-
-
-def _cause_name(exc: BaseException) -> str:
-    """The innermost cause's class name ("ConnectionResetError"): descriptive and free of URLs or headers."""
-    current = exc
-    for _ in range(10):
-        nested = [a for a in current.args if isinstance(a, BaseException)]
-        nxt = current.__cause__ or getattr(current, "reason", None) or (nested[0] if nested else None)
-        if not isinstance(nxt, BaseException) or nxt is current:
-            break
-        current = nxt
-    return type(current).__name__
+def _settle_environment(session: requests.Session, url: str) -> None:
+    """Apply the environment's proxy and CA bundle settings for ``url`` once, instead of on every call:
+    requests otherwise reads the whole environment and netrc per request, a large share of a call's CPU."""
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False

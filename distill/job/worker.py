@@ -8,6 +8,10 @@ Signals: the first SIGTERM, SIGHUP or SIGINT asks for a graceful stop (finish
 the current report, then exit). A second one, or any signal while the
 stop-now flag exists, stops at once: the finished steps stay checkpointed and
 the claim goes back to the pool.
+
+When the endpoint gives up on a report, ``EndpointWatch`` decides: an outage
+hands the report back with its checkpoints and the worker probes until the
+endpoint is up again (``distill.job.endpoint_watch``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from distill.core.errors import (
     ConfigError,
     DistillError,
     EndpointAuthError,
+    EndpointUnavailable,
     InputDirMissing,
     JobNotStarted,
     OutputWriteError,
@@ -43,6 +48,7 @@ from distill.extraction.pipeline import Outcome, StagedCommit, process_report
 from distill.job.claims import Claim
 from distill.job.claims_backend import claims_url, host_name, open_claims
 from distill.job.committer import Committer
+from distill.job.endpoint_watch import EndpointWatch
 from distill.job.heartbeat import Heartbeat, WorkerStats
 from distill.job.state import StateDir, my_identity
 from distill.results.atomic import write_atomic
@@ -53,12 +59,14 @@ EXIT_CONFIG = 2
 EXIT_DISABLED = 3
 EXIT_CRASHED = 70
 #: States a worker re-enters while it waits; their ``since`` is when it entered the first time.
-STEADY_STATES = ("idle", "paused", "disabled")
+STEADY_STATES = ("idle", "paused", "disabled", "down")
 #: How an exit record begins when a signal, not the job, stopped the worker (its session was closed by hand).
 SIGNALLED_REASON = "stopped by signal"
 
 #: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
 TIMINGS_ENV = "DIAG_BENCH_DIR"
+#: When set, the worker runs under cProfile and writes its statistics there at exit (``<api>.<pid>.prof``).
+PROFILE_ENV = "DIAG_PROFILE_DIR"
 
 
 def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]], None],
@@ -107,7 +115,11 @@ class Worker:
         self._commit_error = ""  # set by the committer thread when finishing a commit failed
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
+        self.cpu_at_first_claim: float | None = None  # process CPU seconds once start-up was over (benchmark only)
         self._claims_away = ""  # why the claims store cannot be reached, while it cannot
+        self.watch = EndpointWatch(self.endpoint, self.book, say=self.say, set_state=self.set_state,
+                                   wait=self._wait, stop_wanted=self._stop_wanted)
+        self.health = self.watch.health
 
     # --- heartbeat --------------------------------------------------------------------
 
@@ -137,7 +149,7 @@ class Worker:
                 "api": self.api, "job_id": self.job_id, "pid": os.getpid(), "identity": self.identity,
                 "endpoint": self.endpoint.describe(), "model": self.endpoint.model,
                 "teacher": "local" if self.endpoint.is_local else "llm",
-                **self.status, "last_error": self.last_error, "started": self.started,
+                **self.status, **self.health.to_dict(), "last_error": self.last_error, "started": self.started,
                 "started_epoch": self.started_epoch, "updated": time.time(), "stats": self.stats.to_dict(),
             }
 
@@ -217,6 +229,7 @@ class Worker:
             with contextlib.suppress(DistillError):
                 self.book.flush()
             extractor.close()
+            self.watch.close()
             self.heartbeat.stop()
             self._write_timings()
             self.set_state("exited", exit_code=code, reason=reason)
@@ -224,6 +237,18 @@ class Worker:
         return code
 
     def _loop(self, extractor: Extractor) -> tuple[int, str]:
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if not profile_dir:
+            return self._claim_and_process(extractor)
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)  # CPU time of this thread: the figure that matters
+        try:
+            return profiler.runcall(self._claim_and_process, extractor)
+        finally:
+            profiler.dump_stats(str(Path(profile_dir) / f"{self.api}.{os.getpid()}.prof"))
+
+    def _claim_and_process(self, extractor: Extractor) -> tuple[int, str]:
         while True:
             if self._stop_wanted():
                 if self.signalled and not self.state.stop_requested():
@@ -272,6 +297,8 @@ class Worker:
         claim = self.book.claim_next(self.api, self.identity)
         if claim is not None and self._timings_dir:
             self.claim_times.append(time.perf_counter() - asked)
+            if self.cpu_at_first_claim is None:
+                self.cpu_at_first_claim = time.process_time()
         return claim
 
     def _write_timings(self) -> None:
@@ -281,7 +308,8 @@ class Worker:
 
         path = Path(self._timings_dir) / f"{self.api}.{os.getpid()}.json"
         with contextlib.suppress(OutputWriteError, OSError):
-            write_json(path, {"api": self.api, "claim_s": self.claim_times}, durable=False)
+            write_json(path, {"api": self.api, "claim_s": self.claim_times, "cpu_s": time.process_time(),
+                              "cpu_at_first_claim_s": self.cpu_at_first_claim}, durable=False)
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -305,8 +333,13 @@ class Worker:
         try:
             outcome = process_report(claim.path, extractor=extractor, store=self.store, publish=publish,
                                      max_bytes=self.settings.max_report_bytes, events=self.on_event,
-                                     follow_symlinks=self.follow_symlinks)
+                                     follow_symlinks=self.follow_symlinks,
+                                     on_unavailable=lambda exc: self.watch.judge(claim.number, exc))
             finished = True
+        except EndpointUnavailable as exc:
+            self.last_error = f"report {claim.number}: {exc}"
+            self.say(f"report {claim.number}: {exc}; report handed back with its checkpoints")
+            outcome = None
         except EndpointAuthError as exc:
             self.last_error = str(exc)
             self.say(f"report {claim.number}: endpoint disabled: {exc}; report handed back")
@@ -327,6 +360,10 @@ class Worker:
             self.say(f"report {claim.number}: {write_error}; report handed back, pausing until writes succeed")
             self._pause_until_writable(write_error)
             return None
+        if outcome is None:
+            return None if self.health.up else self._wait_until_up()
+        if any(call.status == "ok" for call in outcome.calls):
+            self.health.succeeded()
         if outcome.status == "failed":
             self._count(outcome, 0)
             self.last_error = f"report {claim.number}: {outcome.error_class}: {outcome.message}"
@@ -368,3 +405,13 @@ class Worker:
                 return
             except OutputWriteError:
                 continue
+
+    def _wait_until_up(self) -> tuple[int, str] | None:
+        """The endpoint is down: probe it until it is up (``None``: claim again) or the worker must exit."""
+        ended = self.watch.wait_until_up(until_drained=self.until_drained)
+        if ended is None:
+            return None
+        if ended.startswith("disabled"):
+            self.last_error = ended
+            return EXIT_DISABLED, ended
+        return EXIT_OK, ended
