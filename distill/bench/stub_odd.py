@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import threading
 from functools import cache
 from typing import Any
 
@@ -15,6 +16,8 @@ ODD_KINDS = ("think", "reasoning_content", "reasoning_only", "list_content", "nu
 #: Kinds that change the transport: the body's size, its encoding, or its pace.
 TRANSPORT_KINDS = ("huge", "gzip_bomb", "gzip", "trickle", "trickle_headers", "deep_body", "no_json_schema",
                    "huge_error")
+#: Kinds ``send_odd_body`` answers: the body itself is the fault.
+BODY_KINDS = ("huge", "deep_body", "huge_error", "gzip_bomb", "gzip", "trickle", "trickle_headers")
 #: A draft that a client must never take for the answer.
 DRAFT = {"findings": [{"quote": "zzq draft finding", "status": "present", "kind": "symptom"}]}
 
@@ -90,3 +93,37 @@ def context_refusal(style: str, limit: int, prompt: int, max_tokens: int) -> dic
     return {"error": {"message": f"This model's maximum context length is {limit} tokens. However, your messages "
                                  f"resulted in {prompt} tokens. Please reduce the length of the messages.",
                       "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded"}}
+
+
+def send_odd_body(handler: Any, fault: Any, completion: bytes, stopping: threading.Event) -> None:
+    """Answer with the body fault ``fault.kind`` (one of ``BODY_KINDS``); ``completion`` is the valid answer."""
+    kind = fault.kind
+    if kind in ("huge", "deep_body"):
+        handler.send_bytes(200, huge_body() if kind == "huge" else deep_body(), "application/json")
+    elif kind == "huge_error":  # a proxy's login page: a 401 with a megabyte of HTML
+        handler.send_bytes(401, b"<html>" + b"sign in " * 125_000 + b"</html>", "text/html")
+    elif kind == "gzip_bomb":
+        handler.send_bytes(200, gzip_bomb(), "application/json", {"Content-Encoding": "gzip"})
+    elif kind == "gzip":
+        handler.send_bytes(200, gzip.compress(completion), "application/json", {"Content-Encoding": "gzip"})
+    else:
+        _trickle(handler, completion, fault.delay_s or 1.0, stopping, headers_too=kind == "trickle_headers")
+
+
+def _trickle(handler: Any, body: bytes, every_s: float, stopping: threading.Event, *, headers_too: bool) -> None:
+    """Send ``body`` (and with ``headers_too`` the status line and headers as well) one byte every
+    ``every_s`` seconds, until done, stopped or the client goes away."""
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    if headers_too:
+        body = head + body
+    else:
+        handler.wfile.write(head)
+    for i in range(len(body)):
+        try:
+            handler.wfile.write(body[i:i + 1])
+            handler.wfile.flush()
+        except OSError:
+            return
+        if stopping.wait(every_s):
+            handler.drop(reset=False)
+            return

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gzip
 import json
 import signal
 import socket
@@ -35,7 +34,7 @@ from distill.bench.stub_answers import (
     faulty_answer,
     parse_call,
 )
-from distill.bench.stub_odd import ODD_KINDS, context_refusal, deep_body, gzip_bomb, huge_body, odd_message
+from distill.bench.stub_odd import BODY_KINDS, ODD_KINDS, context_refusal, odd_message, send_odd_body
 from distill.extraction.http_client import PROBE_MESSAGE
 
 __all__ = ["FAULT_KINDS", "STUB_ORGAN", "CallInfo", "Fault", "StubServer", "default_answer", "parse_call", "serve"]
@@ -352,20 +351,9 @@ class StubServer:
         elif fault.kind == "no_json_schema" and call.response_format == "json_schema":
             handler.send_json(400, {"error": {"message": "response_format type 'json_schema' is not supported",
                                               "type": "invalid_request_error", "param": "response_format"}})
-        elif fault.kind in ("huge", "deep_body"):
-            handler.send_bytes(200, huge_body() if fault.kind == "huge" else deep_body(), "application/json")
-        elif fault.kind == "huge_error":  # a proxy's login page: a 401 with a megabyte of HTML
-            handler.send_bytes(401, b"<html>" + b"sign in " * 125_000 + b"</html>", "text/html")
-        elif fault.kind == "gzip_bomb":
-            handler.send_bytes(200, gzip_bomb(), "application/json", {"Content-Encoding": "gzip"})
-        elif fault.kind == "gzip":
+        elif fault.kind in BODY_KINDS:
             text, finish = faulty_answer("ok", call, self.responder(call))
-            packed = gzip.compress(json.dumps(self._completion(call, text, finish)).encode())
-            handler.send_bytes(200, packed, "application/json", {"Content-Encoding": "gzip"})
-        elif fault.kind in ("trickle", "trickle_headers"):
-            text, finish = faulty_answer("ok", call, self.responder(call))
-            self._trickle(handler, json.dumps(self._completion(call, text, finish)).encode(), fault.delay_s or 1.0,
-                          headers_too=fault.kind == "trickle_headers")
+            send_odd_body(handler, fault, json.dumps(self._completion(call, text, finish)).encode(), self._stopping)
         else:
             text, finish = faulty_answer(fault.kind, call, self.responder(call))
             completion = self._completion(call, text, finish)
@@ -377,25 +365,6 @@ class StubServer:
             if fault.kind in ACCEPTED_KINDS and not (call.report is None and PROBE_MESSAGE in call.prompt):
                 with self._lock:
                     self.answered_by_report_step[(call.report, call.counted_step)] += 1
-
-    def _trickle(self, handler: _Handler, body: bytes, every_s: float, *, headers_too: bool = False) -> None:
-        """Send ``body`` (and with ``headers_too`` the status line and headers as well) one byte every
-        ``every_s`` seconds, until done, stopped or the client goes away."""
-        head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-                .encode())
-        if headers_too:
-            body = head + body
-        else:
-            handler.wfile.write(head)
-        for i in range(len(body)):
-            try:
-                handler.wfile.write(body[i:i + 1])
-                handler.wfile.flush()
-            except OSError:
-                return
-            if self._stopping.wait(every_s):
-                handler.drop(reset=False)
-                return
 
     def _completion(self, call: CallInfo, text: str, finish: str) -> dict[str, Any]:
         prompt_text = call.prompt or call.note
