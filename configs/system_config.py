@@ -15,7 +15,9 @@ from distill.core.config import endpoint_table
 #: api_1 ... api_16: name, base_url, model, api_key (from the environment),
 #: provider ("openai" or "local"), json_mode, timeout (seconds per request),
 #: max_attempts (5), backoff_base / backoff_cap (1 s / 60 s: retry waits, full jitter),
-#: max_tokens (4096), temperature (0).
+#: max_tokens (4096), temperature (0); response_format (json_schema / json_object / none), context_tokens,
+#: deadline / deadline_per_token (60 s + 0.05 s per max_tokens token), connect_timeout (10 s),
+#: max_answer_bytes (4,000,000, decompressed): see README, "Configuring real endpoints".
 MULTI_API_CONFIG = endpoint_table(16)
 
 INPUT_DIR = os.environ.get("DIAG_INPUT_DIR", "dataset")

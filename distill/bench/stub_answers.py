@@ -8,11 +8,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from distill.bench.stub_odd import ODD_KINDS, TRANSPORT_KINDS
+
 #: Kinds whose 200 answer is a valid completion of the step's schema (``ungrounded`` included:
 #: its quotes are invented, but its shape is right, so a client accepts it).
-ACCEPTED_KINDS = ("ok", "latency", "ungrounded", "no_json_mode")
+ACCEPTED_KINDS = ("ok", "latency", "ungrounded", "no_json_mode", "no_json_schema", "think", "reasoning_content",
+                  "list_content", "several_json", "gzip")
 FAULT_KINDS = ("ok", "latency", "400", "429", "500", "502", "503", "hang", "reset", "not_json", "bad_body", "length",
-               "bad_schema", "ungrounded", "no_json_mode")
+               "bad_schema", "ungrounded", "no_json_mode", *ODD_KINDS, *TRANSPORT_KINDS)
 STUB_ORGAN = "Heart (Cor)"
 _STEP = re.compile(r"\[diag-distill step: ([a-z_]+)\]")
 _PART = re.compile(r"^\[note part: ([^\]]+)\]$", re.MULTILINE)
@@ -29,7 +32,11 @@ class Fault:
     ``hang`` holds the call ``delay_s`` seconds (default 30) then closes;
     ``latency`` adds ``delay_s`` before a normal answer; ``no_json_mode``
     refuses a request that sets ``response_format`` (400) and answers one that
-    does not. ``retry_after`` / ``retry_after_ms`` set the 429's headers.
+    does not; ``no_json_schema`` refuses only ``json_schema``. ``retry_after`` / ``retry_after_ms`` set
+    the 429's headers. ``trickle`` sends a valid answer one byte every ``delay_s`` seconds (default 1);
+    ``gzip`` sends a normal answer gzip-encoded; ``huge``, ``gzip_bomb`` and ``deep_body`` send bodies no
+    client should hold; the kinds in
+    ``distill.bench.stub_odd.ODD_KINDS`` shape the message as reasoning models and servers do.
     """
 
     kind: str = "ok"
@@ -54,7 +61,10 @@ class CallInfo:
     api_key: str
     findings_json: str = ""
     diagnoses_json: str = ""
-    json_mode: bool = False  # the request asked for response_format json_object
+    json_mode: bool = False  # the request set response_format (any type)
+    response_format: str = ""  # its type: "json_schema", "json_object" or "" (none)
+    schema: bool = False  # it carried a JSON schema (json_schema, or json_object with "schema")
+    max_tokens: int = 0
     prompt: str = ""  # every message's role and content, in order: what a prefix cache compares
     part: str = ""  # "2/5" when the call reads one part of a note
 
@@ -106,6 +116,17 @@ def _between(text: str, start: str, end: str, *, last: bool = False) -> str:
     return text[i:j] if j >= i else ""
 
 
+def _format_type(form: Any) -> str:
+    return str(form.get("type") or "") if isinstance(form, dict) else ""
+
+
+def _has_schema(form: Any) -> bool:
+    if not isinstance(form, dict):
+        return False
+    inner = form.get("json_schema")
+    return isinstance(form.get("schema"), dict) or (isinstance(inner, dict) and isinstance(inner.get("schema"), dict))
+
+
 def parse_call(body: dict[str, Any], n: int, api_key: str) -> CallInfo:
     """Read the step, report number, note and earlier outputs from a chat request."""
     messages = body.get("messages") or []
@@ -128,6 +149,9 @@ def parse_call(body: dict[str, Any], n: int, api_key: str) -> CallInfo:
         findings_json=_between(user, "<<<FINDINGS", "FINDINGS>>>"),
         diagnoses_json=_between(user, "<<<DIAGNOSES", "DIAGNOSES>>>"),
         json_mode=bool(body.get("response_format")),
+        response_format=_format_type(body.get("response_format")),
+        schema=_has_schema(body.get("response_format")),
+        max_tokens=int(body.get("max_tokens") or 0) if isinstance(body.get("max_tokens"), int) else 0,
         prompt="".join(f"{m.get('role', '')}\n{m.get('content', '')}\n" for m in messages if isinstance(m, dict)),
     )
 

@@ -34,6 +34,7 @@ from distill.bench.stub_answers import (
     faulty_answer,
     parse_call,
 )
+from distill.bench.stub_odd import BODY_KINDS, ODD_KINDS, context_refusal, odd_message, send_odd_body
 from distill.extraction.http_client import PROBE_MESSAGE
 
 __all__ = ["FAULT_KINDS", "STUB_ORGAN", "CallInfo", "Fault", "StubServer", "default_answer", "parse_call", "serve"]
@@ -126,6 +127,8 @@ class StubServer:
         require_key: str | None = None,
         record_timeline: bool = False,
         usage: Callable[[CallInfo], dict[str, Any]] | None = None,
+        context_tokens: int | None = None,
+        context_style: str = "openai",
     ) -> None:
         self.host = host
         self.port = port
@@ -134,6 +137,12 @@ class StubServer:
         self.responder = responder or default_answer
         self.require_key = require_key
         self.usage = usage  # replaces the counted usage: how other providers shape it
+        # A context window: a call whose prompt (counted as the usage counts it) plus max_tokens exceeds it
+        # gets the 400 that OpenAI, vLLM or llama.cpp (``context_style``) sends.
+        self.context_tokens = context_tokens
+        self.context_style = context_style
+        self.refused_context = 0
+        self.connections_opened = 0
         self.total = 0
         self.by_model: Counter[str] = Counter()
         self.by_path: Counter[str] = Counter()
@@ -253,6 +262,7 @@ class StubServer:
     def _track(self, conn: socket.socket, *, add: bool) -> None:
         with self._lock:
             (self._connections.add if add else self._connections.discard)(conn)
+            self.connections_opened += 1 if add else 0
 
     def _handle(self, handler: _Handler, raw: bytes) -> None:
         started = time.time()
@@ -300,6 +310,15 @@ class StubServer:
             message = f"invalid api key {call.api_key!r}"
             handler.send_json(401, {"error": {"message": message, "type": "invalid_request_error"}})
             return
+        if self.context_tokens is not None:
+            prompt = len(call.prompt or call.note) // CHARS_PER_TOKEN + 1
+            needed = prompt if self.context_style == "llamacpp" else prompt + call.max_tokens
+            if needed > self.context_tokens:
+                with self._lock:
+                    self.refused_context += 1
+                handler.send_json(400, context_refusal(self.context_style, self.context_tokens, prompt,
+                                                       call.max_tokens))
+                return
         with self._lock:
             outage = self._outage
         fault = outage or (self.fault_plan(call) if self.fault_plan else Fault())
@@ -329,9 +348,20 @@ class StubServer:
             handler.send_json(int(fault.kind), {"error": {"message": f"stub fault {fault.kind}"}})
         elif fault.kind == "bad_body":
             handler.send_bytes(200, b"<html><body>upstream proxy error</body></html>", "text/html")
+        elif fault.kind == "no_json_schema" and call.response_format == "json_schema":
+            handler.send_json(400, {"error": {"message": "response_format type 'json_schema' is not supported",
+                                              "type": "invalid_request_error", "param": "response_format"}})
+        elif fault.kind in BODY_KINDS:
+            text, finish = faulty_answer("ok", call, self.responder(call))
+            send_odd_body(handler, fault, json.dumps(self._completion(call, text, finish)).encode(), self._stopping)
         else:
             text, finish = faulty_answer(fault.kind, call, self.responder(call))
-            handler.send_json(200, self._completion(call, text, finish))
+            completion = self._completion(call, text, finish)
+            if fault.kind in ODD_KINDS:
+                odd, usage = odd_message(fault.kind, text)
+                completion["choices"][0]["message"] = odd
+                completion["usage"] = usage or completion["usage"]
+            handler.send_json(200, completion)
             if fault.kind in ACCEPTED_KINDS and not (call.report is None and PROBE_MESSAGE in call.prompt):
                 with self._lock:
                     self.answered_by_report_step[(call.report, call.counted_step)] += 1

@@ -12,7 +12,7 @@ from distill.cli.options import output_dir_option, settings_from
 from distill.core.words import counted
 from distill.extraction.pipeline import process_report
 from distill.extraction.report import report_number
-from distill.job.worker import make_extractor
+from distill.job.extractors import make_extractor
 from distill.results.store import OutputStore
 
 

@@ -14,6 +14,8 @@ from distill.core.prices import Price
 from distill.core.teacher_id import OFFLINE_TEACHER_VERSION
 
 ENDPOINT_COUNT = 16
+#: The structured-output forms an endpoint may be asked for, strongest first; a refusal moves one down.
+RESPONSE_FORMATS = ("json_schema", "json_object", "none")
 
 
 class Secret:
@@ -62,6 +64,12 @@ class Endpoint:
     probe_min_s: float = 2.0  # a down endpoint is probed after this long, the wait doubling per failed probe
     probe_max_s: float = 60.0  # up to this long: it is back in use at most this long after it recovers
     price: Price | None = None  # from MODEL_PRICES by model id; None: cost unknown
+    response_format: str = ""  # one of RESPONSE_FORMATS; "" follows json_mode (json_object or none)
+    connect_timeout_s: float = 10.0
+    deadline_s: float = 60.0  # wall clock per call: this plus deadline_per_token_s per max_tokens token
+    deadline_per_token_s: float = 0.05
+    max_answer_bytes: int = 4_000_000  # decompressed size of one answer's body
+    context_tokens: int | None = None  # the model's context window, when known
     answer_record_chars: int = 20_000  # ANSWER_RECORD_CHARS: how much of each answer's text records keep
 
     @property
@@ -80,6 +88,15 @@ class Endpoint:
     def is_local(self) -> bool:
         return self.provider == "local"
 
+    @property
+    def output_form(self) -> str:
+        """The structured-output form to ask for first (``RESPONSE_FORMATS``)."""
+        return self.response_format or ("json_object" if self.json_mode else "none")
+
+    def call_deadline_s(self, max_tokens: int) -> float:
+        """Seconds one call may take from start to last byte when it asks for ``max_tokens``."""
+        return self.deadline_s + max(0, max_tokens) * self.deadline_per_token_s
+
     def describe(self) -> str:
         """A one-line description with no secret in it."""
         if self.is_local:
@@ -97,7 +114,9 @@ def _env(environ: Mapping[str, str], *names: str) -> str | None:
 
 #: Endpoint fields that may come from the environment: field -> variable suffix.
 _ENV_FIELDS = {"base_url": "BASE_URL", "model": "MODEL", "json_mode": "JSON_MODE", "timeout": "TIMEOUT",
-               "provider": "PROVIDER"}
+               "provider": "PROVIDER", "response_format": "RESPONSE_FORMAT", "context_tokens": "CONTEXT_TOKENS",
+               "max_tokens": "MAX_TOKENS", "deadline": "DEADLINE", "connect_timeout": "CONNECT_TIMEOUT",
+               "max_answer_bytes": "MAX_ANSWER_BYTES"}
 #: Where an entry built from the environment records which variable each field came from.
 SOURCES_KEY = "_from_env"
 
@@ -160,6 +179,19 @@ def positive_number(value: Any, setting: str, *, minimum: float = 0.0, integer: 
     if number <= minimum:
         raise ConfigError(f"{setting} must be greater than {minimum:g}, got {value!r}")
     return number
+
+
+def _response_format(value: Any, setting: str) -> str:
+    text = str(value or "").strip().lower()
+    if text and text not in RESPONSE_FORMATS:
+        raise ConfigError(f"{setting} must be one of {', '.join(RESPONSE_FORMATS)}, got {value!r}")
+    return text
+
+
+def _optional_tokens(value: Any, setting: str) -> int | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return int(positive_number(value, setting, integer=True))
 
 
 def _endpoint_index(name: str) -> str:
@@ -232,6 +264,15 @@ def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
         "temperature": bad.check(positive_number, entry.get("temperature", 0.0), bad.setting("temperature"), minimum=-1),
         "backoff_base_s": bad.check(positive_number, entry.get("backoff_base", 1.0), bad.setting("backoff_base")),
         "backoff_cap_s": bad.check(positive_number, entry.get("backoff_cap", 60.0), bad.setting("backoff_cap")),
+        "response_format": bad.check(_response_format, entry.get("response_format"), bad.setting("response_format")),
+        "connect_timeout_s": bad.check(positive_number, entry.get("connect_timeout", 10.0),
+                                       bad.setting("connect_timeout")),
+        "deadline_s": bad.check(positive_number, entry.get("deadline", 60.0), bad.setting("deadline")),
+        "deadline_per_token_s": bad.check(positive_number, entry.get("deadline_per_token", 0.05),
+                                          bad.setting("deadline_per_token")),
+        "max_answer_bytes": bad.check(positive_number, entry.get("max_answer_bytes", 4_000_000),
+                                      bad.setting("max_answer_bytes"), minimum=1023, integer=True),
+        "context_tokens": bad.check(_optional_tokens, entry.get("context_tokens"), bad.setting("context_tokens")),
         "down_after": bad.check(positive_number, entry.get("down_after", 3), bad.setting("down_after"), integer=True),
         "probe_min_s": bad.check(positive_number, entry.get("probe_min", 2.0), bad.setting("probe_min")),
         "probe_max_s": bad.check(positive_number, entry.get("probe_max", 60.0), bad.setting("probe_max")),
@@ -254,6 +295,12 @@ def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
         temperature=float(fields["temperature"]),
         backoff_base_s=fields["backoff_base_s"],
         backoff_cap_s=fields["backoff_cap_s"],
+        response_format=fields["response_format"],
+        connect_timeout_s=fields["connect_timeout_s"],
+        deadline_s=fields["deadline_s"],
+        deadline_per_token_s=fields["deadline_per_token_s"],
+        max_answer_bytes=int(fields["max_answer_bytes"]),
+        context_tokens=fields["context_tokens"],
         down_after=int(fields["down_after"]),
         probe_min_s=fields["probe_min_s"],
         probe_max_s=fields["probe_max_s"],

@@ -71,6 +71,12 @@ class InvalidOutput(ReportError):
     failure_class = "invalid_output"
 
 
+class NoteTooLong(ReportError):
+    """The report cannot be fitted into the endpoint's context window, even in parts."""
+
+    failure_class = "too_long"
+
+
 # --- endpoints -----------------------------------------------------------------
 
 
@@ -107,6 +113,22 @@ class EndpointBadRequest(EndpointError):
     """4xx other than auth and rate limits: the request itself is refused."""
 
     failure_class = "api_bad_request"
+
+
+class ContextLengthExceeded(EndpointError):
+    """The endpoint said the request does not fit its context window (HTTP 400).
+
+    ``context_tokens`` and ``prompt_tokens`` are what the server reported, when it did.
+    The LLM extractor fits the request and asks again; it never ends a report by itself.
+    """
+
+    failure_class = "too_long"
+
+    def __init__(self, message: str, *, endpoint: str = "", status: int | None = None,
+                 context_tokens: int | None = None, prompt_tokens: int | None = None) -> None:
+        super().__init__(message, endpoint=endpoint, status=status)
+        self.context_tokens = context_tokens
+        self.prompt_tokens = prompt_tokens
 
 
 class StopRequested(DistillError):

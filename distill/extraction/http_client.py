@@ -12,8 +12,20 @@ over a keep-alive ``requests.Session`` and retries on its own (urllib3's
   jitter (base 1 s, cap 60 s; the endpoint's ``backoff_base`` / ``backoff_cap``);
 - after ``endpoint.max_attempts`` attempts: ``EndpointRateLimited`` when the
   last failure was a 429, else ``EndpointUnavailable``;
-- other 4xx raise ``EndpointBadRequest`` (once, after dropping
-  ``response_format`` if the endpoint refuses JSON mode).
+- a 400 saying the request exceeds the model's context window raises
+  ``ContextLengthExceeded`` at once (the LLM extractor fits the request);
+- an answer over the endpoint's size cap (decompressed), nested too deeply or
+  with impossible usage counts raises ``InvalidOutput`` at once;
+- other 4xx raise ``EndpointBadRequest``, except a refusal of the
+  structured-output form: the client then asks again one form down
+  (``json_schema`` -> ``json_object`` -> ``none``; a ``json_object`` request
+  carries the step's schema until the endpoint refuses it) and keeps the
+  lower form for the rest of its life.
+
+Every call is bounded: a connect timeout, a read timeout (``timeout``: silence
+allowed between bytes) and a wall-clock deadline per call that grows with the
+call's ``max_tokens`` (``Endpoint.call_deadline_s``), enforced while the body
+streams in (``distill.extraction.http_body``).
 
 Every attempt appends a ``CallRecord``. No message, record or repr built here
 holds the API key: errors are described from their type and status, never from
@@ -22,7 +34,6 @@ holds the API key: errors are described from their type and status, never from
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import random
@@ -35,25 +46,39 @@ import requests
 
 from distill.core.config import Endpoint, key_variable
 from distill.core.errors import (
+    ContextLengthExceeded,
     EndpointAuthError,
     EndpointBadRequest,
     EndpointError,
     EndpointRateLimited,
     EndpointUnavailable,
+    InvalidOutput,
     StopRequested,
 )
+from distill.extraction.chat_reply import (  # parse_retry_after and cached_tokens are used from here too
+    ReplyProblem,
+    as_count,
+    cached_tokens,
+    context_exceeded,
+    parse_completion,
+    parse_retry_after,
+    refuses_format,
+)
+from distill.extraction.chat_request import FORMS, cause_name, chat_payload
 from distill.extraction.extractor import CallRecord, EventSink, ignore_event
+from distill.extraction.http_body import ACCEPT_ENCODING, BodyError, BoundedAdapter, CallWatch, read_body
 
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 60.0
 #: A Retry-After longer than this is treated as this long: a misbehaving proxy
 #: must not park an endpoint for hours; a later 429 simply asks again.
 RETRY_AFTER_CAP_S = 900.0
-CONNECT_TIMEOUT_S = 10.0
+CONNECT_TIMEOUT_S = 10.0  # the probe's; calls use the endpoint's connect_timeout
 PROBE_TIMEOUT_S = 15.0  # a probe asks for one token: an endpoint that cannot give it this fast is not up
 PROBE_MESSAGE = "Health check: reply with one word."
 SLEEP_SLICE_S = 0.5
 _ERROR_BODY_CHARS = 200
+_ERROR_BODY_CAP = 65_536  # an error page longer than this is cut: only its first words are shown
 
 
 @dataclass
@@ -73,38 +98,14 @@ class _AttemptError(Exception):
     """One failed attempt, described without secrets."""
 
     def __init__(self, status: str, error: str, http_status: int | None = None, wait_s: float | None = None,
-                 *, json_mode_refused: bool = False) -> None:
+                 *, format_refused: bool = False, context: tuple[int | None, int | None] | None = None) -> None:
         super().__init__(error)
-        self.json_mode_refused = json_mode_refused
+        self.format_refused = format_refused
         self.status = status  # the CallRecord status: a failure class
         self.error = error
         self.http_status = http_status
         self.wait_s = wait_s  # the server's Retry-After, when it gave one
-
-
-def parse_retry_after(headers: Any, now: float | None = None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP date), or None."""
-    millis = headers.get("retry-after-ms")
-    if millis:
-        try:
-            return max(0.0, float(millis) / 1000.0)
-        except ValueError:
-            pass
-    value = headers.get("retry-after")
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+        self.context = context  # (context_tokens, prompt_tokens) of a context-length refusal
 
 
 def backoff_delay(attempt: int, rng: random.Random, *, base: float = BACKOFF_BASE_S,
@@ -136,6 +137,8 @@ class ChatClient:
         self.endpoint = endpoint
         self._session = session or requests.Session()
         self._owns_session = session is None
+        for scheme in ("http://", "https://"):
+            self._session.mount(scheme, BoundedAdapter())
         self._sleep = sleep
         self._clock = clock
         self._rng = rng or random.Random()
@@ -145,7 +148,8 @@ class ChatClient:
         if self._owns_session:
             _settle_environment(self._session, self._url)
         self._secret = endpoint.api_key  # revealed only into the Authorization header
-        self._json_mode = endpoint.json_mode
+        self._form = endpoint.output_form if endpoint.output_form in FORMS else "json_object"
+        self._object_schema = True  # json_object carries the step's schema until refused
         self._not_before = 0.0  # clock() value before which this endpoint must not be called (429)
 
     def __repr__(self) -> str:
@@ -158,12 +162,21 @@ class ChatClient:
 
     # --- public ----------------------------------------------------------------
 
-    def chat(self, messages: list[dict[str, str]], *, step: str, calls: list[CallRecord]) -> ChatReply:
+    @property
+    def form(self) -> str:
+        """The structured-output form the next request asks for (``json_schema``, ``json_object``, ``none``)."""
+        return self._form
+
+    def chat(self, messages: list[dict[str, str]], *, step: str, calls: list[CallRecord],
+             max_tokens: int | None = None) -> ChatReply:
         """Send ``messages`` until one attempt succeeds; append a ``CallRecord`` per attempt to ``calls``.
 
-        Raises ``EndpointAuthError``, ``EndpointBadRequest``, ``EndpointRateLimited``,
-        ``EndpointUnavailable`` or ``StopRequested``; messages name the endpoint, never its key.
+        ``max_tokens`` replaces the endpoint's for this call (a request fitted to a context window).
+        Raises ``EndpointAuthError``, ``EndpointBadRequest``, ``ContextLengthExceeded``, ``InvalidOutput``,
+        ``EndpointRateLimited``, ``EndpointUnavailable`` or ``StopRequested``; messages name the endpoint,
+        never its key.
         """
+        tokens = max_tokens or self.endpoint.max_tokens
         attempts = max(1, self.endpoint.max_attempts)
         attempt = 0
         while True:
@@ -172,7 +185,7 @@ class ChatClient:
             started = self._clock()
             failure: _AttemptError | None = None
             try:
-                reply = self._attempt(messages, started)
+                reply = self._attempt(self._payload(messages, step, tokens), started, tokens)
             except _AttemptError as exc:
                 failure = exc
             # Handled outside the except block, so no error raised here chains to a requests exception.
@@ -183,10 +196,9 @@ class ChatClient:
                 return reply
             calls.append(CallRecord(step=step, attempt=attempt, latency_s=self._clock() - started,
                                     status=failure.status, http_status=failure.http_status, error=failure.error))
-            if failure.json_mode_refused:
-                # The endpoint does not know response_format: ask again without it, once.
-                self._json_mode = False
-                self._events("json_mode_off", {"endpoint": self.endpoint.name})
+            if failure.format_refused:
+                # The endpoint refused the structured-output form: one form down, for good; this attempt is free.
+                self._move_form_down()
                 attempts += 1
                 continue
             if failure.wait_s is not None:
@@ -215,7 +227,7 @@ class ChatClient:
         except requests.Timeout:
             failure = f"probe: no answer within {timeout[1]:g} s (timeout)"
         except requests.ConnectionError as exc:
-            failure = f"probe: connection failed ({_cause_name(exc)})"
+            failure = f"probe: connection failed ({cause_name(exc)})"
         except requests.RequestException as exc:
             failure = f"probe: request failed ({type(exc).__name__})"
         if failure:
@@ -236,37 +248,45 @@ class ChatClient:
 
     # --- one attempt -------------------------------------------------------------
 
-    def _payload(self, messages: list[dict[str, str]]) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "model": self.endpoint.model,
-            "messages": messages,
-            "temperature": self.endpoint.temperature,
-            "max_tokens": self.endpoint.max_tokens,
-        }
-        if self._json_mode:
-            payload["response_format"] = {"type": "json_object"}
-        return payload
+    def _payload(self, messages: list[dict[str, str]], step: str, max_tokens: int) -> dict[str, Any]:
+        return chat_payload(self.endpoint, messages, step=step, max_tokens=max_tokens, form=self._form,
+                            object_schema=self._object_schema)
 
-    def _attempt(self, messages: list[dict[str, str]], started: float) -> ChatReply:
-        timeout = (min(CONNECT_TIMEOUT_S, self.endpoint.timeout_s), self.endpoint.timeout_s)
+    def _move_form_down(self) -> None:
+        before = self._form
+        if self._form == "json_object" and self._object_schema:
+            self._object_schema = False
+            after = "json_object without a schema"
+        else:
+            self._form = FORMS[min(len(FORMS) - 1, FORMS.index(self._form) + 1)]
+            after = self._form
+        self._events("response_format_down", {"endpoint": self.endpoint.name, "from": before, "to": after})
+
+    def _attempt(self, payload: dict[str, Any], started: float, max_tokens: int) -> ChatReply:
+        ep = self.endpoint
+        deadline_s = ep.call_deadline_s(max_tokens)
+        deadline = time.monotonic() + deadline_s
+        timeout = (min(ep.connect_timeout_s, deadline_s), min(ep.timeout_s, deadline_s))
         key = self._secret.reveal() if self._secret else ""
-        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                   "Accept-Encoding": ACCEPT_ENCODING}
         failure: _AttemptError | None = None
+        status, body, watch = 0, b"", CallWatch(deadline_s)
         try:
-            response = self._session.post(self._url, data=json.dumps(self._payload(messages)), headers=headers,
-                                          timeout=timeout)
-            body = response.content
-        except requests.Timeout:
-            failure = _AttemptError("api_unavailable", f"no answer within {self.endpoint.timeout_s:g} s (timeout)")
-        except requests.ConnectionError as exc:
-            failure = _AttemptError("api_unavailable", f"connection failed ({_cause_name(exc)})")
+            with watch:
+                response = self._session.post(self._url, data=json.dumps(payload), headers=headers,
+                                              timeout=timeout, stream=True)
+                status = response.status_code
+                body = read_body(response, cap=ep.max_answer_bytes if status == 200 else _ERROR_BODY_CAP,
+                                 deadline=deadline, watch=watch, keep_head=status != 200)
+        except BodyError as exc:
+            failure = self._body_failure(exc, status, deadline_s)
         except requests.RequestException as exc:
-            failure = _AttemptError("api_unavailable", f"request failed ({type(exc).__name__})")
+            failure = self._request_failure(exc, watch.fired, deadline_s)
         if failure is not None:
             # Raised outside the except block: requests exceptions carry the request, headers included.
             raise failure
         latency = self._clock() - started
-        status = response.status_code
         if status == 200:
             return self._parse(body, latency)
         detail = self._error_detail(body)
@@ -274,28 +294,47 @@ class ChatClient:
             raise _AttemptError("api_auth", f"HTTP {status}{detail}", status)
         if status == 429:
             raise _AttemptError("api_rate_limited", f"HTTP 429{detail}", status, parse_retry_after(response.headers))
+        context = context_exceeded(status, body)
+        if context is not None:
+            raise _AttemptError("too_long", f"HTTP {status}{detail}", status, context=context)
+        if "response_format" in payload and refuses_format(status, body):
+            raise _AttemptError("api_bad_request", f"HTTP {status}: response_format {self._form} refused", status,
+                                format_refused=True)
         if status >= 500 or status in (408, 409):
             raise _AttemptError("api_unavailable", f"HTTP {status}{detail}", status)
-        if self._json_mode and status in (400, 422) and b"response_format" in body:
-            raise _AttemptError("api_bad_request", f"HTTP {status}: response_format refused", status, json_mode_refused=True)
         raise _AttemptError("api_bad_request", f"HTTP {status}{detail}", status)
+
+    def _request_failure(self, exc: requests.RequestException, cut: bool, deadline_s: float) -> _AttemptError:
+        if cut:  # the watch shut the socket: whatever requests says, the deadline ended it
+            return self._body_failure(BodyError("deadline", ""), 0, deadline_s)
+        if isinstance(exc, requests.Timeout):
+            return _AttemptError("api_unavailable", f"no answer within {self.endpoint.timeout_s:g} s (timeout)")
+        if isinstance(exc, requests.ConnectionError):
+            return _AttemptError("api_unavailable", f"connection failed ({cause_name(exc)})")
+        return _AttemptError("api_unavailable", f"request failed ({type(exc).__name__})")
+
+    def _body_failure(self, exc: BodyError, status: int, deadline_s: float) -> _AttemptError:
+        if exc.kind == "deadline":
+            return _AttemptError("api_unavailable", f"no complete answer within the call's deadline of {deadline_s:g} s",
+                                 status or None)
+        if exc.kind == "too_large":
+            return _AttemptError("invalid_output", f"the answer is larger than max_answer_bytes "
+                                 f"({self.endpoint.max_answer_bytes} bytes, decompressed)", status)
+        return _AttemptError("api_unavailable", str(exc), status or None)
 
     def _parse(self, body: bytes, latency: float) -> ChatReply:
         try:
-            data = json.loads(body)
-            choice = data["choices"][0]
-            text = choice["message"]["content"]
-            if not isinstance(text, str):
-                raise TypeError("content is not text")
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise _AttemptError("api_unavailable", "malformed response body (not a chat completion)", 200) from None
-        usage = data.get("usage") or {}
+            completion = parse_completion(body)
+        except ReplyProblem as exc:
+            status = "invalid_output" if exc.kind == "invalid" else "api_unavailable"
+            raise _AttemptError(status, str(exc), 200) from None
+        usage = completion.usage
         return ChatReply(
-            text=text,
-            finish_reason=str(choice.get("finish_reason") or ""),
-            prompt_tokens=_as_int(usage.get("prompt_tokens"))
-            or _as_int(usage.get("prompt_cache_hit_tokens")) + _as_int(usage.get("prompt_cache_miss_tokens")),
-            completion_tokens=_as_int(usage.get("completion_tokens")),
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            prompt_tokens=as_count(usage.get("prompt_tokens"))
+            or as_count(usage.get("prompt_cache_hit_tokens")) + as_count(usage.get("prompt_cache_miss_tokens")),
+            completion_tokens=as_count(usage.get("completion_tokens")),
             latency_s=latency,
             http_status=200,
             cached_tokens=cached_tokens(usage),
@@ -322,7 +361,14 @@ class ChatClient:
         name = self.endpoint.name
         where = f"endpoint {name} ({self.endpoint.model})"
         error: EndpointError | None = None
-        if failure.status == "api_auth":
+        if failure.status == "too_long":
+            limit, prompt = failure.context or (None, None)
+            error = ContextLengthExceeded(f"{where} said the request exceeds its context window ({failure.error})",
+                                          endpoint=name, status=failure.http_status, context_tokens=limit,
+                                          prompt_tokens=prompt)
+        elif failure.status == "invalid_output":
+            raise InvalidOutput(f"{where}: {failure.error}")
+        elif failure.status == "api_auth":
             error = EndpointAuthError(
                 f"{where} refused the API key ({failure.error}); check {key_variable(name)}",
                 endpoint=name, status=failure.http_status)
@@ -371,34 +417,3 @@ def _settle_environment(session: requests.Session, url: str) -> None:
     if bundle:
         session.verify = bundle
     session.trust_env = False
-
-
-def cached_tokens(usage: Any) -> int:
-    """The prompt tokens an endpoint served from its prefix cache, from either usage shape it may send:
-    ``prompt_tokens_details.cached_tokens`` (OpenAI, vLLM) or ``prompt_cache_hit_tokens`` (DeepSeek, which
-    also sends ``prompt_cache_miss_tokens``; hit plus miss is the prompt). Zero when it sends neither."""
-    if not isinstance(usage, dict):
-        return 0
-    details = usage.get("prompt_tokens_details")
-    if isinstance(details, dict) and details.get("cached_tokens") is not None:
-        return _as_int(details.get("cached_tokens"))
-    return _as_int(usage.get("prompt_cache_hit_tokens"))
-
-
-def _as_int(value: Any) -> int:
-    try:
-        return max(0, int(value))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _cause_name(exc: BaseException) -> str:
-    """The innermost cause's class name ("ConnectionResetError"): descriptive and free of URLs or headers."""
-    current = exc
-    for _ in range(10):
-        nested = [a for a in current.args if isinstance(a, BaseException)]
-        nxt = current.__cause__ or getattr(current, "reason", None) or (nested[0] if nested else None)
-        if not isinstance(nxt, BaseException) or nxt is current:
-            break
-        current = nxt
-    return type(current).__name__

@@ -247,15 +247,15 @@ def _dump(model: Any) -> str:
     return json.dumps(model.model_dump(mode="json"), ensure_ascii=False) if model is not None else "{}"
 
 
-def _step_note(step: str, data: StepInput) -> str:
+def _step_note(step: str, data: StepInput, note_limit: int) -> str:
     if step != "mapping":
         whole = getattr(data.report, "text", None)
-        if isinstance(whole, str) and data.text != whole and len(whole) <= MAX_NOTE_CHARS:
+        if isinstance(whole, str) and data.text != whole and len(whole) <= note_limit:
             return whole  # the shared prefix holds the whole note; the part is named in the user message
         return data.text
     quotes = [f.quote for f in data.findings.findings] if data.findings else []
     quotes += [d.quote or d.diagnosis for d in data.organs.diagnoses] if data.organs else []
-    return mapping_excerpt(data.text, quotes)
+    return mapping_excerpt(data.text, quotes, limit=note_limit, context=min(EXCERPT_CONTEXT_CHARS, note_limit // 4))
 
 
 def _user(step: str, data: StepInput, note: str) -> str:
@@ -278,17 +278,19 @@ def _user(step: str, data: StepInput, note: str) -> str:
     return "\n".join(lines)
 
 
-def build_messages(step: str, data: StepInput) -> list[dict[str, str]]:
+def build_messages(step: str, data: StepInput, note_limit: int = MAX_NOTE_CHARS) -> list[dict[str, str]]:
     """The chat messages for one step: a system message shared byte for byte by every step of a report
     (rules, organ names, report number, the note) and a user message (the step's task, earlier outputs for
-    mapping, the answer shape). ``step`` is one of ``STEPS``."""
+    mapping, the answer shape). ``step`` is one of ``STEPS``. ``note_limit`` is the most note text one
+    prompt may hold (smaller for an endpoint with a small context window)."""
     if step not in _TASKS:
         raise ValueError(f"unknown step {step!r}; expected one of {', '.join(STEPS)}")
-    note = _step_note(step, data)
+    note = _step_note(step, data, note_limit)
     return [{"role": "system", "content": _prefix(data, note)}, {"role": "user", "content": _user(step, data, note)}]
 
 
-def build_repair_messages(step: str, data: StepInput, previous_answer: str, problem: str) -> list[dict[str, str]]:
+def build_repair_messages(step: str, data: StepInput, previous_answer: str, problem: str,
+                          note_limit: int = MAX_NOTE_CHARS) -> list[dict[str, str]]:
     """The step's messages followed by the rejected answer and a request to fix exactly ``problem``."""
     shown = previous_answer
     if len(shown) > REPAIR_ANSWER_CHARS:
@@ -302,7 +304,7 @@ def build_repair_messages(step: str, data: StepInput, previous_answer: str, prob
     else:
         advice += " Start with { and end with }; write nothing else."
     return [
-        *build_messages(step, data),
+        *build_messages(step, data, note_limit),
         {"role": "assistant", "content": shown or "(empty answer)"},
         {"role": "user", "content": f"Your answer could not be used: {problem}\n{advice}"},
     ]

@@ -29,7 +29,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from distill.core.clock import utc_now
-from distill.core.config import Endpoint, Settings
+from distill.core.config import Settings
 from distill.core.errors import (
     ClaimsUnavailable,
     ConfigError,
@@ -51,6 +51,7 @@ from distill.job.claims import Claim
 from distill.job.claims_backend import claims_url, host_name, open_claims
 from distill.job.committer import Committer
 from distill.job.endpoint_watch import EndpointWatch
+from distill.job.extractors import make_extractor
 from distill.job.heartbeat import Heartbeat, WorkerStats
 from distill.job.releases import IdleLines, Releases
 from distill.job.state import StateDir, my_identity
@@ -70,18 +71,6 @@ SIGNALLED_REASON = "stopped by signal"
 TIMINGS_ENV = "DIAG_BENCH_DIR"
 #: When set, the worker runs under cProfile and writes its statistics there at exit (``<api>.<pid>.prof``).
 PROFILE_ENV = "DIAG_PROFILE_DIR"
-
-
-def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]], None],
-                   should_stop: Callable[[], bool]) -> Extractor:
-    """The offline teacher for a ``local`` endpoint, else the LLM extractor."""
-    if endpoint.is_local:
-        from distill.extraction.teacher import LocalTeacher
-
-        return LocalTeacher(endpoint.name)
-    from distill.extraction.llm import LLMExtractor
-
-    return LLMExtractor(endpoint, events=events, should_stop=should_stop)
 
 
 class Worker:
@@ -180,8 +169,12 @@ class Worker:
             self.heartbeat.soon()
         elif event == "repair":
             self.say(f"step {details.get('step')}: asking again after an unusable answer: {details.get('problem')}")
-        elif event == "json_mode_off":
-            self.say("the endpoint refused JSON mode; asking without it from now on")
+        elif event == "response_format_down":
+            self.say(f"the endpoint refused response_format {details.get('from')}; "
+                     f"asking with {details.get('to')} from now on")
+        elif event == "note_limit":
+            self.say(f"the request did not fit the endpoint's context window; notes go in parts of "
+                     f"{details.get('note_chars')} characters from now on")
         elif event == "backing_off":
             until = float(details.get("until", time.time()))
             reason = details.get("reason", "")
@@ -216,7 +209,8 @@ class Worker:
         self.state.ensure()
         self.store.prepare()
         self.heartbeat.start()
-        extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
+        # Any stop, graceful too, ends a backoff or Retry-After wait: the report goes back with its checkpoints.
+        extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self._stop_wanted)
         self.teacher_id = extractor.info.teacher.spelling  # what its records will name
         self.say(f"started: {self.endpoint.describe()}, teacher {self.teacher_id}, output {self.settings.output_dir}")
         self.committer = Committer(self._committed, self._commit_failed)
@@ -224,7 +218,7 @@ class Worker:
         try:
             code, reason = self._loop(extractor)
         except StopRequested:
-            code, reason = EXIT_OK, "stopped now"
+            code, reason = EXIT_OK, "stopped now" if self.stop_now else "stop requested"
         except ConfigError as exc:
             self.last_error = str(exc)
             code, reason = EXIT_CONFIG, str(exc)
@@ -354,6 +348,10 @@ class Worker:
             return EXIT_DISABLED, f"disabled: {exc}"
         except OutputWriteError as exc:
             write_error = str(exc)
+        except StopRequested:
+            how = "stopped now" if self.stop_now else "stop requested while waiting on the endpoint"
+            self.say(f"report {claim.number}: {how}; report handed back, finished steps kept")
+            raise
         finally:
             if not handed_off:
                 self.releases.release(claim.number, finished=finished)

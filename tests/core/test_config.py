@@ -211,3 +211,45 @@ def test_the_answer_record_size_reaches_every_endpoint_and_a_bad_one_is_named(tm
 ])
 def test_an_endpoint_host_has_no_credentials_path_or_query(base_url: str, host: str) -> None:
     assert Endpoint("api_1", base_url=base_url).host == host
+def test_call_bounds_and_structured_output_settings_are_read() -> None:
+    entry = {"api_key": "k", "base_url": "http://x/v1", "model": "m", "response_format": "json_schema",
+             "context_tokens": "8192", "deadline": 30, "deadline_per_token": 0.02, "connect_timeout": 3,
+             "max_answer_bytes": 500_000, "max_tokens": 1000}
+    endpoint = parse_endpoint("api_2", entry)
+    assert endpoint.output_form == "json_schema" and endpoint.context_tokens == 8192
+    assert endpoint.connect_timeout_s == 3 and endpoint.max_answer_bytes == 500_000
+    assert endpoint.call_deadline_s(endpoint.max_tokens) == pytest.approx(50.0)
+
+
+def test_structured_output_defaults_follow_json_mode() -> None:
+    base = {"api_key": "k", "base_url": "http://x/v1", "model": "m"}
+    assert parse_endpoint("api_1", base).output_form == "json_object"
+    assert parse_endpoint("api_1", {**base, "json_mode": False}).output_form == "none"
+    assert parse_endpoint("api_1", base).context_tokens is None
+
+
+def test_the_new_settings_come_from_the_environment() -> None:
+    env = {"DIAG_API_KEY": "k", "DIAG_BASE_URL": "http://h/v1", "DIAG_MODEL": "m",
+           "DIAG_API_2_RESPONSE_FORMAT": "none", "DIAG_API_2_CONTEXT_TOKENS": "2048", "DIAG_API_2_DEADLINE": "90"}
+    table = endpoint_table(2, environ=env)
+    endpoint = parse_endpoint("api_2", table["api_2"])
+    assert (endpoint.output_form, endpoint.context_tokens, endpoint.deadline_s) == ("none", 2048, 90.0)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("response_format", "xml"), ("context_tokens", "big"), ("context_tokens", 0), ("deadline", -1),
+     ("connect_timeout", "soon"), ("max_answer_bytes", 10), ("deadline_per_token", "fast")],
+)
+def test_a_malformed_call_setting_is_named(field: str, value: object) -> None:
+    entry = {"api_key": "k", "base_url": "http://x/v1", "model": "m", field: value}
+    with pytest.raises(ConfigError, match=field) as info:
+        parse_endpoint("api_2", entry)
+    assert "api_2" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_malformed_setting_from_the_environment_names_the_variable() -> None:
+    env = {"DIAG_API_KEY": "k", "DIAG_BASE_URL": "http://h/v1", "DIAG_MODEL": "m",
+           "DIAG_API_2_RESPONSE_FORMAT": "yaml"}
+    with pytest.raises(ConfigError, match="DIAG_API_2_RESPONSE_FORMAT"):
+        parse_endpoint("api_2", endpoint_table(2, environ=env)["api_2"])

@@ -185,14 +185,56 @@ def test_unknown_path_is_a_bad_request(fake: FakeTime) -> None:
 
 
 def test_endpoint_refusing_json_mode_is_asked_again_without_it(stub: StubServer, fake: FakeTime) -> None:
-    asked_json_mode: list[bool] = []
-    stub.fault_plan = lambda call: (asked_json_mode.append(call.json_mode), Fault("no_json_mode"))[1]
+    asked: list[tuple[str, bool]] = []
+    stub.fault_plan = lambda call: (asked.append((call.response_format, call.schema)), Fault("no_json_mode"))[1]
+    events: list[tuple[str, dict[str, Any]]] = []
     calls: list[CallRecord] = []
-    client = _client(stub, fake, max_attempts=1)
+    client = _client(stub, fake, max_attempts=1, events=events)
     client.chat(MESSAGES, step="findings", calls=calls)
     client.chat(MESSAGES, step="findings", calls=calls)
-    assert [c.status for c in calls] == ["api_bad_request", "ok", "ok"]  # asks with JSON mode once only
-    assert asked_json_mode == [True, False, False]
+    # json_object with the schema, then without it, then no response_format, which it keeps.
+    assert asked == [("json_object", True), ("json_object", False), ("", False), ("", False)]
+    assert [c.status for c in calls] == ["api_bad_request", "api_bad_request", "ok", "ok"]
+    assert [(d["from"], d["to"]) for n, d in events if n == "response_format_down"] == [
+        ("json_object", "json_object without a schema"), ("json_object", "none")]
+    assert client.form == "none"
+
+
+def test_a_refused_json_schema_falls_back_one_form_and_answers(stub: StubServer, fake: FakeTime) -> None:
+    asked: list[str] = []
+    stub.fault_plan = lambda call: (asked.append(call.response_format), Fault("no_json_schema"))[1]
+    events: list[tuple[str, dict[str, Any]]] = []
+    calls: list[CallRecord] = []
+    client = _client(stub, fake, max_attempts=1, events=events, response_format="json_schema")
+    reply = client.chat(MESSAGES, step="findings", calls=calls)
+    client.chat(MESSAGES, step="findings", calls=calls)
+    assert '"findings"' in reply.text and asked == ["json_schema", "json_object", "json_object"]
+    assert [n for n, _ in events] == ["response_format_down"] and client.form == "json_object"
+    assert fake.sleeps == []  # a refusal of the form is not an outage: no backoff
+
+
+def test_json_schema_requests_carry_the_steps_schema(fake: FakeTime) -> None:
+    bodies: list[dict[str, Any]] = []
+    with StubServer(fault_plan=lambda call: Fault()) as server:
+        ep = Endpoint("api_2", base_url=server.url, model="m", api_key=Secret("k"), provider="openai",
+                      response_format="json_schema")
+        client = ChatClient(ep, sleep=fake.sleep, clock=fake.clock)
+        bodies.append(client._payload(MESSAGES, "mapping", 100))
+        client.chat(MESSAGES, step="findings", calls=[])
+    form = bodies[0]["response_format"]
+    assert form["type"] == "json_schema" and form["json_schema"]["name"] == "mapping_output"
+    assert "mappings" in form["json_schema"]["schema"]["properties"] and bodies[0]["max_tokens"] == 100
+
+
+@pytest.mark.parametrize(("setting", "json_mode", "sent"), [("none", True, ""), ("", False, ""),
+                                                            ("json_object", False, "json_object")])
+def test_the_form_setting_wins_over_json_mode(fake: FakeTime, setting: str, json_mode: bool, sent: str) -> None:
+    seen: list[CallInfo] = []
+    with StubServer(fault_plan=lambda call: (seen.append(call), Fault())[1]) as server:
+        ep = Endpoint("api_2", base_url=server.url, model="m", api_key=Secret("k"), provider="openai",
+                      response_format=setting, json_mode=json_mode)
+        ChatClient(ep, sleep=fake.sleep, clock=fake.clock).chat(MESSAGES, step="findings", calls=[])
+    assert seen[0].response_format == sent
 
 
 def test_length_finish_reason_is_returned_not_retried(stub: StubServer, fake: FakeTime) -> None:

@@ -1,0 +1,58 @@
+"""What ``ChatClient`` (``distill.extraction.http_client``) sends: the request body of one chat
+completion, with the structured-output form the endpoint is at, and key-free names for what failed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from distill.core.config import Endpoint
+from distill.extraction.schemas import STEP_MODELS
+
+#: The structured-output ladder: what the client asks for, and what it moves down to on a refusal.
+FORMS = ("json_schema", "json_object", "none")
+
+
+def chat_payload(endpoint: Endpoint, messages: list[dict[str, str]], *, step: str, max_tokens: int, form: str,
+                 object_schema: bool) -> dict[str, Any]:
+    """The body of a ``/chat/completions`` request for ``step`` in structured-output ``form``
+    (``json_object`` carries the step's schema while ``object_schema``)."""
+    payload: dict[str, Any] = {
+        "model": endpoint.model,
+        "messages": messages,
+        "temperature": endpoint.temperature,
+        "max_tokens": max_tokens,
+    }
+    schema = step_schema(step)
+    if form == "json_schema" and schema is not None:
+        payload["response_format"] = {"type": "json_schema",
+                                      "json_schema": {"name": f"{step}_output", "schema": schema, "strict": False}}
+    elif form in ("json_schema", "json_object"):
+        payload["response_format"] = {"type": "json_object"}
+        if object_schema and schema is not None:
+            payload["response_format"]["schema"] = schema  # llama.cpp turns it into a grammar
+    return payload
+
+
+_SCHEMAS: dict[str, dict[str, Any]] = {}
+
+
+def step_schema(step: str) -> dict[str, Any] | None:
+    """The JSON schema of ``step``'s answer (``None`` for an unknown step)."""
+    model = STEP_MODELS.get(step)
+    if model is None:
+        return None
+    if step not in _SCHEMAS:
+        _SCHEMAS[step] = model.model_json_schema()
+    return _SCHEMAS[step]
+
+
+def cause_name(exc: BaseException) -> str:
+    """The innermost cause's class name ("ConnectionResetError"): descriptive and free of URLs or headers."""
+    current = exc
+    for _ in range(10):
+        nested = [a for a in current.args if isinstance(a, BaseException)]
+        nxt = current.__cause__ or getattr(current, "reason", None) or (nested[0] if nested else None)
+        if not isinstance(nxt, BaseException) or nxt is current:
+            break
+        current = nxt
+    return type(current).__name__
