@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import re
 import time
-from bisect import bisect_left, bisect_right
-from typing import Literal, cast
+from typing import cast
 
 from pydantic import BaseModel
 
 from distill.core.errors import ReportError
+from distill.extraction.context import Context, extend_left
 from distill.extraction.extractor import CallRecord, StepInput, StepResult, TeacherInfo
 from distill.extraction.lexicon import Hit, Matcher, compiled_lexicon, is_latin, term_key
 from distill.extraction.normalize import find_quote
@@ -41,24 +41,10 @@ STEPS = tuple(STEP_MODELS)
 MAX_FINDINGS = 40
 MAX_DIAGNOSES = 30
 MAX_MAPPINGS = 80
-MAX_QUOTE = 300
-# How far back an English post-cue ("... was ruled out") reaches, in characters.
-POST_CUE_REACH = 60
 # A line this short that holds a disease word is taken whole as a diagnosis.
 SHORT_LINE = 80
 
-# "skip": a hypothetical finding, or someone else's: not the patient's at all.
-ContextStatus = Literal["present", "absent", "uncertain", "skip"]
-_STATUS_OF_CUE: dict[str, ContextStatus] = {"neg": "absent", "unc": "uncertain", "hyp": "skip", "exp": "skip"}
 _ROLE_OF_KIND = {"symptom": "symptom of", "sign": "sign of", "exam": "examination finding in", "test": "test result in"}
-
-# Sentence ends; a period between digits ("2.5 cm") is not one.
-_BOUNDARY = re.compile(r"[!?;。；！？\n]|(?<!\d)\.|\.(?!\d)")
-_CJK_CLAUSE = re.compile(r"[，,]")
-# A section header glued to its text ("IMPRESSIONCongestive heart failure").
-_GLUED_HEADER = re.compile(r"\s*[A-Z][A-Z /&]*[A-Z](?=[A-Z][a-z])")
-# The number of the next list item, glued to its text ("冠心病 2.慢性心力衰竭").
-_NEXT_ITEM_NUMBER = re.compile(r"\s+\d{1,2}\Z")
 
 # A sentence with one of these is narrative, not a diagnosis line.
 _NARRATIVE = re.compile(
@@ -68,87 +54,6 @@ _NARRATIVE = re.compile(
 _LATIN_WORD = re.compile(r"[A-Za-z]{4,}")
 _CJK_RUN = re.compile(r"[\u3400-\u9fff]{2,}")
 _AFTER_CVA = re.compile(r"[^\S\n]*(?:-|/)?[^\S\n]*tender", re.IGNORECASE)
-
-
-class _Context:
-    """The sentences and context cues of one text: answers what status a span has."""
-
-    def __init__(self, text: str, cues: Matcher | None = None) -> None:
-        self.text = text
-        self.bounds = [m.start() for m in _BOUNDARY.finditer(text)]
-        self.cues = cues.find(text) if cues is not None else []
-        self.cue_starts = [hit.start for hit in self.cues]
-
-    def sentence(self, start: int, end: int) -> tuple[int, int]:
-        """The span of the sentence holding ``text[start:end]``, trimmed of whitespace."""
-        i = bisect_left(self.bounds, start)
-        left = self.bounds[i - 1] + 1 if i > 0 else 0
-        j = bisect_left(self.bounds, end)
-        right = self.bounds[j] if j < len(self.bounds) else len(self.text)
-        header = _GLUED_HEADER.match(self.text, left, end)
-        if header is not None and header.end() <= start:
-            left = header.end()
-        if self.text[right:right + 1] == "." and not self.text[right + 1:right + 2].isspace():
-            number = _NEXT_ITEM_NUMBER.search(self.text, end, right)
-            right = number.start() if number is not None else right
-        while left < start and self.text[left].isspace():
-            left += 1
-        while right > end and self.text[right - 1].isspace():
-            right -= 1
-        return left, right
-
-    def quote(self, start: int, end: int) -> str:
-        """The sentence around a span, cut to ``MAX_QUOTE`` characters around it when longer."""
-        left, right = self.sentence(start, end)
-        if right - left > MAX_QUOTE:
-            spare = max(0, MAX_QUOTE - (end - start)) // 2
-            left, right = max(left, start - spare), min(right, end + spare)
-        return self.text[left:right].strip()
-
-    def status(self, start: int, end: int) -> ContextStatus:
-        """``present``, ``absent``, ``uncertain``, or ``skip`` (hypothetical, or not the patient's)."""
-        left, right = self.sentence(start, end)
-        # A question mark ends the sentence and is its cue ("肝癌？"): the cue at ``right`` counts.
-        lo, hi = bisect_left(self.cue_starts, left), bisect_right(self.cue_starts, right)
-        nearby = self.cues[lo:hi]
-        enders = [hit for hit in nearby if hit.term.category == "term"]
-        best: tuple[int, ContextStatus] | None = None
-        for cue in nearby:
-            status = _STATUS_OF_CUE.get(cue.term.category)
-            if status is None:
-                continue
-            direction = cue.term.organs[0] if cue.term.organs else "pre"
-            latin = is_latin(cue.term.text)
-            if cue.end <= start and direction in ("pre", "both"):
-                gap = (cue.end, start)
-            elif cue.start >= end and direction in ("post", "both"):
-                gap = (end, cue.start)
-                if latin and gap[1] - gap[0] > POST_CUE_REACH:
-                    continue
-            else:
-                continue
-            # Another person's history ("family history: positive for ...") lasts to the sentence end.
-            if cue.term.category != "exp" and self._scope_ends(gap, enders, latin):
-                continue
-            distance = gap[1] - gap[0]
-            if best is None or distance < best[0]:
-                best = (distance, status)
-        return best[1] if best is not None else "present"
-
-    def _scope_ends(self, gap: tuple[int, int], enders: list[Hit], latin: bool) -> bool:
-        if any(gap[0] <= hit.start and hit.end <= gap[1] for hit in enders):
-            return True
-        # Chinese lists use "、"; a comma starts a new clause with its own cues.
-        return not latin and _CJK_CLAUSE.search(self.text, gap[0], gap[1]) is not None
-
-
-def _extend_left(text: str, start: int, latin: re.Pattern[str], other: re.Pattern[str]) -> int:
-    """Where a term's leading modifiers start ("mild bilateral" + "edema")."""
-    window_start = max(0, start - 60)
-    window = text[window_start:start]
-    pattern = latin if is_latin(text[start]) else other
-    found = pattern.search(window)
-    return window_start + found.start() if found else start
 
 
 class LocalTeacher:
@@ -173,12 +78,12 @@ class LocalTeacher:
             diagnoses = data.organs.diagnoses if data.organs is not None else self.diagnoses(data.text)
             output = MappingOutput(mappings=self.mappings(findings, diagnoses, _note_text(data)))
         elif step == "combined":
-            context = _Context(data.text, self._lex.cues)
+            context = Context(data.text, self._lex.cues)
             findings = self._findings(context)
             diagnoses = self._diagnoses(context)
             note = _note_text(data)
             # Sentences do not depend on the cues, so the mapping step can reuse the same context.
-            mappings = self._mappings(findings, diagnoses, context if note == data.text else _Context(note))
+            mappings = self._mappings(findings, diagnoses, context if note == data.text else Context(note))
             output = CombinedOutput(findings=findings, diagnoses=diagnoses, mappings=mappings)
         else:
             raise ReportError(f"the offline teacher has no step {step!r}; use one of {', '.join(STEPS)}")
@@ -192,9 +97,9 @@ class LocalTeacher:
 
     def findings(self, text: str) -> list[Finding]:
         """Lexicon findings of ``text`` with their status, in order of first mention, deduplicated."""
-        return self._findings(_Context(text, self._lex.cues))
+        return self._findings(Context(text, self._lex.cues))
 
-    def _findings(self, context: _Context) -> list[Finding]:
+    def _findings(self, context: Context) -> list[Finding]:
         lex, text = self._lex, context.text
         found: list[Finding] = []
         seen: set[tuple[str, str]] = set()
@@ -204,7 +109,7 @@ class LocalTeacher:
             status = context.status(hit.start, hit.end)
             if status == "skip":
                 continue
-            start = _extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
+            start = extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
             quote = text[start:hit.end].strip()
             key = (term_key(quote), status)
             if key in seen:
@@ -232,9 +137,9 @@ class LocalTeacher:
 
     def diagnoses(self, text: str) -> list[OrganDiagnosis]:
         """Diagnoses of ``text`` that are not negated, each with its vocabulary organ and sentence."""
-        return self._diagnoses(_Context(text, self._lex.cues))
+        return self._diagnoses(Context(text, self._lex.cues))
 
-    def _diagnoses(self, context: _Context) -> list[OrganDiagnosis]:
+    def _diagnoses(self, context: Context) -> list[OrganDiagnosis]:
         lex, text = self._lex, context.text
         found: list[tuple[int, OrganDiagnosis]] = []
         seen: set[tuple[str, str]] = set()
@@ -267,7 +172,7 @@ class LocalTeacher:
                 continue
             organ = self.resolve_organ(hit.term.organs[0])
             if organ is not None:
-                start = _extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
+                start = extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
                 add(hit.start, organ, text[start:hit.end].strip(), context.quote(start, hit.end))
         # A diagnosis line the lexicon does not know: trust only organs it names itself.
         for word in lex.disease_word.finditer(text):
@@ -285,7 +190,7 @@ class LocalTeacher:
 
     def _diagnosis_span(self, text: str, hit: Hit) -> tuple[int, int]:
         lex = self._lex
-        start = _extend_left(text, hit.start, lex.dx_modifiers_en, lex.dx_modifiers_zh)
+        start = extend_left(text, hit.start, lex.dx_modifiers_en, lex.dx_modifiers_zh)
         tail = lex.dx_tail_en.match(text, hit.end) if is_latin(hit.term.text) else None
         return start, tail.end() if tail else hit.end
 
@@ -303,9 +208,9 @@ class LocalTeacher:
         Only organs of ``diagnoses`` are used. Locations are those the finding's
         sentence in ``note`` names, or else those the diagnosis names; never guessed.
         """
-        return self._mappings(findings, diagnoses, _Context(note))
+        return self._mappings(findings, diagnoses, Context(note))
 
-    def _mappings(self, findings: list[Finding], diagnoses: list[OrganDiagnosis], context: _Context) -> list[Mapping]:
+    def _mappings(self, findings: list[Finding], diagnoses: list[OrganDiagnosis], context: Context) -> list[Mapping]:
         diagnosed: dict[str, list[OrganDiagnosis]] = {}
         for diagnosis in diagnoses:
             organ = self._canonical(diagnosis.organ)
@@ -393,7 +298,7 @@ def _note_text(data: StepInput) -> str:
     return text if isinstance(text, str) else data.text
 
 
-def _near(context: _Context, quote: str) -> str:
+def _near(context: Context, quote: str) -> str:
     """The sentence of the context's text where ``quote`` first occurs (any case and spacing), or the quote."""
     found = find_quote(quote, context.text)
     if found is None:

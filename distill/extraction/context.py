@@ -1,0 +1,112 @@
+"""Sentences and context cues of one text: what status a span has, and the sentence to quote.
+
+Cues work in the NegEx/ConText tradition: a cue reaches from itself to the end of its
+sentence (or, in Chinese, its clause), or to a scope-ending word such as "but"; the
+nearest cue wins. A period between digits ("2.5 cm") ends no sentence.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_left, bisect_right
+from typing import Literal
+
+from distill.extraction.lexicon import Hit, Matcher, is_latin
+
+MAX_QUOTE = 300
+# How far back an English post-cue ("... was ruled out") reaches, in characters.
+POST_CUE_REACH = 60
+
+# "skip": a hypothetical finding, or someone else's: not the patient's at all.
+ContextStatus = Literal["present", "absent", "uncertain", "skip"]
+_STATUS_OF_CUE: dict[str, ContextStatus] = {"neg": "absent", "unc": "uncertain", "hyp": "skip", "exp": "skip"}
+
+# Sentence ends; a period between digits ("2.5 cm") is not one.
+_BOUNDARY = re.compile(r"[!?;。；！？\n]|(?<!\d)\.|\.(?!\d)")
+_CJK_CLAUSE = re.compile(r"[，,]")
+# A section header glued to its text ("IMPRESSIONCongestive heart failure").
+_GLUED_HEADER = re.compile(r"\s*[A-Z][A-Z /&]*[A-Z](?=[A-Z][a-z])")
+# The number of the next list item, glued to its text ("冠心病 2.慢性心力衰竭").
+_NEXT_ITEM_NUMBER = re.compile(r"\s+\d{1,2}\Z")
+
+
+
+class Context:
+    """The sentences and context cues of one text: answers what status a span has."""
+
+    def __init__(self, text: str, cues: Matcher | None = None) -> None:
+        self.text = text
+        self.bounds = [m.start() for m in _BOUNDARY.finditer(text)]
+        self.cues = cues.find(text) if cues is not None else []
+        self.cue_starts = [hit.start for hit in self.cues]
+
+    def sentence(self, start: int, end: int) -> tuple[int, int]:
+        """The span of the sentence holding ``text[start:end]``, trimmed of whitespace."""
+        i = bisect_left(self.bounds, start)
+        left = self.bounds[i - 1] + 1 if i > 0 else 0
+        j = bisect_left(self.bounds, end)
+        right = self.bounds[j] if j < len(self.bounds) else len(self.text)
+        header = _GLUED_HEADER.match(self.text, left, end)
+        if header is not None and header.end() <= start:
+            left = header.end()
+        if self.text[right:right + 1] == "." and not self.text[right + 1:right + 2].isspace():
+            number = _NEXT_ITEM_NUMBER.search(self.text, end, right)
+            right = number.start() if number is not None else right
+        while left < start and self.text[left].isspace():
+            left += 1
+        while right > end and self.text[right - 1].isspace():
+            right -= 1
+        return left, right
+
+    def quote(self, start: int, end: int) -> str:
+        """The sentence around a span, cut to ``MAX_QUOTE`` characters around it when longer."""
+        left, right = self.sentence(start, end)
+        if right - left > MAX_QUOTE:
+            spare = max(0, MAX_QUOTE - (end - start)) // 2
+            left, right = max(left, start - spare), min(right, end + spare)
+        return self.text[left:right].strip()
+
+    def status(self, start: int, end: int) -> ContextStatus:
+        """``present``, ``absent``, ``uncertain``, or ``skip`` (hypothetical, or not the patient's)."""
+        left, right = self.sentence(start, end)
+        # A question mark ends the sentence and is its cue ("肝癌？"): the cue at ``right`` counts.
+        lo, hi = bisect_left(self.cue_starts, left), bisect_right(self.cue_starts, right)
+        nearby = self.cues[lo:hi]
+        enders = [hit for hit in nearby if hit.term.category == "term"]
+        best: tuple[int, ContextStatus] | None = None
+        for cue in nearby:
+            status = _STATUS_OF_CUE.get(cue.term.category)
+            if status is None:
+                continue
+            direction = cue.term.organs[0] if cue.term.organs else "pre"
+            latin = is_latin(cue.term.text)
+            if cue.end <= start and direction in ("pre", "both"):
+                gap = (cue.end, start)
+            elif cue.start >= end and direction in ("post", "both"):
+                gap = (end, cue.start)
+                if latin and gap[1] - gap[0] > POST_CUE_REACH:
+                    continue
+            else:
+                continue
+            # Another person's history ("family history: positive for ...") lasts to the sentence end.
+            if cue.term.category != "exp" and self._scope_ends(gap, enders, latin):
+                continue
+            distance = gap[1] - gap[0]
+            if best is None or distance < best[0]:
+                best = (distance, status)
+        return best[1] if best is not None else "present"
+
+    def _scope_ends(self, gap: tuple[int, int], enders: list[Hit], latin: bool) -> bool:
+        if any(gap[0] <= hit.start and hit.end <= gap[1] for hit in enders):
+            return True
+        # Chinese lists use "、"; a comma starts a new clause with its own cues.
+        return not latin and _CJK_CLAUSE.search(self.text, gap[0], gap[1]) is not None
+
+
+def extend_left(text: str, start: int, latin: re.Pattern[str], other: re.Pattern[str]) -> int:
+    """Where a term's leading modifiers start ("mild bilateral" + "edema")."""
+    window_start = max(0, start - 60)
+    window = text[window_start:start]
+    pattern = latin if is_latin(text[start]) else other
+    found = pattern.search(window)
+    return window_start + found.start() if found else start
