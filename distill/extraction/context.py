@@ -11,7 +11,8 @@ import re
 from bisect import bisect_left, bisect_right
 from typing import Literal
 
-from distill.extraction.lexicon import Hit, Matcher, is_latin
+from distill.extraction.lexicon import Hit, Matcher, is_latin, term_key
+from distill.extraction.schemas import Certainty
 
 MAX_QUOTE = 300
 # How far back an English post-cue ("... was ruled out") reaches, in characters.
@@ -20,6 +21,8 @@ POST_CUE_REACH = 60
 # "skip": a hypothetical finding, or someone else's: not the patient's at all.
 ContextStatus = Literal["present", "absent", "uncertain", "skip"]
 _STATUS_OF_CUE: dict[str, ContextStatus] = {"neg": "absent", "unc": "uncertain", "hyp": "skip", "exp": "skip"}
+# Uncertainty cues that lean to "no": a diagnosis called unlikely is one the physician rules out.
+_RULING_OUT = frozenset({"unlikely", "is unlikely", "not likely", "less likely", "very unlikely"})
 
 # Sentence ends; a period between digits ("2.5 cm") is not one.
 _BOUNDARY = re.compile(r"[!?;。；！？\n]|(?<!\d)\.|\.(?!\d)")
@@ -68,15 +71,36 @@ class Context:
 
     def status(self, start: int, end: int) -> ContextStatus:
         """``present``, ``absent``, ``uncertain``, or ``skip`` (hypothetical, or not the patient's)."""
+        cue = self.cue(start, end)
+        return _STATUS_OF_CUE[cue.term.category] if cue is not None else "present"
+
+    def certainty(self, start: int, end: int) -> Certainty | None:
+        """How sure the note is of a diagnosis at this span; ``None`` when it is not the patient's at all.
+
+        A negation ("no evidence of", "negative for", 排除) or "unlikely" rules it out; an
+        uncertainty cue ("possible", "probable", "cannot exclude", "differential", 考虑, 待排)
+        makes it suspected; a hypothetical ("if", "risk of") or another person's makes it none.
+        """
+        cue = self.cue(start, end)
+        if cue is None:
+            return "confirmed"
+        status = _STATUS_OF_CUE[cue.term.category]
+        if status == "skip":
+            return None
+        if status == "absent" or term_key(cue.term.text) in _RULING_OUT:
+            return "ruled_out"
+        return "suspected"
+
+    def cue(self, start: int, end: int) -> Hit | None:
+        """The context cue whose scope holds ``text[start:end]`` (the nearest one), or ``None``."""
         left, right = self.sentence(start, end)
         # A question mark ends the sentence and is its cue ("肝癌？"): the cue at ``right`` counts.
         lo, hi = bisect_left(self.cue_starts, left), bisect_right(self.cue_starts, right)
         nearby = self.cues[lo:hi]
         enders = [hit for hit in nearby if hit.term.category == "term"]
-        best: tuple[int, ContextStatus] | None = None
+        best: tuple[int, Hit] | None = None
         for cue in nearby:
-            status = _STATUS_OF_CUE.get(cue.term.category)
-            if status is None:
+            if cue.term.category not in _STATUS_OF_CUE:
                 continue
             direction = cue.term.organs[0] if cue.term.organs else "pre"
             latin = is_latin(cue.term.text)
@@ -93,8 +117,8 @@ class Context:
                 continue
             distance = gap[1] - gap[0]
             if best is None or distance < best[0]:
-                best = (distance, status)
-        return best[1] if best is not None else "present"
+                best = (distance, cue)
+        return best[1] if best is not None else None
 
     def _scope_ends(self, gap: tuple[int, int], enders: list[Hit], latin: bool) -> bool:
         if any(gap[0] <= hit.start and hit.end <= gap[1] for hit in enders):

@@ -25,6 +25,7 @@ from distill.extraction.lexicon import Hit, Matcher, compiled_lexicon, is_latin,
 from distill.extraction.normalize import find_quote
 from distill.extraction.schemas import (
     STEP_MODELS,
+    Certainty,
     CombinedOutput,
     Finding,
     FindingKind,
@@ -51,8 +52,6 @@ _NARRATIVE = re.compile(
     r"(?<![A-Za-z])(?:was|were|is|are|has|have|had|been|will|can|could|may|might|would|should|did|does|we|I|he|"
     r"she|they|her|his|patient|underwent|showed|shows|revealed|indicated)(?![A-Za-z])"
 )
-_LATIN_WORD = re.compile(r"[A-Za-z]{4,}")
-_CJK_RUN = re.compile(r"[\u3400-\u9fff]{2,}")
 _AFTER_CVA = re.compile(r"[^\S\n]*(?:-|/)?[^\S\n]*tender", re.IGNORECASE)
 
 
@@ -115,8 +114,9 @@ class LocalTeacher:
             if key in seen:
                 continue
             seen.add(key)
-            kind = "sign" if hit.term.category == "dx" else hit.term.category
-            found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, kind)))
+            normal = hit.term.category == "normal"
+            kind = "sign" if hit.term.category == "dx" else "exam" if normal else hit.term.category
+            found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, kind), normal=normal))
             if len(found) >= MAX_FINDINGS:
                 break
         return found
@@ -136,25 +136,31 @@ class LocalTeacher:
     # --- step 2 ---------------------------------------------------------------
 
     def diagnoses(self, text: str) -> list[OrganDiagnosis]:
-        """Diagnoses of ``text`` that are not negated, each with its vocabulary organ and sentence."""
+        """Diagnoses of ``text``, each with its vocabulary organ, sentence and certainty.
+
+        A named diagnosis the note rules out is kept as ``ruled_out`` (so no finding is linked to
+        it); test abnormalities and unnamed diagnosis lines are kept only when stated or suspected.
+        """
         return self._diagnoses(Context(text, self._lex.cues))
 
     def _diagnoses(self, context: Context) -> list[OrganDiagnosis]:
         lex, text = self._lex, context.text
         found: list[tuple[int, OrganDiagnosis]] = []
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str, str]] = set()
         covered: set[tuple[int, int]] = set()
 
-        def add(position: int, organ: str, diagnosis: str, quote: str) -> None:
-            key = (organ, term_key(diagnosis))
+        def add(position: int, organ: str, diagnosis: str, quote: str, certainty: Certainty) -> None:
+            key = (organ, term_key(diagnosis), certainty)
             if key not in seen:
                 seen.add(key)
-                found.append((position, OrganDiagnosis(organ=organ, diagnosis=diagnosis, quote=quote)))
+                found.append((position, OrganDiagnosis(organ=organ, diagnosis=diagnosis, quote=quote,
+                                                       certainty=certainty)))
 
         for hit in lex.diagnoses.find(text):
             if hit.term.text == "CVA" and _AFTER_CVA.match(text, hit.end):
                 continue  # costovertebral angle tenderness, not a stroke
-            if context.status(hit.start, hit.end) in ("absent", "skip"):
+            certainty = context.certainty(hit.start, hit.end)
+            if certainty is None:
                 continue
             start, end = self._diagnosis_span(text, hit)
             quote = context.quote(start, end)
@@ -162,29 +168,31 @@ class LocalTeacher:
             for key in hit.term.organs:
                 organ = self.resolve_organ(key)
                 if organ is not None:
-                    add(hit.start, organ, text[start:end].strip(), quote)
+                    add(hit.start, organ, text[start:end].strip(), quote, certainty)
         # A test or imaging abnormality of one organ ("cardiomegaly", "tortuous aorta") is the reader's
         # assessment of that organ: radiology impressions are findings and diagnoses at once.
         for hit in lex.findings.find(text):
             if hit.term.category != "test" or len(hit.term.organs) != 1:
                 continue
-            if context.status(hit.start, hit.end) in ("absent", "skip"):
+            certainty = context.certainty(hit.start, hit.end)
+            if certainty is None or certainty == "ruled_out":
                 continue
             organ = self.resolve_organ(hit.term.organs[0])
             if organ is not None:
                 start = extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
-                add(hit.start, organ, text[start:hit.end].strip(), context.quote(start, hit.end))
+                add(hit.start, organ, text[start:hit.end].strip(), context.quote(start, hit.end), certainty)
         # A diagnosis line the lexicon does not know: trust only organs it names itself.
         for word in lex.disease_word.finditer(text):
             sentence = context.sentence(word.start(), word.end())
-            if sentence in covered or context.status(word.start(), word.end()) in ("absent", "skip"):
+            certainty = context.certainty(word.start(), word.end())
+            if sentence in covered or certainty is None or certainty == "ruled_out":
                 continue
             covered.add(sentence)
             phrase = text[sentence[0]:sentence[1]].strip()
             if len(phrase) > SHORT_LINE or _NARRATIVE.search(phrase):
                 continue
             for organ in self.vocabulary.organs_in_text(phrase):
-                add(word.start(), organ, phrase, phrase)
+                add(word.start(), organ, phrase, phrase, certainty)
         found.sort(key=lambda item: item[0])
         return [diagnosis for _, diagnosis in found[:MAX_DIAGNOSES]]
 
@@ -214,20 +222,20 @@ class LocalTeacher:
         diagnosed: dict[str, list[OrganDiagnosis]] = {}
         for diagnosis in diagnoses:
             organ = self._canonical(diagnosis.organ)
-            if organ is not None:
+            # A ruled-out diagnosis is evidence of nothing: no finding is linked to it.
+            if organ is not None and diagnosis.certainty != "ruled_out":
                 diagnosed.setdefault(organ, []).append(diagnosis)
         out: list[Mapping] = []
         for finding in findings:
-            if finding.status == "absent":
+            if finding.status == "absent" or finding.normal:
                 continue
             for organ, how in self._organs_of_finding(finding.quote):
                 if organ not in diagnosed:
                     continue
-                diagnosis = _closest(finding.quote, diagnosed[organ])
+                diagnosis = self._supported(finding.quote, diagnosed[organ])
                 basis = diagnosis.quote or diagnosis.diagnosis
-                # Where the finding is said first; else where the diagnosis puts it.
-                locations = (self.vocabulary.locations_in_text(organ, _near(context, finding.quote))
-                             or self.vocabulary.locations_in_text(organ, f"{diagnosis.diagnosis}\n{basis}"))
+                # Only where the finding itself is said: a diagnosis elsewhere lends it no location.
+                locations = self.vocabulary.locations_in_text(organ, _near(context, finding.quote))
                 if how == "lexicon":
                     role = _ROLE_OF_KIND.get(finding.kind, "sign of")
                     inference = f"finding '{finding.quote}' is a recognised {role} {diagnosis.diagnosis}"
@@ -242,6 +250,20 @@ class LocalTeacher:
                 if len(out) >= MAX_MAPPINGS:
                     return out
         return out
+
+    def _supported(self, quote: str, diagnoses: list[OrganDiagnosis]) -> OrganDiagnosis:
+        """Which diagnosis of one organ a finding supports: the one that is the finding itself (the same
+        lexicon condition: "mild cardiomegaly" and "cardiomegaly"), else the first stated one, else the first."""
+        conditions = self._conditions(quote)
+        for diagnosis in diagnoses:
+            if conditions & self._conditions(diagnosis.diagnosis):
+                return diagnosis
+        return next((d for d in diagnoses if d.certainty == "confirmed"), diagnoses[0])
+
+    def _conditions(self, text: str) -> set[str]:
+        """The lexicon conditions (findings and diagnoses) a text names."""
+        hits = self._lex.findings.find(text) + self._lex.diagnoses.find(text)
+        return {term_key(hit.term.text) for hit in hits if hit.term.category not in ("skip", "normal")}
 
     def _organs_of_finding(self, quote: str) -> list[tuple[str, str]]:
         organs: dict[str, str] = {}
@@ -277,20 +299,6 @@ def _yield_to_longer(matcher: Matcher, text: str) -> list[Hit]:
                 hit = Hit(after, after + inner[0].end, inner[0].term)
         out.append(hit)
     return out
-
-
-def _closest(quote: str, diagnoses: list[OrganDiagnosis]) -> OrganDiagnosis:
-    """The diagnosis sharing most words with the finding (the first one on a tie)."""
-    words = _words(quote)
-    return max(diagnoses, key=lambda diagnosis: len(words & _words(f"{diagnosis.diagnosis} {diagnosis.quote}")))
-
-
-def _words(text: str) -> set[str]:
-    """English words of four letters or more, and Chinese character pairs (single characters say too little)."""
-    words = {w.lower() for w in _LATIN_WORD.findall(text)}
-    for run in _CJK_RUN.findall(text):
-        words.update(run[i:i + 2] for i in range(len(run) - 1))
-    return words
 
 
 def _note_text(data: StepInput) -> str:
