@@ -7,9 +7,9 @@ Unknown keys from a model are ignored; missing required keys fail validation.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 Status = Literal["present", "absent", "uncertain"]
 FindingKind = Literal["symptom", "exam", "test", "sign"]
@@ -140,7 +140,12 @@ class Unit(BaseModel):
     o_organ: OrganRef
     b_textual_basis: TextualBasis
     # Added after the predecessor's shape: whether the linked diagnosis is stated or only suspected.
-    d_certainty: LinkedCertainty = "confirmed"
+    # ``None`` in a record written before it existed, and then left out again when dumped.
+    d_certainty: LinkedCertainty | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_certainty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "d_certainty")
 
 
 class UnitWrapper(BaseModel):
@@ -154,4 +159,16 @@ class NormalizedFinding(BaseModel):
     status: Status = "present"
     U_unit_set: list[UnitWrapper]
     # Added after the predecessor's shape: a statement of normal findings, linked to no diagnosis.
-    normal: bool = False
+    # ``None`` in a record written before it existed, and then left out again when dumped.
+    normal: bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_normal(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "normal")
+
+
+def _without_none(data: dict[str, Any], key: str) -> dict[str, Any]:
+    # A record of the predecessor's shape dumps to exactly that shape: nothing is guessed for it.
+    if data.get(key, "") is None:
+        del data[key]
+    return data

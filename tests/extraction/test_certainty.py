@@ -116,3 +116,12 @@ def test_normalization_links_to_a_standing_diagnosis_of_the_organ_not_the_ruled_
     mapping = MappingOutput.model_validate({"mappings": [{"finding": "Cough", "organ": LUNG}]})
     unit = normalize(NOTE, findings, organs, mapping).records[0]["U_unit_set"][0]["u_unit"]
     assert (unit["d_diagnosis"], unit["d_certainty"]) == ("Bronchitis", "suspected")
+
+
+def test_a_record_of_the_predecessors_shape_dumps_to_exactly_that_shape() -> None:
+    from distill.extraction.schemas import NormalizedFinding
+
+    old = {"s_symptom": "cough", "status": "present", "U_unit_set": [{"u_unit": {
+        "d_diagnosis": "Pneumonia", "o_organ": {"organName": LUNG, "anatomicalLocations": []},
+        "b_textual_basis": {"doctorsDiagnosisAndJudgment": "Pneumonia", "medicalInference": ""}}}]}
+    assert NormalizedFinding.model_validate(old).model_dump(mode="json") == old
