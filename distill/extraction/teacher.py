@@ -21,7 +21,8 @@ from pydantic import BaseModel
 from distill.core.errors import ReportError
 from distill.extraction.context import Context, extend_left
 from distill.extraction.extractor import CallRecord, StepInput, StepResult, TeacherInfo
-from distill.extraction.lexicon import Hit, Matcher, compiled_lexicon, is_latin, term_key
+from distill.extraction.finding_rules import condition_lines, read_function
+from distill.extraction.lexicon import Hit, Matcher, Term, compiled_lexicon, is_latin, term_key
 from distill.extraction.normalize import find_quote
 from distill.extraction.schemas import (
     STEP_MODELS,
@@ -45,6 +46,9 @@ MAX_MAPPINGS = 80
 # A line this short that holds a disease word is taken whole as a diagnosis.
 SHORT_LINE = 80
 
+# A stated condition line ("Carpal tunnel syndrome."): a finding of no particular organ.
+_CONDITION = Term("condition line", "dx", ())
+_KIND_OF_CATEGORY = {"dx": "sign", "normal": "exam", "function": "symptom"}
 _ROLE_OF_KIND = {"symptom": "symptom of", "sign": "sign of", "exam": "examination finding in", "test": "test result in"}
 
 # A sentence with one of these is narrative, not a diagnosis line.
@@ -102,20 +106,28 @@ class LocalTeacher:
         lex, text = self._lex, context.text
         found: list[Finding] = []
         seen: set[tuple[str, str]] = set()
-        for hit in self._finding_hits(text):
-            if hit.term.category == "skip":
+        hits = self._finding_hits(text)
+        taken = [(hit.start, hit.end) for hit in hits]
+        lines = [Hit(start, end, _CONDITION) for start, end in condition_lines(context, lex, taken)]
+        for hit in sorted(hits + lines, key=lambda h: h.start):
+            category = hit.term.category
+            if category == "skip":
                 continue
             status = context.status(hit.start, hit.end)
             if status == "skip":
                 continue
-            start = extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
+            normal = category == "normal"
+            if category == "function":
+                normal, change_denied = read_function(text, hit.end)
+                status = "absent" if change_denied else status
+            start = hit.start if hit.term is _CONDITION else extend_left(text, hit.start, lex.modifiers_en,
+                                                                           lex.modifiers_zh)
             quote = text[start:hit.end].strip()
             key = (term_key(quote), status)
             if key in seen:
                 continue
             seen.add(key)
-            normal = hit.term.category == "normal"
-            kind = "sign" if hit.term.category == "dx" else "exam" if normal else hit.term.category
+            kind = _KIND_OF_CATEGORY.get(category, category)
             found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, kind), normal=normal))
             if len(found) >= MAX_FINDINGS:
                 break
@@ -125,12 +137,14 @@ class LocalTeacher:
         """Finding terms, and the diseases a note states (an operative note's "squamous cell carcinoma",
         a history's 肺炎): a stated condition is itself a clinical finding of the patient."""
         hits = _yield_to_longer(self._lex.findings, text)
-        taken = [(h.start, h.end) for h in hits]
         for hit in self._lex.diagnoses.find(text):
             if hit.term.text == "CVA" and _AFTER_CVA.match(text, hit.end):
                 continue
-            if not any(hit.start < end and start < hit.end for start, end in taken):
-                hits.append(hit)
+            overlapping = [h for h in hits if hit.start < h.end and h.start < hit.end]
+            # A named disease holds a generic lesion word (肝癌 holds 癌): the disease is the finding.
+            if all(hit.start <= h.start and h.end <= hit.end and h.end - h.start < hit.end - hit.start
+                   for h in overlapping):
+                hits = [h for h in hits if h not in overlapping] + [hit]
         return sorted(hits, key=lambda h: h.start)
 
     # --- step 2 ---------------------------------------------------------------

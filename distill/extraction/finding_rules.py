@@ -1,0 +1,78 @@
+"""Finding rules of the offline teacher beyond single lexicon terms.
+
+- Functional items of a Chinese history (精神, 食欲, 睡眠, 大便, 小便, 体重): the item is the finding,
+  and the words after it in its clause say how it is: a normal descriptor (可, 尚可, 正常, 如常) marks
+  it normal; a denied change (体重无明显变化) makes it absent.
+- Stated conditions on a short line of their own ("Carpal tunnel syndrome.", "Left acoustic neuroma."),
+  as diagnosis lists and operative notes write them: the line is a finding when it names a disease
+  (by its ending or its head word) and reads as a label, not as narrative.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from distill.extraction.context import Context
+from distill.extraction.lexicon import CompiledLexicon
+
+#: A condition line is at most this long (characters).
+CONDITION_LINE = 80
+
+_CLAUSE_END = r"(?=[，,。；;、\s]|$)"
+_NORMAL_DESCRIPTOR = re.compile(r"[^，,。；;]{0,8}?(?:尚可|可|正常|如常|无殊|无异常|良好|好|佳|平稳|调)" + _CLAUSE_END)
+_DENIED_CHANGE = re.compile(r"[^，,。；;]{0,6}?(?:无|未见|未)(?:明显)?(?:变化|改变|增减|下降|减轻|减少|增加)")
+_LIST_NUMBER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s*")
+_TRAILING = re.compile(r"[\s,;:.]+$")
+# Words that make a line narrative rather than a label.
+_NARRATIVE = re.compile(
+    r"(?<![A-Za-z])(?:was|were|is|are|has|have|had|been|will|can|could|may|might|would|should|did|does|we|I|he|"
+    r"she|they|her|his|patient|underwent|showed|shows|revealed|indicated|performed|placed|obtained|taken|"
+    r"used|given|noted|seen|the|this|that|with the|after|then|please|see)(?![A-Za-z])",
+    re.IGNORECASE,
+)
+# Head words of a stated condition that no disease ending catches.
+_CONDITION_HEAD = re.compile(
+    r"(?<![A-Za-z])(?:tear|tears|rupture|dislocation|subluxation|instability|defect|deformity|foreign body|"
+    r"ganglion|miscarriage|pregnancy|lesion|lesions|mass|masses|contracture|nonunion|malunion|separation|"
+    r"entropion|ectropion|chalasis|chalasia|dermatochalasis|sprain|strain|laceration|wound|burn|bleeding|"
+    r"pain|fever|weakness|anomaly|malformation|prominence|spur|spurs|bunion|hammertoe|valgus|varus)"
+    r"(?![A-Za-z])",
+    re.IGNORECASE,
+)
+
+
+def read_function(text: str, end: int) -> tuple[bool, bool]:
+    """``(normal, change_denied)`` for a functional item ending at ``end``: what its clause says of it."""
+    if _DENIED_CHANGE.match(text, end):
+        return False, True
+    return _NORMAL_DESCRIPTOR.match(text, end) is not None, False
+
+
+def condition_lines(context: Context, lex: CompiledLexicon, taken: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """Spans of short English lines that state a condition and hold no lexicon finding already."""
+    text = context.text
+    seen: set[tuple[int, int]] = set()
+    for word in _condition_words(text, lex):
+        left, right = context.sentence(word.start(), word.end())
+        if (left, right) in seen:
+            continue
+        seen.add((left, right))
+        if right - left > CONDITION_LINE or any(left < end and start < right for start, end in taken):
+            continue
+        line = text[left:right]
+        if not line.isascii() or _NARRATIVE.search(line) or ":" in line:
+            continue
+        number = _LIST_NUMBER.match(line)
+        start = left + (number.end() if number else 0)
+        trailing = _TRAILING.search(text, start, right)
+        end = trailing.start() if trailing else right
+        if end - start >= 4:
+            yield start, end
+
+
+def _condition_words(text: str, lex: CompiledLexicon) -> Iterator[re.Match[str]]:
+    for word in lex.disease_word.finditer(text):
+        if word.group(0).isascii():
+            yield word
+    yield from _CONDITION_HEAD.finditer(text)
