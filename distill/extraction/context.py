@@ -27,6 +27,8 @@ _RULING_OUT = frozenset({"unlikely", "is unlikely", "not likely", "less likely",
 # Sentence ends; a period between digits ("2.5 cm") is not one.
 _BOUNDARY = re.compile(r"[!?;。；！？\n]|(?<!\d)\.|\.(?!\d)")
 _CJK_CLAUSE = re.compile(r"[，,]")
+# The rest of a Chinese sentence that closes a list of denied findings: "...等不适", "...等症状".
+_LIST_CLOSE = re.compile(r"[^。；;！？]{0,40}?等(?:不适|症状|表现|情况|伴随症状|(?=[，,。；;]|$))")
 # A section header glued to its text ("IMPRESSIONCongestive heart failure").
 _GLUED_HEADER = re.compile(r"\s*[A-Z][A-Z /&]*[A-Z](?=[A-Z][a-z])")
 # The number of the next list item, glued to its text ("冠心病 2.慢性心力衰竭").
@@ -113,18 +115,22 @@ class Context:
             else:
                 continue
             # Another person's history ("family history: positive for ...") lasts to the sentence end.
-            if cue.term.category != "exp" and self._scope_ends(gap, enders, latin):
+            if cue.term.category != "exp" and self._scope_ends(gap, enders, latin, end, right):
                 continue
             distance = gap[1] - gap[0]
             if best is None or distance < best[0]:
                 best = (distance, cue)
         return best[1] if best is not None else None
 
-    def _scope_ends(self, gap: tuple[int, int], enders: list[Hit], latin: bool) -> bool:
+    def _scope_ends(self, gap: tuple[int, int], enders: list[Hit], latin: bool, end: int = 0,
+                    right: int = 0) -> bool:
         if any(gap[0] <= hit.start and hit.end <= gap[1] for hit in enders):
             return True
-        # Chinese lists use "、"; a comma starts a new clause with its own cues.
-        return not latin and _CJK_CLAUSE.search(self.text, gap[0], gap[1]) is not None
+        # Chinese lists use "、"; a comma starts a new clause with its own cues, unless the list runs on
+        # over commas and closes with "等不适" / "等症状": 无恶心、呕吐，腹痛、腹胀等不适 denies them all.
+        if latin or _CJK_CLAUSE.search(self.text, gap[0], gap[1]) is None:
+            return False
+        return _LIST_CLOSE.match(self.text, end, right) is None
 
 
 def extend_left(text: str, start: int, latin: re.Pattern[str], other: re.Pattern[str]) -> int:

@@ -21,7 +21,7 @@ CONDITION_LINE = 80
 
 _CLAUSE_END = r"(?=[，,。；;、\s]|$)"
 _NORMAL_DESCRIPTOR = re.compile(r"[^，,。；;]{0,8}?(?:尚可|可|正常|如常|无殊|无异常|良好|好|佳|平稳|调)" + _CLAUSE_END)
-_DENIED_CHANGE = re.compile(r"[^，,。；;]{0,6}?(?:无|未见|未)(?:明显)?(?:变化|改变|增减|下降|减轻|减少|增加)")
+_DENIED_CHANGE = re.compile(r"[^，,。；;]{0,6}?(?:无|未见|未)(?:明显|异常|显著|明显异常)?(?:变化|改变|增减|下降|减轻|减少|增加)")
 _LIST_NUMBER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s*")
 _TRAILING = re.compile(r"[\s,;:.]+$")
 # Words that make a line narrative rather than a label.

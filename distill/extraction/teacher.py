@@ -48,6 +48,10 @@ SHORT_LINE = 80
 
 # A stated condition line ("Carpal tunnel syndrome."): a finding of no particular organ.
 _CONDITION = Term("condition line", "dx", ())
+# A symptom, sign or lesion "to be investigated" (便血待查, 占位待查) is present: its cause is what is sought.
+# Only a named disease so worded is uncertain.
+_WORKUP_CUES = frozenset({"待查", "待诊"})
+_OBSERVED = frozenset({"symptom", "exam", "sign", "function"})
 _KIND_OF_CATEGORY = {"dx": "sign", "normal": "exam", "function": "symptom"}
 _ROLE_OF_KIND = {"symptom": "symptom of", "sign": "sign of", "exam": "examination finding in", "test": "test result in"}
 
@@ -116,6 +120,8 @@ class LocalTeacher:
             status = context.status(hit.start, hit.end)
             if status == "skip":
                 continue
+            if status == "uncertain" and category in _OBSERVED and _awaits_workup(context, hit):
+                status = "present"  # 便血待查: the bleeding is there, its cause is being sought
             normal = category == "normal"
             if category == "function":
                 normal, change_denied = read_function(text, hit.end)
@@ -313,6 +319,11 @@ def _yield_to_longer(matcher: Matcher, text: str) -> list[Hit]:
                 hit = Hit(after, after + inner[0].end, inner[0].term)
         out.append(hit)
     return out
+
+
+def _awaits_workup(context: Context, hit: Hit) -> bool:
+    cue = context.cue(hit.start, hit.end)
+    return cue is not None and cue.term.text in _WORKUP_CUES
 
 
 def _note_text(data: StepInput) -> str:

@@ -1,0 +1,77 @@
+"""Negation scope over Chinese lists, functional items with their descriptor, pending work-up, and
+stated condition lines: the offline teacher's clause-level reading rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from distill.extraction.teacher import LocalTeacher
+from distill.extraction.vocabulary import load_vocabulary
+
+
+@pytest.fixture(scope="module")
+def teacher() -> LocalTeacher:
+    return LocalTeacher("api_1", load_vocabulary())
+
+
+def found(teacher: LocalTeacher, text: str) -> dict[str, tuple[str, bool]]:
+    return {f.quote: (f.status, f.normal) for f in teacher.findings(text)}
+
+
+@pytest.mark.parametrize(("text", "quote", "status"), [
+    pytest.param("无恶心、呕吐，腹痛、腹胀等不适。", "腹胀", "absent", id="list-closed-by-deng-buShi"),
+    pytest.param("无发热、盗汗，胸闷、胸痛等，遂来我院。", "胸痛", "absent", id="list-closed-by-deng"),
+    pytest.param("无发热，咳嗽明显，遂来我院。", "咳嗽", "present", id="open-list-ends-at-the-comma"),
+    pytest.param("无发热，伴咳嗽等不适。", "咳嗽", "present", id="ban-ends-the-scope"),
+    pytest.param("发现无痛性肿块。", "肿块", "present", id="painless-is-no-negation"),
+    pytest.param("患者无意中发现颈部包块。", "包块", "present", id="by-chance-is-no-negation"),
+    pytest.param("门诊以“便血待查”收入。", "便血", "present", id="symptom-under-work-up"),
+    pytest.param("门诊以“肝癌待查”收入。", "肝癌", "uncertain", id="disease-under-work-up"),
+    pytest.param("无意识障碍。", "意识障碍", "absent", id="wu-before-yishi"),
+])
+def test_chinese_clause_grammar_gives_the_status(teacher: LocalTeacher, text: str, quote: str, status: str) -> None:
+    assert found(teacher, text)[quote][0] == status
+
+
+@pytest.mark.parametrize(("text", "quote", "status", "normal"), [
+    pytest.param("精神、食欲、睡眠可。", "食欲", "present", True, id="shared-descriptor"),
+    pytest.param("精神差，食欲可。", "精神差", "present", False, id="poor-is-a-finding"),
+    pytest.param("大小便正常。", "大小便正常", "present", True, id="joined-descriptor"),
+    pytest.param("体重无明显变化。", "体重", "absent", False, id="change-denied"),
+    pytest.param("近期体重下降5kg。", "体重下降", "present", False, id="change-stated"),
+])
+def test_a_functional_item_reads_its_descriptor(teacher: LocalTeacher, text: str, quote: str, status: str,
+                                                normal: bool) -> None:
+    assert found(teacher, text)[quote] == (status, normal)
+
+
+@pytest.mark.parametrize(("text", "quote"), [
+    ("Carpal tunnel syndrome.", "Carpal tunnel syndrome"),
+    ("1. Medial meniscal tear.2. Chondromalacia.", "Medial meniscal tear"),
+    ("Left acoustic neuroma.", "Left acoustic neuroma"),
+    ("Entropion, left upper lid.", "Entropion, left upper lid"),
+])
+def test_a_short_line_that_states_a_condition_is_a_finding(teacher: LocalTeacher, text: str, quote: str) -> None:
+    assert found(teacher, text)[quote] == ("present", False)
+
+
+@pytest.mark.parametrize("text", [
+    "The patient was taken to the operating room and the lesion was excised.",
+    "Body mass index 31.",
+    "No mass.",
+])
+def test_narrative_or_denied_lines_are_no_condition_lines(teacher: LocalTeacher, text: str) -> None:
+    quotes = [q for q, (status, _) in found(teacher, text).items() if status == "present"]
+    assert all(len(q) < 20 for q in quotes), quotes
+
+
+@pytest.mark.parametrize(("text", "quote"), [
+    ("活动后喘累、心累。", "心累"),
+    ("伴声嘶、呛咳。", "声嘶"),
+    ("有视物旋转。", "视物旋转"),
+    ("右肺腺癌伴肝转移。", "转移"),
+    ("午后潮热。", "潮热"),
+    ("厌油，尿黄。", "厌油"),
+])
+def test_chinese_symptom_and_lesion_vocabulary(teacher: LocalTeacher, text: str, quote: str) -> None:
+    assert any(quote in q for q in found(teacher, text))
