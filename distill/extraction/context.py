@@ -29,6 +29,8 @@ _BOUNDARY = re.compile(r"[!?;。；！？\n]|(?<!\d)\.|\.(?!\d)")
 _CJK_CLAUSE = re.compile(r"[，,]")
 # The rest of a Chinese sentence that closes a list of denied findings: "...等不适", "...等症状".
 _LIST_CLOSE = re.compile(r"[^。；;！？]{0,40}?等(?:不适|症状|表现|情况|伴随症状|(?=[，,。；;]|$))")
+# What may join the findings of a bare Chinese list.
+_JOINERS = re.compile(r"[、及和与或\s]+")
 # A section header glued to its text ("IMPRESSIONCongestive heart failure").
 _GLUED_HEADER = re.compile(r"\s*[A-Z][A-Z /&]*[A-Z](?=[A-Z][a-z])")
 # The number of the next list item, glued to its text ("冠心病 2.慢性心力衰竭").
@@ -44,6 +46,11 @@ class Context:
         self.bounds = [m.start() for m in _BOUNDARY.finditer(text)]
         self.cues = cues.find(text) if cues is not None else []
         self.cue_starts = [hit.start for hit in self.cues]
+        self.terms: list[tuple[int, int]] = []
+
+    def mark_terms(self, spans: list[tuple[int, int]]) -> None:
+        """The spans of the text's finding terms: a Chinese clause of nothing but these is a bare list."""
+        self.terms = sorted(spans)
 
     def sentence(self, start: int, end: int) -> tuple[int, int]:
         """The span of the sentence holding ``text[start:end]``, trimmed of whitespace."""
@@ -115,7 +122,8 @@ class Context:
             else:
                 continue
             # Another person's history ("family history: positive for ...") lasts to the sentence end.
-            if cue.term.category != "exp" and self._scope_ends(gap, enders, latin, end, right):
+            lists = cue.term.category == "neg" and gap[1] == start
+            if cue.term.category != "exp" and self._scope_ends(gap, enders, latin, end, right, lists):
                 continue
             distance = gap[1] - gap[0]
             if best is None or distance < best[0]:
@@ -123,14 +131,40 @@ class Context:
         return best[1] if best is not None else None
 
     def _scope_ends(self, gap: tuple[int, int], enders: list[Hit], latin: bool, end: int = 0,
-                    right: int = 0) -> bool:
+                    right: int = 0, lists: bool = False) -> bool:
         if any(gap[0] <= hit.start and hit.end <= gap[1] for hit in enders):
             return True
         # Chinese lists use "、"; a comma starts a new clause with its own cues, unless the list runs on
         # over commas and closes with "等不适" / "等症状": 无恶心、呕吐，腹痛、腹胀等不适 denies them all.
         if latin or _CJK_CLAUSE.search(self.text, gap[0], gap[1]) is None:
             return False
-        return _LIST_CLOSE.match(self.text, end, right) is None
+        if _LIST_CLOSE.match(self.text, end, right) is not None:
+            return False
+        if not lists:
+            return True
+        # ... or unless every clause after the cue's own is a bare list of findings (无畏寒、发热，咳嗽、咳痰).
+        clauses = _CJK_CLAUSE.split(self.text[gap[0]:end])[1:]
+        offset = gap[0] + len(_CJK_CLAUSE.split(self.text[gap[0]:end])[0]) + 1
+        for clause in clauses:
+            if not self._bare(offset, offset + len(clause)):
+                return True
+            offset += len(clause) + 1
+        return not self._bare_to_clause_end(end, right)
+
+    def _bare(self, start: int, end: int) -> bool:
+        """Whether ``text[start:end]`` holds nothing but finding terms and list joiners."""
+        rest = list(self.text[start:end])
+        lo = bisect_left(self.terms, (start, start))
+        for term_start, term_end in self.terms[max(0, lo - 1):]:
+            if term_start >= end:
+                break
+            for i in range(max(term_start, start), min(term_end, end)):
+                rest[i - start] = ""
+        return bool(self.terms) and not _JOINERS.sub("", "".join(rest))
+
+    def _bare_to_clause_end(self, end: int, right: int) -> bool:
+        clause_end = _CJK_CLAUSE.search(self.text, end, right)
+        return self._bare(end, clause_end.start() if clause_end else right)
 
 
 def extend_left(text: str, start: int, latin: re.Pattern[str], other: re.Pattern[str]) -> int:

@@ -113,6 +113,7 @@ class LocalTeacher:
         hits = self._finding_hits(text)
         taken = [(hit.start, hit.end) for hit in hits]
         lines = [Hit(start, end, _CONDITION) for start, end in condition_lines(context, lex, taken)]
+        context.mark_terms([(hit.start, hit.end) for hit in hits if hit.term.category != "skip"])
         for hit in sorted(hits + lines, key=lambda h: h.start):
             category = hit.term.category
             if category == "skip":
