@@ -24,11 +24,14 @@ _NORMAL_DESCRIPTOR = re.compile(r"[^，,。；;]{0,8}?(?:尚可|可|正常|如�
 _DENIED_CHANGE = re.compile(r"[^，,。；;]{0,6}?(?:无|未见|未)(?:明显|异常|显著|明显异常)?(?:变化|改变|增减|下降|减轻|减少|增加)")
 _LIST_NUMBER = re.compile(r"^\s*(?:\d{1,2}[.)]|[-*•])\s*")
 _TRAILING = re.compile(r"[\s,;:.]+$")
+# A past problem is history, not a finding of this visit.
+_HISTORY_ITEM = re.compile(r"\s*(?:history of|h/o|status post|s/p|prior|previous|past)\b", re.IGNORECASE)
 # Words that make a line narrative rather than a label.
 _NARRATIVE = re.compile(
     r"(?<![A-Za-z])(?:was|were|is|are|has|have|had|been|will|can|could|may|might|would|should|did|does|we|I|he|"
     r"she|they|her|his|patient|underwent|showed|shows|revealed|indicated|performed|placed|obtained|taken|"
-    r"used|given|noted|seen|the|this|that|with the|after|then|please|see)(?![A-Za-z])",
+    r"used|given|noted|seen|the|this|that|with the|after|then|please|see|received|receiving|presented|started|"
+    r"treated|admitted|discharged|referred|followed|dr|md|department|division|clinic)(?![A-Za-z])",
     re.IGNORECASE,
 )
 # Head words of a stated condition that no disease ending catches.
@@ -65,6 +68,8 @@ def condition_lines(context: Context, lex: CompiledLexicon, taken: list[tuple[in
             continue
         number = _LIST_NUMBER.match(line)
         start = left + (number.end() if number else 0)
+        if _HISTORY_ITEM.match(text, start):
+            continue
         trailing = _TRAILING.search(text, start, right)
         end = trailing.start() if trailing else right
         if end - start >= 4:

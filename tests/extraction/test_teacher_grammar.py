@@ -75,3 +75,9 @@ def test_narrative_or_denied_lines_are_no_condition_lines(teacher: LocalTeacher,
 ])
 def test_chinese_symptom_and_lesion_vocabulary(teacher: LocalTeacher, text: str, quote: str) -> None:
     assert any(quote in q for q in found(teacher, text))
+
+
+@pytest.mark.parametrize("text", ["History of colon polyps.", "Status post cholecystectomy.", "Seen by Dr. Smith."])
+def test_history_items_and_names_are_no_condition_lines(teacher: LocalTeacher, text: str) -> None:
+    quotes = list(found(teacher, text))
+    assert not any(q.lower().startswith(("history", "status post", "seen by")) for q in quotes), quotes
