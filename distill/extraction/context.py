@@ -29,6 +29,7 @@ _BOUNDARY = re.compile(r"[!?;。；！？\n]|(?<!\d)\.|\.(?!\d)")
 _CJK_CLAUSE = re.compile(r"[，,]")
 # The rest of a Chinese sentence that closes a list of denied findings: "...等不适", "...等症状".
 _LIST_CLOSE = re.compile(r"[^。；;！？]{0,40}?等(?:不适|症状|表现|情况|伴随症状|(?=[，,。；;]|$))")
+_HAD = frozenset({"有", "出现"})
 # What may join the findings of a bare Chinese list.
 _JOINERS = re.compile(r"[、及和与或\s]+")
 # A section header glued to its text ("IMPRESSIONCongestive heart failure").
@@ -123,7 +124,9 @@ class Context:
                 continue
             # Another person's history ("family history: positive for ...") lasts to the sentence end.
             lists = cue.term.category == "neg" and gap[1] == start
-            if cue.term.category != "exp" and self._scope_ends(gap, enders, latin, end, right, lists):
+            # 否认 denies what it is said the patient had: "否认发作前有胸闷" denies the chest tightness.
+            own = [h for h in enders if h.term.text not in _HAD] if cue.term.text == "否认" else enders
+            if cue.term.category != "exp" and self._scope_ends(gap, own, latin, end, right, lists):
                 continue
             distance = gap[1] - gap[0]
             if best is None or distance < best[0]:
