@@ -3,6 +3,8 @@
 - Functional items of a Chinese history (精神, 食欲, 睡眠, 大便, 小便, 体重): the item is the finding,
   and the words after it in its clause say how it is: a normal descriptor (可, 尚可, 正常, 如常) marks
   it normal; a denied change (体重无明显变化) makes it absent.
+- Vital signs stated with their value ("BP 160/95", "pulse 72"): a sign each, normal inside the adult
+  resting range.
 - Stated conditions on a short line of their own ("Carpal tunnel syndrome.", "Left acoustic neuroma."),
   as diagnosis lists and operative notes write them: the line is a finding when it names a disease
   (by its ending or its head word) and reads as a label, not as narrative.
@@ -81,3 +83,44 @@ def _condition_words(text: str, lex: CompiledLexicon) -> Iterator[re.Match[str]]
         if word.group(0).isascii():
             yield word
     yield from _CONDITION_HEAD.finditer(text)
+
+
+# Vital signs with their value: a clinical sign each, normal when inside the adult resting range.
+_NUMBER = r"(\d{2,3}(?:\.\d)?)"
+_VITALS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("bp", re.compile(r"(?<![A-Za-z])(?:blood pressure|BP)(?:\s+(?:is|was|of))?[:：\s]+(\d{2,3})\s*/\s*(\d{2,3})",
+                      re.IGNORECASE)),
+    ("pulse", re.compile(r"(?<![A-Za-z])(?:pulse|heart rate|HR|(?-i:P))(?:\s+(?:is|was|of))?[:：\s]+" + _NUMBER
+                         + r"(?![\d/])", re.IGNORECASE)),
+    ("rr", re.compile(r"(?<![A-Za-z])(?:respiratory rate|respirations|RR|(?-i:R))(?:\s+(?:is|was|of))?[:：\s]+" + _NUMBER
+                      + r"(?![\d/])", re.IGNORECASE)),
+    ("temp", re.compile(r"(?<![A-Za-z])(?:temperature|temp|(?-i:T))(?:\s+(?:is|was|of))?[:：\s]+" + _NUMBER
+                        + r"(?![\d/])", re.IGNORECASE)),
+    ("spo2", re.compile(r"(?<![A-Za-z])(?:oxygen saturation|O2 sat(?:uration)?|SpO2|sat(?:uration)?)"
+                        r"(?:\s+(?:is|was|of))?[:：\s]+" + _NUMBER + r"\s*%", re.IGNORECASE)),
+)
+
+
+def _normal_vital(kind: str, values: tuple[float, ...]) -> bool:
+    if kind == "bp":
+        return 90 <= values[0] < 140 and 60 <= values[1] < 90
+    if kind == "pulse":
+        return 60 <= values[0] <= 100
+    if kind == "rr":
+        return 12 <= values[0] <= 20
+    if kind == "temp":
+        # Celsius or Fahrenheit, told apart by the value.
+        return 36.0 <= values[0] < 38.0 if values[0] < 45 else 96.8 <= values[0] < 100.4
+    return values[0] >= 95
+
+
+def vital_signs(text: str) -> Iterator[tuple[int, int, bool]]:
+    """``(start, end, normal)`` of each vital sign stated with a plausible value ("BP 160/95", "pulse 72")."""
+    for kind, pattern in _VITALS:
+        for found in pattern.finditer(text):
+            values = tuple(float(v) for v in found.groups())
+            if kind == "temp" and not (34 <= values[0] <= 43 or 93 <= values[0] <= 110):
+                continue
+            if kind in ("pulse", "rr") and not 4 <= values[0] <= 250:
+                continue
+            yield found.start(), found.end(), _normal_vital(kind, values)

@@ -114,6 +114,10 @@ class _Diagnosis:
     certainty: str = "confirmed"
 
 
+#: A unit is one finding (quote and status) linked to one organ.
+_UnitKey = tuple[tuple[str, str], str]
+
+
 @dataclass
 class _Unit:
     organ: str
@@ -224,10 +228,10 @@ class _Run:
 
     def keep_units(
         self, mappings: Sequence[Mapping], findings: list[_Finding], diagnoses: dict[str, list[_Diagnosis]]
-    ) -> dict[tuple[str, str], _Unit]:
+    ) -> dict[_UnitKey, _Unit]:
         self.stats["mappings_in"] = len(mappings)
         self.stats["locations_in"] = sum(len(m.locations) for m in mappings)
-        units: dict[tuple[tuple[str, str], str], _Unit] = {}
+        units: dict[_UnitKey, _Unit] = {}
         # A canonical order makes merges and the dropped list independent of the model's mapping order.
         for mapping in sorted(mappings, key=_mapping_order):
             item = {"finding": _short(mapping.finding), "organ": _short(mapping.organ)}
@@ -273,8 +277,7 @@ class _Run:
                 kept.append(canonical)
         return kept
 
-    def records(self, findings: list[_Finding],
-                units: dict[tuple[tuple[str, str], str], _Unit]) -> list[dict[str, Any]]:
+    def records(self, findings: list[_Finding], units: dict[_UnitKey, _Unit]) -> list[dict[str, Any]]:
         organ_rank = {organ: rank for rank, organ in enumerate(self.vocabulary.organs_in_text(self.text))}
         by_finding: dict[tuple[str, str], list[_Unit]] = {}
         for (ident, _), unit in units.items():

@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from distill.core.errors import ReportError
 from distill.extraction.context import Context, extend_left
 from distill.extraction.extractor import CallRecord, StepInput, StepResult, TeacherInfo
-from distill.extraction.finding_rules import condition_lines, read_function
+from distill.extraction.finding_rules import condition_lines, read_function, vital_signs
 from distill.extraction.lexicon import Hit, Matcher, Term, compiled_lexicon, is_latin, term_key
 from distill.extraction.normalize import find_quote
 from distill.extraction.schemas import (
@@ -48,6 +48,9 @@ SHORT_LINE = 80
 
 # A stated condition line ("Carpal tunnel syndrome."): a finding of no particular organ.
 _CONDITION = Term("condition line", "dx", ())
+_VITAL = Term("vital sign", "sign", ())
+_VITAL_NORMAL = Term("normal vital sign", "sign", ())
+_RULE_TERMS = (_CONDITION, _VITAL, _VITAL_NORMAL)
 # A symptom, sign or lesion "to be investigated" (便血待查, 占位待查) is present: its cause is what is sought.
 # Only a named disease so worded is uncertain.
 _WORKUP_CUES = frozenset({"待查", "待诊"})
@@ -113,6 +116,8 @@ class LocalTeacher:
         hits = self._finding_hits(text)
         taken = [(hit.start, hit.end) for hit in hits]
         lines = [Hit(start, end, _CONDITION) for start, end in condition_lines(context, lex, taken)]
+        lines += [Hit(start, end, _VITAL_NORMAL if normal else _VITAL) for start, end, normal in vital_signs(text)
+                  if not any(start < b and a < end for a, b in taken)]
         context.mark_terms([(hit.start, hit.end) for hit in hits if hit.term.category != "skip"])
         for hit in sorted(hits + lines, key=lambda h: h.start):
             category = hit.term.category
@@ -123,11 +128,11 @@ class LocalTeacher:
                 continue
             if status == "uncertain" and category in _OBSERVED and _awaits_workup(context, hit):
                 status = "present"  # 便血待查: the bleeding is there, its cause is being sought
-            normal = category == "normal"
+            normal = category == "normal" or hit.term is _VITAL_NORMAL
             if category == "function":
                 normal, change_denied = read_function(text, hit.end)
                 status = "absent" if change_denied else status
-            start = hit.start if hit.term is _CONDITION else extend_left(text, hit.start, lex.modifiers_en,
+            start = hit.start if hit.term in _RULE_TERMS else extend_left(text, hit.start, lex.modifiers_en,
                                                                            lex.modifiers_zh)
             quote = text[start:hit.end].strip()
             key = (term_key(quote), status)

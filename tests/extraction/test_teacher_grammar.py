@@ -83,3 +83,20 @@ def test_chinese_symptom_and_lesion_vocabulary(teacher: LocalTeacher, text: str,
 def test_history_items_and_names_are_no_condition_lines(teacher: LocalTeacher, text: str) -> None:
     quotes = list(found(teacher, text))
     assert not any(q.lower().startswith(("history", "status post", "seen by")) for q in quotes), quotes
+
+
+@pytest.mark.parametrize(("text", "quote", "normal"), [
+    ("VITAL SIGNS: Blood pressure 168/98, pulse 72.", "Blood pressure 168/98", False),
+    ("VITAL SIGNS: Blood pressure 118/76, pulse 72.", "pulse 72", True),
+    ("Temperature 101.8, respirations 24.", "Temperature 101.8", False),
+    ("Oxygen saturation 98% on room air.", "Oxygen saturation 98%", True),
+    ("查体：T：38.9℃，P：80次/分。", "T：38.9", False),
+])
+def test_a_vital_sign_with_its_value_is_a_sign_marked_normal_inside_the_resting_range(
+        teacher: LocalTeacher, text: str, quote: str, normal: bool) -> None:
+    assert found(teacher, text)[quote] == ("present", normal)
+
+
+@pytest.mark.parametrize("text", ["Pain 8/10 at T4.", "Follow up in 2 weeks, P 2.", "Grade R 1 lesion."])
+def test_numbers_that_are_no_vital_sign_are_left_alone(teacher: LocalTeacher, text: str) -> None:
+    assert not [q for q in found(teacher, text) if q[:1] in "PRT" and any(c.isdigit() for c in q)]
