@@ -3,8 +3,8 @@
 - Functional items of a Chinese history (精神, 食欲, 睡眠, 大便, 小便, 体重): the item is the finding,
   and the words after it in its clause say how it is: a normal descriptor (可, 尚可, 正常, 如常) marks
   it normal; a denied change (体重无明显变化) makes it absent.
-- Vital signs stated with their value ("BP 160/95", "pulse 72"): a sign each, normal inside the adult
-  resting range.
+- Vital signs and common laboratory values stated with their number ("BP 160/95", "pulse 72",
+  "WBC 15.2"): a sign or test result each, normal inside the adult resting or reference range.
 - Stated conditions on a short line of their own ("Carpal tunnel syndrome.", "Left acoustic neuroma."),
   as diagnosis lists and operative notes write them: the line is a finding when it names a disease
   (by its ending or its head word) and reads as a label, not as narrative.
@@ -124,3 +124,31 @@ def vital_signs(text: str) -> Iterator[tuple[int, int, bool]]:
             if kind in ("pulse", "rr") and not 4 <= values[0] <= 250:
                 continue
             yield found.start(), found.end(), _normal_vital(kind, values)
+
+
+# Common laboratory values and the adult reference range of each (conventional US units).
+_LAB_RANGES: tuple[tuple[str, float, float], ...] = (
+    (r"white blood cell count|white count|WBC", 4.0, 11.0),
+    (r"hemoglobin|(?-i:Hgb|Hb)", 12.0, 17.5),
+    (r"platelets|platelet count|(?-i:PLT)", 150.0, 450.0),
+    (r"sodium|(?-i:Na)", 135.0, 145.0),
+    (r"potassium|(?-i:K)", 3.5, 5.1),
+    (r"creatinine|(?-i:Cr)", 0.5, 1.3),
+    (r"BUN|blood urea nitrogen", 7.0, 25.0),
+    (r"glucose|blood sugar", 70.0, 140.0),
+)
+_LABS = tuple(
+    (re.compile(rf"(?<![A-Za-z])(?:{names})(?:\s+(?:is|was|of|level))?[:：\s]+(\d{{1,3}}(?:,\d{{3}})?(?:\.\d+)?)"
+                r"(?![\d/]|\.\d)", re.IGNORECASE), low, high)
+    for names, low, high in _LAB_RANGES
+)
+
+
+def lab_values(text: str) -> Iterator[tuple[int, int, bool]]:
+    """``(start, end, normal)`` of each common laboratory value stated with its number ("WBC 15.2")."""
+    for pattern, low, high in _LABS:
+        for found in pattern.finditer(text):
+            value = float(found.group(1).replace(",", ""))
+            if high >= 150 and value >= 1000:  # a platelet count written in full (250,000)
+                value /= 1000
+            yield found.start(), found.end(), low <= value <= high

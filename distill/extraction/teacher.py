@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from distill.core.errors import ReportError
 from distill.extraction.context import Context, extend_left
 from distill.extraction.extractor import CallRecord, StepInput, StepResult, TeacherInfo
-from distill.extraction.finding_rules import condition_lines, read_function, vital_signs
+from distill.extraction.finding_rules import condition_lines, lab_values, read_function, vital_signs
 from distill.extraction.lexicon import Hit, Matcher, Term, compiled_lexicon, is_latin, term_key
 from distill.extraction.normalize import find_quote
 from distill.extraction.schemas import (
@@ -50,7 +50,9 @@ SHORT_LINE = 80
 _CONDITION = Term("condition line", "dx", ())
 _VITAL = Term("vital sign", "sign", ())
 _VITAL_NORMAL = Term("normal vital sign", "sign", ())
-_RULE_TERMS = (_CONDITION, _VITAL, _VITAL_NORMAL)
+_LAB = Term("laboratory value", "test", ())
+_LAB_NORMAL = Term("normal laboratory value", "test", ())
+_RULE_TERMS = (_CONDITION, _VITAL, _VITAL_NORMAL, _LAB, _LAB_NORMAL)
 # A symptom, sign or lesion "to be investigated" (便血待查, 占位待查) is present: its cause is what is sought.
 # Only a named disease so worded is uncertain.
 _WORKUP_CUES = frozenset({"待查", "待诊"})
@@ -118,6 +120,8 @@ class LocalTeacher:
         lines = [Hit(start, end, _CONDITION) for start, end in condition_lines(context, lex, taken)]
         lines += [Hit(start, end, _VITAL_NORMAL if normal else _VITAL) for start, end, normal in vital_signs(text)
                   if not any(start < b and a < end for a, b in taken)]
+        lines += [Hit(start, end, _LAB_NORMAL if normal else _LAB) for start, end, normal in lab_values(text)
+                  if not any(start < b and a < end for a, b in taken)]
         context.mark_terms([(hit.start, hit.end) for hit in hits if hit.term.category != "skip"])
         for hit in sorted(hits + lines, key=lambda h: h.start):
             category = hit.term.category
@@ -128,7 +132,7 @@ class LocalTeacher:
                 continue
             if status == "uncertain" and category in _OBSERVED and _awaits_workup(context, hit):
                 status = "present"  # 便血待查: the bleeding is there, its cause is being sought
-            normal = category == "normal" or hit.term is _VITAL_NORMAL
+            normal = category == "normal" or hit.term is _VITAL_NORMAL or hit.term is _LAB_NORMAL
             if category == "function":
                 normal, change_denied = read_function(text, hit.end)
                 status = "absent" if change_denied else status

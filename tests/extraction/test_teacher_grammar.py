@@ -100,3 +100,16 @@ def test_a_vital_sign_with_its_value_is_a_sign_marked_normal_inside_the_resting_
 @pytest.mark.parametrize("text", ["Pain 8/10 at T4.", "Follow up in 2 weeks, P 2.", "Grade R 1 lesion."])
 def test_numbers_that_are_no_vital_sign_are_left_alone(teacher: LocalTeacher, text: str) -> None:
     assert not [q for q in found(teacher, text) if q[:1] in "PRT" and any(c.isdigit() for c in q)]
+
+
+@pytest.mark.parametrize(("text", "quote", "normal"), [
+    ("LABS: WBC 15.2, hemoglobin 13.1.", "WBC 15.2", False),
+    ("LABS: WBC 15.2, hemoglobin 13.1.", "hemoglobin 13.1", True),
+    ("Platelets 250,000.", "Platelets 250,000", True),
+    ("Sodium 128, potassium 4.0.", "Sodium 128", False),
+    ("Creatinine 2.4.", "Creatinine 2.4", False),
+])
+def test_a_laboratory_value_is_a_test_result_marked_normal_inside_the_reference_range(
+        teacher: LocalTeacher, text: str, quote: str, normal: bool) -> None:
+    finding = next(f for f in teacher.findings(text) if f.quote == quote)
+    assert (finding.kind, finding.status, finding.normal) == ("test", "present", normal)
