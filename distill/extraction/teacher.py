@@ -108,7 +108,8 @@ class LocalTeacher:
     # --- step 1 ---------------------------------------------------------------
 
     def findings(self, text: str) -> list[Finding]:
-        """Lexicon findings of ``text`` with their status, in order of first mention, deduplicated."""
+        """Findings of ``text`` with their status, in order of first mention, deduplicated: lexicon terms,
+        stated condition lines, vital signs and laboratory values (see ``finding_rules``)."""
         return self._findings(Context(text, self._lex.cues))
 
     def _findings(self, context: Context) -> list[Finding]:
@@ -116,14 +117,8 @@ class LocalTeacher:
         found: list[Finding] = []
         seen: set[tuple[str, str]] = set()
         hits = self._finding_hits(text)
-        taken = [(hit.start, hit.end) for hit in hits]
-        lines = [Hit(start, end, _CONDITION) for start, end in condition_lines(context, lex, taken)]
-        lines += [Hit(start, end, _VITAL_NORMAL if normal else _VITAL) for start, end, normal in vital_signs(text)
-                  if not any(start < b and a < end for a, b in taken)]
-        lines += [Hit(start, end, _LAB_NORMAL if normal else _LAB) for start, end, normal in lab_values(text)
-                  if not any(start < b and a < end for a, b in taken)]
         context.mark_terms([(hit.start, hit.end) for hit in hits if hit.term.category != "skip"])
-        for hit in sorted(hits + lines, key=lambda h: h.start):
+        for hit in sorted(hits + self._rule_hits(context, hits), key=lambda h: h.start):
             category = hit.term.category
             if category == "skip":
                 continue
@@ -147,6 +142,18 @@ class LocalTeacher:
             found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, kind), normal=normal))
             if len(found) >= MAX_FINDINGS:
                 break
+        return found
+
+    def _rule_hits(self, context: Context, hits: list[Hit]) -> list[Hit]:
+        """Condition lines, vital signs and laboratory values where no lexicon term already is."""
+        taken = [(hit.start, hit.end) for hit in hits]
+        found = [Hit(start, end, _CONDITION) for start, end in condition_lines(context, self._lex, taken)]
+        measured = [(start, end, _VITAL_NORMAL if normal else _VITAL) for start, end, normal in vital_signs(context.text)]
+        measured += [(start, end, _LAB_NORMAL if normal else _LAB) for start, end, normal in lab_values(context.text)]
+        for start, end, term in sorted(measured, key=lambda item: (item[0], -item[1])):
+            if not any(start < b and a < end for a, b in taken):
+                taken.append((start, end))
+                found.append(Hit(start, end, term))
         return found
 
     def _finding_hits(self, text: str) -> list[Hit]:
