@@ -148,8 +148,9 @@ class LocalTeacher:
         """Condition lines, vital signs and laboratory values where no lexicon term already is."""
         taken = [(hit.start, hit.end) for hit in hits]
         found = [Hit(start, end, _CONDITION) for start, end in condition_lines(context, self._lex, taken)]
-        measured = [(start, end, _VITAL_NORMAL if normal else _VITAL) for start, end, normal in vital_signs(context.text)]
-        measured += [(start, end, _LAB_NORMAL if normal else _LAB) for start, end, normal in lab_values(context.text)]
+        text = context.text
+        measured = [(start, end, _VITAL_NORMAL if normal else _VITAL) for start, end, normal in vital_signs(text)]
+        measured += [(start, end, _LAB_NORMAL if normal else _LAB) for start, end, normal in lab_values(text)]
         for start, end, term in sorted(measured, key=lambda item: (item[0], -item[1])):
             if not any(start < b and a < end for a, b in taken):
                 taken.append((start, end))
