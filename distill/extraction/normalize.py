@@ -142,8 +142,9 @@ def normalize(
     ``U_unit_set``. The same words with two statuses ("no cough" in the
     history, "cough" in the course) stay two records. A normal finding
     (``normal``) and a ruled-out diagnosis are never linked; a unit's
-    ``d_certainty`` says whether its diagnosis is confirmed or only suspected. Units of one finding come in order of their organ's first
-    mention in the note; locations in the order of the organ's location list.
+    ``d_certainty`` says whether its diagnosis is confirmed or only suspected.
+    Units of one finding come in order of their organ's first mention in the
+    note; locations in the order of the organ's location list.
     Raises ``InvalidOutput`` only if a record fails the published schema.
     """
     run = _Run(text, vocabulary or load_vocabulary())
