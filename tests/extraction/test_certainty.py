@@ -125,3 +125,21 @@ def test_a_record_of_the_predecessors_shape_dumps_to_exactly_that_shape() -> Non
         "d_diagnosis": "Pneumonia", "o_organ": {"organName": LUNG, "anatomicalLocations": []},
         "b_textual_basis": {"doctorsDiagnosisAndJudgment": "Pneumonia", "medicalInference": ""}}}]}
     assert NormalizedFinding.model_validate(old).model_dump(mode="json") == old
+
+
+def test_the_organs_step_reads_the_physicians_conclusions() -> None:
+    from distill.extraction.sections import detect_sections
+
+    note = ("HISTORY OF PRESENT ILLNESS: Cough for a week; treated for pneumonia last year.\n"
+            "PHYSICAL EXAMINATION: Crackles at the right base.\n"
+            "ASSESSMENT: Acute bronchitis.\nPLAN: Rule out pulmonary embolism.\n")
+    text = detect_sections(note).conclusion_text()
+    assert "Acute bronchitis" in text and "pulmonary embolism" in text
+    assert "pneumonia" not in text and "Crackles" not in text
+
+
+def test_a_test_reading_without_history_counts_its_findings_as_conclusions() -> None:
+    from distill.extraction.sections import detect_sections
+
+    note = "INDICATION: Cough.\nFINDINGS: Mild cardiomegaly.\nIMPRESSION: No acute disease.\n"
+    assert "Mild cardiomegaly" in detect_sections(note).conclusion_text()
