@@ -23,7 +23,6 @@ from distill.extraction.context import Context, extend_left
 from distill.extraction.extractor import CallRecord, StepInput, StepResult, TeacherInfo
 from distill.extraction.finding_rules import condition_lines, lab_values, read_function, vital_signs
 from distill.extraction.lexicon import Hit, Matcher, Term, compiled_lexicon, is_latin, term_key
-from distill.extraction.normalize import find_quote
 from distill.extraction.schemas import (
     STEP_MODELS,
     Certainty,
@@ -95,7 +94,8 @@ class LocalTeacher:
             diagnoses = self._diagnoses(context)
             note = _note_text(data)
             # Sentences do not depend on the cues, so the mapping step can reuse the same context.
-            mappings = self._mappings(findings, diagnoses, context if note == data.text else Context(note))
+            mappings = self._mappings(findings, diagnoses,
+                                      context if note == data.text else Context(note, self._lex.cues))
             output = CombinedOutput(findings=findings, diagnoses=diagnoses, mappings=mappings)
         else:
             raise ReportError(f"the offline teacher has no step {step!r}; use one of {', '.join(STEPS)}")
@@ -254,7 +254,7 @@ class LocalTeacher:
         Only organs of ``diagnoses`` are used. Locations are those the finding's
         sentence in ``note`` names, or else those the diagnosis names; never guessed.
         """
-        return self._mappings(findings, diagnoses, Context(note))
+        return self._mappings(findings, diagnoses, Context(note, self._lex.cues))
 
     def _mappings(self, findings: list[Finding], diagnoses: list[OrganDiagnosis], context: Context) -> list[Mapping]:
         diagnosed: dict[str, list[OrganDiagnosis]] = {}
@@ -273,7 +273,7 @@ class LocalTeacher:
                 diagnosis = self._supported(finding.quote, diagnosed[organ])
                 basis = diagnosis.quote or diagnosis.diagnosis
                 # Only where the finding itself is said: a diagnosis elsewhere lends it no location.
-                locations = self.vocabulary.locations_in_text(organ, _near(context, finding.quote))
+                locations = self.vocabulary.locations_in_text(organ, _near(context, finding))
                 if how == "lexicon":
                     role = _ROLE_OF_KIND.get(finding.kind, "sign of")
                     inference = f"finding '{finding.quote}' is a recognised {role} {diagnosis.diagnosis}"
@@ -349,10 +349,16 @@ def _note_text(data: StepInput) -> str:
     return text if isinstance(text, str) else data.text
 
 
-def _near(context: Context, quote: str) -> str:
-    """The sentence of the context's text where ``quote`` first occurs (any case and spacing), or the quote."""
-    found = find_quote(quote, context.text)
-    if found is None:
-        return quote
-    left, right = context.sentence(*found)
+def _near(context: Context, finding: Finding) -> str:
+    """The sentence where the finding is said: the first occurrence of its quote (any case and spacing) that
+    has its status ("cough" stated, not the "no cough" before it), else the first; the quote when not found."""
+    words = finding.quote.split()
+    if not words:
+        return finding.quote
+    pattern = re.compile(r"\s+".join(map(re.escape, words)), re.IGNORECASE)
+    spans = [m.span() for m in pattern.finditer(context.text)]
+    if not spans:
+        return finding.quote
+    same = [span for span in spans if context.status(*span) == finding.status]
+    left, right = context.sentence(*(same or spans)[0])
     return context.text[left:right]

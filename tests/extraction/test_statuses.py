@@ -114,3 +114,12 @@ def test_the_diagnosis_a_finding_supports_is_chosen_by_condition_not_by_shared_w
     # ... while a cough, which is neither, supports the first stated diagnosis of the lung.
     cough = _records(teacher, "Cough with pleuritic pain.\nIMPRESSION: Pneumonia. Pleural effusion.")[0]
     assert cough["U_unit_set"][0]["u_unit"]["d_diagnosis"] == "Pneumonia"
+
+
+def test_a_stated_finding_takes_its_locations_from_where_it_is_stated_not_where_it_is_denied(
+        teacher: LocalTeacher) -> None:
+    note = ("HISTORY: No cough, no pain in the left upper lobe.\n"
+            "COURSE: Cough with sputum from the right lower lobe.\nIMPRESSION: Pneumonia.")
+    records = _records(teacher, note)
+    stated = next(r for r in records if r["s_symptom"] == "Cough" and r["status"] == "present")
+    assert stated["U_unit_set"][0]["u_unit"]["o_organ"]["anatomicalLocations"] == ["Inferior Lobe"]
