@@ -28,7 +28,7 @@ _RULING_OUT = frozenset({"unlikely", "is unlikely", "not likely", "less likely",
 _BOUNDARY = re.compile(r"[!?;。；！？\n]|(?<!\d)\.|\.(?!\d)")
 _CJK_CLAUSE = re.compile(r"[，,]")
 # The rest of a Chinese sentence that closes a list of denied findings: "...等不适", "...等症状".
-_LIST_CLOSE = re.compile(r"[^。；;！？]{0,40}?等(?:不适|症状|表现|情况|伴随症状|(?=[，,。；;]|$))")
+_LIST_CLOSE = re.compile(r"([^。；;！？]{0,40}?)等(?:不适|症状|表现|情况|伴随症状|(?=[，,。；;]|$))")
 _HAD = frozenset({"有", "出现"})
 # What may join the findings of a bare Chinese list.
 _JOINERS = re.compile(r"[、及和与或\s]+")
@@ -141,7 +141,9 @@ class Context:
         # over commas and closes with "等不适" / "等症状": 无恶心、呕吐，腹痛、腹胀等不适 denies them all.
         if latin or _CJK_CLAUSE.search(self.text, gap[0], gap[1]) is None:
             return False
-        if _LIST_CLOSE.match(self.text, end, right) is not None:
+        closed = _LIST_CLOSE.match(self.text, end, right)
+        # The list reaches its 等 through nothing but findings: no verb or narrative in between.
+        if closed is not None and (not self.terms or self._bare(end, closed.end(1), commas=True)):
             return False
         if not lists:
             return True
@@ -154,8 +156,8 @@ class Context:
             offset += len(clause) + 1
         return not self._bare_to_clause_end(end, right)
 
-    def _bare(self, start: int, end: int) -> bool:
-        """Whether ``text[start:end]`` holds nothing but finding terms and list joiners."""
+    def _bare(self, start: int, end: int, commas: bool = False) -> bool:
+        """Whether ``text[start:end]`` holds nothing but finding terms and list joiners (and commas)."""
         rest = list(self.text[start:end])
         lo = bisect_left(self.terms, (start, start))
         for term_start, term_end in self.terms[max(0, lo - 1):]:
@@ -163,7 +165,8 @@ class Context:
                 break
             for i in range(max(term_start, start), min(term_end, end)):
                 rest[i - start] = ""
-        return bool(self.terms) and not _JOINERS.sub("", "".join(rest))
+        left = _JOINERS.sub("", "".join(rest))
+        return bool(self.terms) and not (_CJK_CLAUSE.sub("", left) if commas else left)
 
     def _bare_to_clause_end(self, end: int, right: int) -> bool:
         clause_end = _CJK_CLAUSE.search(self.text, end, right)

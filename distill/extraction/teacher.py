@@ -117,7 +117,9 @@ class LocalTeacher:
         found: list[Finding] = []
         seen: set[tuple[str, str]] = set()
         hits = self._finding_hits(text)
-        context.mark_terms([(hit.start, hit.end) for hit in hits if hit.term.category != "skip"])
+        # Normal statements and functional items say how something is: they are no item of a bare list.
+        context.mark_terms([(hit.start, hit.end) for hit in hits
+                            if hit.term.category not in ("skip", "normal", "function")])
         for hit in sorted(hits + self._rule_hits(context, hits), key=lambda h: h.start):
             category = hit.term.category
             if category == "skip":

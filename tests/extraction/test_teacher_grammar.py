@@ -29,6 +29,9 @@ def found(teacher: LocalTeacher, text: str) -> dict[str, tuple[str, bool]]:
     pytest.param("门诊以“肝癌待查”收入。", "肝癌", "uncertain", id="disease-under-work-up"),
     pytest.param("无意识障碍。", "意识障碍", "absent", id="wu-before-yishi"),
     pytest.param("否认发作前有胸闷。", "胸闷", "absent", id="denial-reaches-over-you"),
+    pytest.param("患者未予以重视，咳嗽、咳痰较前加重，并出现气促等。", "咳嗽", "present",
+                 id="a-closing-deng-past-narrative-does-not-count"),
+    pytest.param("无咳嗽、咳痰，小便正常，遂来诊。", "小便正常", "present", id="a-normal-statement-is-no-list-item"),
     pytest.param("无发热，有咳嗽。", "咳嗽", "present", id="you-ends-a-plain-negation"),
 ])
 def test_chinese_clause_grammar_gives_the_status(teacher: LocalTeacher, text: str, quote: str, status: str) -> None:
