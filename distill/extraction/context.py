@@ -20,7 +20,9 @@ POST_CUE_REACH = 60
 
 # "skip": a hypothetical finding, or someone else's: not the patient's at all.
 ContextStatus = Literal["present", "absent", "uncertain", "skip"]
-_STATUS_OF_CUE: dict[str, ContextStatus] = {"neg": "absent", "unc": "uncertain", "hyp": "skip", "exp": "skip"}
+# "conf": a confirmation ("确诊为", "诊断明确", "biopsy-proven") outweighs a farther hedge.
+_STATUS_OF_CUE: dict[str, ContextStatus] = {"neg": "absent", "unc": "uncertain", "hyp": "skip", "exp": "skip",
+                                            "conf": "present"}
 # Uncertainty cues that lean to "no": a diagnosis called unlikely is one the physician rules out.
 _RULING_OUT = frozenset({"unlikely", "is unlikely", "not likely", "less likely", "very unlikely"})
 
@@ -97,6 +99,8 @@ class Context:
         status = _STATUS_OF_CUE[cue.term.category]
         if status == "skip":
             return None
+        if status == "present":
+            return "confirmed"
         if status == "absent" or term_key(cue.term.text) in _RULING_OUT:
             return "ruled_out"
         return "suspected"
@@ -139,6 +143,8 @@ class Context:
             return True
         # Chinese lists use "、"; a comma starts a new clause with its own cues, unless the list runs on
         # over commas and closes with "等不适" / "等症状": 无恶心、呕吐，腹痛、腹胀等不适 denies them all.
+        if not latin and self._in_aside(gap, after=gap[0] == end):
+            return True  # 低回声（栓子？）: the aside's cue is the aside's; 占位：肿瘤？ the gloss's is the gloss's
         if latin or _CJK_CLAUSE.search(self.text, gap[0], gap[1]) is None:
             return False
         closed = _LIST_CLOSE.match(self.text, end, right)
@@ -155,6 +161,14 @@ class Context:
                 return True
             offset += len(clause) + 1
         return not self._bare_to_clause_end(end, right)
+
+    def _in_aside(self, gap: tuple[int, int], after: bool) -> bool:
+        """Whether a cue and a finding are on two sides of an unclosed bracket, or of a gloss's colon."""
+        between = self.text[gap[0]:gap[1]]
+        opened = sum(between.count(c) for c in "（(") - sum(between.count(c) for c in "）)")
+        if after:
+            return opened > 0 or any(c in between for c in "：:")
+        return opened < 0
 
     def _bare(self, start: int, end: int, commas: bool = False) -> bool:
         """Whether ``text[start:end]`` holds nothing but finding terms and list joiners (and commas)."""

@@ -49,6 +49,8 @@ def teacher() -> LocalTeacher:
     pytest.param("肺癌待排。", "肺癌", "suspected", id="zh-daipai"),
     pytest.param("不能排除肺栓塞。", "肺栓塞", "suspected", id="zh-cannot-exclude"),
     pytest.param("已排除心肌梗死。", "心肌梗死", "ruled_out", id="zh-excluded"),
+    pytest.param("病理确诊为肺癌。", "肺癌", "confirmed", id="zh-confirmed-by-pathology"),
+    pytest.param("Biopsy-proven lung cancer, possibly metastatic.", "lung cancer", "confirmed", id="biopsy-proven"),
 ])
 def test_each_diagnosis_gets_the_certainty_its_wording_gives(teacher: LocalTeacher, text: str, diagnosis: str,
                                                              certainty: str) -> None:

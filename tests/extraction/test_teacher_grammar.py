@@ -32,6 +32,10 @@ def found(teacher: LocalTeacher, text: str) -> dict[str, tuple[str, bool]]:
     pytest.param("患者未予以重视，咳嗽、咳痰较前加重，并出现气促等。", "咳嗽", "present",
                  id="a-closing-deng-past-narrative-does-not-count"),
     pytest.param("无咳嗽、咳痰，小便正常，遂来诊。", "小便正常", "present", id="a-normal-statement-is-no-list-item"),
+    pytest.param("门静脉内低回声（栓子？）。", "低回声", "present", id="a-question-in-an-aside-is-the-asides"),
+    pytest.param("门诊以“右肺门占位：肿瘤？”收入。", "占位", "present", id="a-question-in-a-gloss-is-the-gloss"),
+    pytest.param("活检提示淋巴瘤（弥漫大b细胞型）可能性大。", "淋巴瘤", "uncertain", id="a-hedge-after-an-aside-counts"),
+    pytest.param("考虑诊断直肠腺癌明确。", "腺癌", "present", id="confirmed-outweighs-consider"),
     pytest.param("无发热，有咳嗽。", "咳嗽", "present", id="you-ends-a-plain-negation"),
 ])
 def test_chinese_clause_grammar_gives_the_status(teacher: LocalTeacher, text: str, quote: str, status: str) -> None:
