@@ -24,7 +24,7 @@ def found(teacher: LocalTeacher, text: str) -> dict[str, tuple[str, bool]]:
     pytest.param("无发热，咳嗽明显，遂来我院。", "咳嗽", "present", id="open-list-ends-at-the-comma"),
     pytest.param("无发热，伴咳嗽等不适。", "咳嗽", "present", id="ban-ends-the-scope"),
     pytest.param("发现无痛性肿块。", "肿块", "present", id="painless-is-no-negation"),
-    pytest.param("患者无意中发现颈部包块。", "包块", "present", id="by-chance-is-no-negation"),
+    pytest.param("患者无意中发现颈部包块。", "颈部包块", "present", id="by-chance-is-no-negation"),
     pytest.param("门诊以“便血待查”收入。", "便血", "present", id="symptom-under-work-up"),
     pytest.param("门诊以“肝癌待查”收入。", "肝癌", "uncertain", id="disease-under-work-up"),
     pytest.param("无意识障碍。", "意识障碍", "absent", id="wu-before-yishi"),
@@ -33,9 +33,9 @@ def found(teacher: LocalTeacher, text: str) -> dict[str, tuple[str, bool]]:
                  id="a-closing-deng-past-narrative-does-not-count"),
     pytest.param("无咳嗽、咳痰，小便正常，遂来诊。", "小便正常", "present", id="a-normal-statement-is-no-list-item"),
     pytest.param("门静脉内低回声（栓子？）。", "低回声", "present", id="a-question-in-an-aside-is-the-asides"),
-    pytest.param("门诊以“右肺门占位：肿瘤？”收入。", "占位", "present", id="a-question-in-a-gloss-is-the-gloss"),
+    pytest.param("门诊以“右肺门占位：肿瘤？”收入。", "肺门占位", "present", id="a-question-in-a-gloss-is-the-gloss"),
     pytest.param("活检提示淋巴瘤（弥漫大b细胞型）可能性大。", "淋巴瘤", "uncertain", id="a-hedge-after-an-aside-counts"),
-    pytest.param("考虑诊断直肠腺癌明确。", "腺癌", "present", id="confirmed-outweighs-consider"),
+    pytest.param("考虑诊断直肠腺癌明确。", "直肠腺癌", "present", id="confirmed-outweighs-consider"),
     pytest.param("无发热，有咳嗽。", "咳嗽", "present", id="you-ends-a-plain-negation"),
 ])
 def test_chinese_clause_grammar_gives_the_status(teacher: LocalTeacher, text: str, quote: str, status: str) -> None:

@@ -67,6 +67,6 @@ def test_a_denied_imaging_abnormality_is_no_diagnosis(teacher: LocalTeacher) -> 
     assert {d.certainty for d in diagnoses} <= {"ruled_out"}
 
 
-@pytest.mark.parametrize(("text", "quote"), [("门诊以“肝癌？”收入我科。", "肝癌"), ("前列腺占位？", "占位")])
+@pytest.mark.parametrize(("text", "quote"), [("门诊以“肝癌？”收入我科。", "肝癌"), ("前列腺占位？", "前列腺占位")])
 def test_a_question_mark_after_a_finding_makes_it_uncertain(teacher: LocalTeacher, text: str, quote: str) -> None:
     assert (quote, "uncertain") in {(f.quote, f.status) for f in teacher.findings(text)}
