@@ -36,6 +36,7 @@ def found(teacher: LocalTeacher, text: str) -> dict[str, tuple[str, bool]]:
     pytest.param("门诊以“右肺门占位：肿瘤？”收入。", "肺门占位", "present", id="a-question-in-a-gloss-is-the-gloss"),
     pytest.param("活检提示淋巴瘤（弥漫大b细胞型）可能性大。", "淋巴瘤", "uncertain", id="a-hedge-after-an-aside-counts"),
     pytest.param("考虑诊断直肠腺癌明确。", "直肠腺癌", "present", id="confirmed-outweighs-consider"),
+    pytest.param("右下肺块影，肿瘤性病变待除外。", "病变", "uncertain", id="still-to-be-excluded"),
     pytest.param("无发热，有咳嗽。", "咳嗽", "present", id="you-ends-a-plain-negation"),
 ])
 def test_chinese_clause_grammar_gives_the_status(teacher: LocalTeacher, text: str, quote: str, status: str) -> None:
