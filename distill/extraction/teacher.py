@@ -52,7 +52,8 @@ _VITAL = Term("vital sign", "sign", ())
 _VITAL_NORMAL = Term("normal vital sign", "sign", ())
 _LAB = Term("laboratory value", "test", ())
 _LAB_NORMAL = Term("normal laboratory value", "test", ())
-_RULE_TERMS = (_CONDITION, _VITAL, _VITAL_NORMAL, _LAB, _LAB_NORMAL)
+_MEASURED = (_VITAL, _VITAL_NORMAL, _LAB, _LAB_NORMAL)
+_RULE_TERMS = (_CONDITION, *_MEASURED)
 # A symptom, sign or lesion "to be investigated" (便血待查, 占位待查) is present: its cause is what is sought.
 # Only a named disease so worded is uncertain.
 _WORKUP_CUES = frozenset({"待查", "待诊"})
@@ -128,6 +129,8 @@ class LocalTeacher:
             status = context.status(hit.start, hit.end)
             if status == "skip":
                 continue
+            if hit.term in _MEASURED:
+                status = "present"  # a measured value is stated, whatever cue a neighbour has
             if status == "uncertain" and category in _OBSERVED and _awaits_workup(context, hit):
                 status = "present"  # 便血待查: the bleeding is there, its cause is being sought
             normal = category == "normal" or hit.term is _VITAL_NORMAL or hit.term is _LAB_NORMAL

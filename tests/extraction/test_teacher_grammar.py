@@ -99,6 +99,7 @@ def test_history_items_and_names_are_no_condition_lines(teacher: LocalTeacher, t
     ("Temperature 101.8, respirations 24.", "Temperature 101.8", False),
     ("Oxygen saturation 98% on room air.", "Oxygen saturation 98%", True),
     ("查体：T：38.9℃，P：80次/分。", "T：38.9", False),
+    ("Respiratory rate is 18, pain scale is none.", "Respiratory rate is 18", True),
 ])
 def test_a_vital_sign_with_its_value_is_a_sign_marked_normal_inside_the_resting_range(
         teacher: LocalTeacher, text: str, quote: str, normal: bool) -> None:
