@@ -66,6 +66,7 @@ _NARRATIVE = re.compile(
     r"(?<![A-Za-z])(?:was|were|is|are|has|have|had|been|will|can|could|may|might|would|should|did|does|we|I|he|"
     r"she|they|her|his|patient|underwent|showed|shows|revealed|indicated)(?![A-Za-z])"
 )
+_CJK_ITEM = re.compile(r"[，,、；;：:]")
 _AFTER_CVA = re.compile(r"[^\S\n]*(?:-|/)?[^\S\n]*tender", re.IGNORECASE)
 
 
@@ -366,5 +367,11 @@ def _near(context: Context, finding: Finding) -> str:
     if not spans:
         return finding.quote
     same = [span for span in spans if context.status(*span) == finding.status]
-    left, right = context.sentence(*(same or spans)[0])
+    start, end = (same or spans)[0]
+    left, right = context.sentence(start, end)
+    if not is_latin(finding.quote):
+        # A Chinese sentence lists many findings (直乙交界腺癌、结肠多发息肉): a site belongs to its own item.
+        before = max((m.end() for m in _CJK_ITEM.finditer(context.text, left, start)), default=left)
+        after = _CJK_ITEM.search(context.text, end, right)
+        left, right = before, after.start() if after else right
     return context.text[left:right]

@@ -123,3 +123,9 @@ def test_a_stated_finding_takes_its_locations_from_where_it_is_stated_not_where_
     records = _records(teacher, note)
     stated = next(r for r in records if r["s_symptom"] == "Cough" and r["status"] == "present")
     assert stated["U_unit_set"][0]["u_unit"]["o_organ"]["anatomicalLocations"] == ["Inferior Lobe"]
+
+
+def test_a_chinese_finding_takes_the_sites_of_its_own_list_item(teacher: LocalTeacher) -> None:
+    note = "肠镜提示：直乙交界腺癌、结肠多发息肉。\n诊断：直肠癌；结肠息肉。"
+    polyps = next(r for r in _records(teacher, note) if r["s_symptom"] == "结肠多发息肉")
+    assert polyps["U_unit_set"][0]["u_unit"]["o_organ"]["anatomicalLocations"] == ["Colon"]
