@@ -45,6 +45,8 @@ MAX_DIAGNOSES = 30
 MAX_MAPPINGS = 80
 # A line this short that holds a disease word is taken whole as a diagnosis.
 SHORT_LINE = 80
+# A Chinese sentence with one of these tells what happened (就诊, 行…检查, 提示), not what the diagnosis is.
+_ZH_NARRATIVE = re.compile(r"就诊|入院|出院|提示|检查|行|予|给予|出现|发现|治疗|术后|患者|[\u3400-\u9fff]{31,}")
 
 # A stated condition line ("Carpal tunnel syndrome."): a finding of no particular organ.
 _CONDITION = Term("condition line", "dx", ())
@@ -234,7 +236,7 @@ class LocalTeacher:
                 continue
             covered.add(sentence)
             phrase = text[sentence[0]:sentence[1]].strip()
-            if len(phrase) > SHORT_LINE or _NARRATIVE.search(phrase):
+            if len(phrase) > SHORT_LINE or _NARRATIVE.search(phrase) or _ZH_NARRATIVE.search(phrase):
                 continue
             for organ in self.vocabulary.organs_in_text(phrase):
                 add(word.start(), organ, phrase, phrase, certainty)

@@ -145,3 +145,8 @@ def test_a_test_reading_without_history_counts_its_findings_as_conclusions() -> 
 
     note = "INDICATION: Cough.\nFINDINGS: Mild cardiomegaly.\nIMPRESSION: No acute disease.\n"
     assert "Mild cardiomegaly" in detect_sections(note).conclusion_text()
+
+
+def test_a_chinese_narrative_sentence_is_no_diagnosis_line(teacher: LocalTeacher) -> None:
+    diagnoses = teacher.diagnoses("于2019-09-04到我院就诊，行电子结肠镜检查提示：直乙交界腺癌；诊断：直肠癌。")
+    assert diagnoses and not any("就诊" in d.diagnosis or "提示" in d.diagnosis for d in diagnoses)
