@@ -34,6 +34,7 @@ from distill.bench.stub_answers import (
     faulty_answer,
     parse_call,
 )
+from distill.extraction.http_client import PROBE_MESSAGE
 
 __all__ = ["FAULT_KINDS", "STUB_ORGAN", "CallInfo", "Fault", "StubServer", "default_answer", "parse_call", "serve"]
 
@@ -107,7 +108,8 @@ class StubServer:
     a call without ``Authorization: Bearer <require_key>`` gets 401.
     Counters: ``total``, ``by_model``, ``by_path``, ``by_report_step``,
     ``answered_by_report_step`` (calls answered with a schema-valid completion,
-    see ``ACCEPTED_KINDS``), ``faults``, ``max_concurrent``; ``stats()``
+    see ``ACCEPTED_KINDS``), ``faults``, ``max_concurrent``, ``probes`` (health probes, which the
+    per-report counters leave out); ``stats()``
     returns them JSON-ready.
     With ``record_timeline``, every answered call is kept as (model, report,
     step, started, ended) in wall-clock seconds; ``GET /timeline`` returns them.
@@ -138,6 +140,7 @@ class StubServer:
         self.by_report_step: Counter[tuple[int | None, str]] = Counter()
         self.answered_by_report_step: Counter[tuple[int | None, str]] = Counter()
         self.faults: Counter[str] = Counter()
+        self.probes = 0
         self.max_concurrent = 0
         self.record_timeline = record_timeline
         self.timeline: list[tuple[str, int | None, str, float, float]] = []
@@ -148,6 +151,8 @@ class StubServer:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
+        self._outage: Fault | None = None  # set by go_down: every call gets this fault
+        self.outages: list[list[float | None]] = []  # [went down, came back] in wall-clock seconds
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -185,6 +190,31 @@ class StubServer:
             self._thread.join(timeout=5)
             self._thread = None
 
+    def go_down(self, how: str = "refuse") -> None:
+        """Be a dead endpoint until ``come_back``: ``refuse`` closes the port, so connections are refused;
+        a fault kind (``500``, ``503``, ``reset``, ``hang``, ``bad_body`` ...) answers every call with it."""
+        fault = None if how == "refuse" else Fault(how, delay_s=30.0 if how == "hang" else 0.0)
+        self.outages.append([time.time(), None])
+        if fault is None:
+            self.stop()
+        else:
+            with self._lock:
+                self._outage = fault
+
+    def come_back(self) -> None:
+        """Serve normally again, on the same port."""
+        with self._lock:
+            self._outage = None
+        if self._httpd is None:
+            self.start()
+        if self.outages and self.outages[-1][1] is None:
+            self.outages[-1][1] = time.time()
+
+    @property
+    def back_at(self) -> float | None:
+        """When the last outage ended (wall clock), ``None`` when there was none or it lasts."""
+        return self.outages[-1][1] if self.outages else None
+
     def __enter__(self) -> StubServer:
         return self.start()
 
@@ -201,6 +231,7 @@ class StubServer:
                 "by_report_step": {f"{r}/{s}": c for (r, s), c in self.by_report_step.items()},
                 "answered_by_report_step": {f"{r}/{s}": c for (r, s), c in self.answered_by_report_step.items()},
                 "faults": dict(self.faults),
+                "probes": self.probes,
                 "max_concurrent": self.max_concurrent,
                 "prompt_tokens": self.prompt_tokens,
                 "cached_tokens": self.cached_tokens,
@@ -242,10 +273,14 @@ class StubServer:
         row: tuple[str, int | None, str, float, float] | None = None
         try:
             call = parse_call(body, n, api_key)
+            probe = call.report is None and PROBE_MESSAGE in call.prompt
             with self._lock:
                 self.by_model[call.model] += 1
                 self.by_path[handler.path] += 1
-                self.by_report_step[(call.report, call.counted_step)] += 1
+                if probe:
+                    self.probes += 1
+                else:
+                    self.by_report_step[(call.report, call.counted_step)] += 1
             self._answer(handler, call)
             if self.record_timeline:
                 row = (call.model, call.report, call.step, started, time.time())
@@ -265,7 +300,9 @@ class StubServer:
             message = f"invalid api key {call.api_key!r}"
             handler.send_json(401, {"error": {"message": message, "type": "invalid_request_error"}})
             return
-        fault = self.fault_plan(call) if self.fault_plan else Fault()
+        with self._lock:
+            outage = self._outage
+        fault = outage or (self.fault_plan(call) if self.fault_plan else Fault())
         with self._lock:
             self.faults[fault.kind] += 1
         delay = self.latency_s + (fault.delay_s if fault.kind == "latency" else 0.0)
@@ -295,7 +332,7 @@ class StubServer:
         else:
             text, finish = faulty_answer(fault.kind, call, self.responder(call))
             handler.send_json(200, self._completion(call, text, finish))
-            if fault.kind in ACCEPTED_KINDS:
+            if fault.kind in ACCEPTED_KINDS and not (call.report is None and PROBE_MESSAGE in call.prompt):
                 with self._lock:
                     self.answered_by_report_step[(call.report, call.counted_step)] += 1
 

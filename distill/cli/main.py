@@ -39,7 +39,8 @@ def _register() -> None:
 
     for module in (start_cmd, stop_cmd, worker_cmd, run_one_cmd):
         cli.add_command(module.command)
-    optional = ("monitor_cmd", "export_cmd", "stats_cmd", "bench_cmd", "stub_cmd", "estimate_cmd", "eval_cmd")
+    optional = ("monitor_cmd", "status_cmd", "export_cmd", "stats_cmd", "bench_cmd", "stub_cmd", "estimate_cmd",
+                "eval_cmd")
     for name in optional:
         try:
             module = __import__(f"distill.cli.{name}", fromlist=["command"])

@@ -57,6 +57,9 @@ class Endpoint:
     temperature: float = 0.0
     backoff_base_s: float = 1.0  # first retry waits up to this long (full jitter), doubling each time
     backoff_cap_s: float = 60.0  # no single backoff wait is longer
+    down_after: int = 3  # this many failed calls in a row (transport, 5xx, no chat completion) make it down
+    probe_min_s: float = 2.0  # a down endpoint is probed after this long, the wait doubling per failed probe
+    probe_max_s: float = 60.0  # up to this long: it is back in use at most this long after it recovers
     price: Price | None = None  # from MODEL_PRICES by model id; None: cost unknown
 
     @property
@@ -215,7 +218,13 @@ def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
         "temperature": bad.check(positive_number, entry.get("temperature", 0.0), bad.setting("temperature"), minimum=-1),
         "backoff_base_s": bad.check(positive_number, entry.get("backoff_base", 1.0), bad.setting("backoff_base")),
         "backoff_cap_s": bad.check(positive_number, entry.get("backoff_cap", 60.0), bad.setting("backoff_cap")),
+        "down_after": bad.check(positive_number, entry.get("down_after", 3), bad.setting("down_after"), integer=True),
+        "probe_min_s": bad.check(positive_number, entry.get("probe_min", 2.0), bad.setting("probe_min")),
+        "probe_max_s": bad.check(positive_number, entry.get("probe_max", 60.0), bad.setting("probe_max")),
     }
+    if fields["probe_min_s"] and fields["probe_max_s"] and fields["probe_max_s"] < fields["probe_min_s"]:
+        bad.found.append(f"{bad.setting('probe_max')} must be at least {bad.setting('probe_min')} "
+                         f"({fields['probe_min_s']:g} s), got {fields['probe_max_s']:g}")
     if bad.found:
         raise ConfigError("; ".join(bad.found))
     return Endpoint(
@@ -231,6 +240,9 @@ def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
         temperature=float(fields["temperature"]),
         backoff_base_s=fields["backoff_base_s"],
         backoff_cap_s=fields["backoff_cap_s"],
+        down_after=int(fields["down_after"]),
+        probe_min_s=fields["probe_min_s"],
+        probe_max_s=fields["probe_max_s"],
     )
 
 

@@ -49,6 +49,8 @@ BACKOFF_CAP_S = 60.0
 #: must not park an endpoint for hours; a later 429 simply asks again.
 RETRY_AFTER_CAP_S = 900.0
 CONNECT_TIMEOUT_S = 10.0
+PROBE_TIMEOUT_S = 15.0  # a probe asks for one token: an endpoint that cannot give it this fast is not up
+PROBE_MESSAGE = "Health check: reply with one word."
 SLEEP_SLICE_S = 0.5
 _ERROR_BODY_CHARS = 200
 
@@ -189,6 +191,45 @@ class ChatClient:
                 self._not_before = self._clock() + min(failure.wait_s, RETRY_AFTER_CAP_S)
             self._raise_if_final(failure, attempt, attempts)
             self._back_off(failure, attempt)
+
+    def probe(self) -> str:
+        """One minimal chat completion (``max_tokens`` 1, no JSON mode): ``""`` when the endpoint answers,
+        else why not, in one key-free line. Raises ``EndpointAuthError`` when the key is refused.
+
+        A probe asks the route real work asks, not ``GET /models``: a gateway lists its models while the
+        model behind it is down, and some OpenAI-compatible servers have no ``/models`` at all. Any other
+        4xx counts as up: the server is serving, it refused only the probe's form.
+        """
+        timeout = (min(CONNECT_TIMEOUT_S, self.endpoint.timeout_s), min(PROBE_TIMEOUT_S, self.endpoint.timeout_s))
+        key = self._secret.reveal() if self._secret else ""
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+        payload = {"model": self.endpoint.model, "messages": [{"role": "user", "content": PROBE_MESSAGE}],
+                   "max_tokens": 1, "temperature": 0}
+        failure = ""
+        try:
+            response = self._session.post(self._url, data=json.dumps(payload), headers=headers, timeout=timeout)
+            body = response.content
+        except requests.Timeout:
+            failure = f"probe: no answer within {timeout[1]:g} s (timeout)"
+        except requests.ConnectionError as exc:
+            failure = f"probe: connection failed ({_cause_name(exc)})"
+        except requests.RequestException as exc:
+            failure = f"probe: request failed ({type(exc).__name__})"
+        if failure:
+            return failure
+        status = response.status_code
+        if status in (401, 403):
+            self._raise_if_final(_AttemptError("api_auth", f"HTTP {status}{self._error_detail(body)}", status), 1, 1)
+        if status == 200:
+            try:
+                choices = json.loads(body)["choices"]
+                answered = isinstance(choices, list) and bool(choices)
+            except (ValueError, KeyError, TypeError):
+                answered = False
+            return "" if answered else "probe: malformed response body (not a chat completion)"
+        if status >= 500 or status in (408, 409, 429):
+            return f"probe: HTTP {status}{self._error_detail(body)}"
+        return ""
 
     # --- one attempt -------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from distill.core.clock import utc_now
 from distill.core.errors import (
     BadInput,
     EndpointAuthError,
+    EndpointUnavailable,
     InvalidOutput,
     OutputWriteError,
     ReportError,
@@ -280,6 +281,7 @@ def process_report(
     events: EventSink = ignore_event,
     publish: Callable[[StagedCommit, Outcome], None] | None = None,
     follow_symlinks: bool = False,
+    on_unavailable: Callable[[EndpointUnavailable], str | None] | None = None,
 ) -> Outcome:
     """Run one report end to end and commit the result or a failure record.
 
@@ -290,6 +292,11 @@ def process_report(
     A done report's outputs are written here; making them durable and visible
     is ``StagedCommit.finish()``, called here, or by ``publish`` when given
     (the worker finishes commits on a thread while its next report starts).
+
+    ``on_unavailable`` decides about an endpoint that gave up (``EndpointUnavailable``):
+    ``None`` re-raises it, so the report goes back to the pool untouched but for its
+    checkpoints (an outage is not data); a string fails the report, the string added
+    to the failure's message. Without it, the report fails.
     """
     started = time.monotonic()
     started_at = utc_now()
@@ -314,12 +321,21 @@ def process_report(
     except (EndpointAuthError, StopRequested, OutputWriteError):
         raise
     except Exception as caught:  # a defect costs one report (recorded as a failure), never the run
+        verdict = ""
+        if isinstance(caught, EndpointUnavailable) and on_unavailable is not None:
+            decided = on_unavailable(caught)
+            if decided is None:
+                raise
+            verdict = decided
         exc = caught if isinstance(caught, ReportError) else ReportError(
             f"internal error: {type(caught).__name__}: {caught}")
+        message = f"{exc}; {verdict}" if verdict else str(exc)
         step = next((s for s in ("findings", "organs", "mapping", "combined") if run and s not in run.outputs), "read")
-        log(f"failed: {exc.failure_class}: {exc}")
-        store.commit_failed(number, _failure_record(number, path, exc, run, extractor, step), log.text())
-        return Outcome(number, "failed", error_class=exc.failure_class, message=str(exc),
+        log(f"failed: {exc.failure_class}: {message}")
+        record = _failure_record(number, path, exc, run, extractor, step)
+        record["message"] = message
+        store.commit_failed(number, record, log.text())
+        return Outcome(number, "failed", error_class=exc.failure_class, message=message,
                        calls=run.calls if run else [], duration_s=time.monotonic() - started)
     units = sum(len(r["U_unit_set"]) for r in result.records)
     log(f"normalized: {counted(len(result.records), 'finding')} kept, {counted(units, 'unit')}, "

@@ -5,7 +5,8 @@ Under one ``filelock`` in the state directory:
 - ``current_diag_processing_number.txt`` keeps the highest number handed out;
 - ``continuous_diag_claims.json`` keeps the leases (report -> owner identity)
   and the numbers handed back (released unfinished, owner died, or files that
-  arrived below the counter);
+  arrived below the counter), and the endpoints each unfinished report failed on
+  while they were otherwise up (``strikes``: such a report goes to other endpoints);
 - ``continuous_diag_index.bin`` keeps the sorted numbers that were pending at
   the last scan of the input folder, as little-endian int64.
 
@@ -232,13 +233,16 @@ class ClaimBook:
         with self._locked():
             self._loaded_counter = None
             old = read_json(self.state.path(CLAIMS_FILE))
-            leases = {}
+            leases: dict[str, Any] = {}
+            strikes: dict[str, list[str]] = {}
             if isinstance(old, dict):
                 leases = {n: lease for n, lease in old.get("leases", {}).items()
                           if identity_alive(lease.get("identity"))}
+                strikes = old["strikes"] if isinstance(old.get("strikes"), dict) else {}
             doc: dict[str, Any] = {
                 "start": start, "end": end, "input_dir": str(self.input_dir), "counter": start - 1,
                 "leases": leases, "returned": [], "scan": {"generation": 0, "mtime_ns": 0, "at": 0.0},
+                "strikes": strikes,
             }
             self._rescan(doc)
             self._save(doc)
@@ -250,10 +254,10 @@ class ClaimBook:
             doc = self._load()
             self._drop_finished(doc)
             self._reap_dead(doc)
-            claim = self._pick(doc)
+            claim = self._pick(doc, api=api)
             if claim is None and self._folder_changed(doc, force=True):
                 self._rescan(doc)
-                claim = self._pick(doc)
+                claim = self._pick(doc, api=api)
             elif claim is not None and self._folder_changed(doc, force=False):
                 self._rescan(doc)
             if claim is not None:
@@ -279,7 +283,23 @@ class ClaimBook:
             doc["leases"].pop(str(number), None)
             if not finished:
                 _hand_back(doc, number)
+            else:
+                doc.get("strikes", {}).pop(str(number), None)
             self._save(doc)
+
+    def strike(self, number: int, api: str) -> list[str]:
+        """Note that ``number`` failed on ``api`` while ``api`` was otherwise up; every endpoint it failed on.
+
+        ``api`` is not handed the report again: other endpoints are.
+        """
+        with self._locked():
+            doc = self._load()
+            self._drop_finished(doc)
+            struck: list[str] = doc.setdefault("strikes", {}).setdefault(str(number), [])
+            if api not in struck:
+                struck.append(api)
+            self._save(doc)
+            return list(struck)
 
     def flush(self) -> None:
         """Write the releases ``release(..., defer=True)`` kept back."""
@@ -295,6 +315,7 @@ class ClaimBook:
             finished, self._finished = self._finished, []
         for number in finished:
             doc["leases"].pop(str(number), None)
+            doc.get("strikes", {}).pop(str(number), None)
         return bool(finished)
 
     def drained(self) -> bool:
@@ -353,10 +374,13 @@ class ClaimBook:
             return None
         return report_path(self.input_dir, number)
 
-    def _pick(self, doc: dict[str, Any], *, dry_run: bool = False) -> Claim | None:
+    def _pick(self, doc: dict[str, Any], *, dry_run: bool = False, api: str = "") -> Claim | None:
         leases = doc["leases"]
         returned: list[int] = doc["returned"]
+        strikes = doc.get("strikes", {})
         for number in list(returned):
+            if api and api in strikes.get(str(number), ()):
+                continue  # it failed on this endpoint: left for the others
             path = self._claimable(number, leases)
             if not dry_run:
                 returned.remove(number)  # claimed now, or finished / gone: either way no longer handed back

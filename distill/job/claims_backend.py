@@ -41,6 +41,10 @@ class ClaimsBackend(Protocol):
     def release(self, number: int, *, finished: bool, defer: bool = False) -> None:
         """Drop the lease; an unfinished report is handed out again before new numbers."""
 
+    def strike(self, number: int, api: str) -> list[str]:
+        """Note that ``number`` failed on ``api`` while ``api`` was otherwise up; every endpoint it failed on.
+        ``api`` is not handed that report again; a finished release forgets its strikes."""
+
     def flush(self) -> None:
         """Write releases kept back by ``release(..., defer=True)``."""
 

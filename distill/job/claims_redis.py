@@ -8,7 +8,10 @@ Keys (under ``diag:``):
 - ``returned``: sorted set of numbers handed back (released unfinished, lease expired,
   or files that arrived below the counter);
 - ``leased``: set of the numbers in flight, and ``lease:<N>``: the owner of ``N``,
-  a key with a time to live that the owner's heartbeat renews.
+  a key with a time to live that the owner's heartbeat renews;
+- ``strikes:<N>``: set of the endpoints ``N`` failed on while they were otherwise up;
+  those endpoints are not handed ``N`` again (looked for among the first
+  ``STRUCK_SKIP`` numbers handed back).
 
 Claim and release are Lua scripts, so each is atomic; both cost O(log n) in the
 size of the folder plus one check per lease in flight. A host that dies stops
@@ -41,6 +44,7 @@ from distill.results.store import OutputStore
 PREFIX = "diag:"
 LEASE_TTL_S = 30.0  # a dead host's reports are handed out again at most this much later
 SCAN_CHUNK = 5000  # numbers per rescan script call: keeps each call short for the other claimers
+STRUCK_SKIP = 64  # handed-back numbers a claim looks through for one that did not fail on the claimer
 
 _CLAIM = """
 local p = ARGV[1]
@@ -52,7 +56,14 @@ for _, n in ipairs(redis.call('SMEMBERS', p .. 'leased')) do
   end
 end
 local back = 1
-local got = redis.call('ZPOPMIN', p .. 'returned')
+local got = {}
+for _, r in ipairs(redis.call('ZRANGE', p .. 'returned', 0, tonumber(ARGV[5]) - 1)) do
+  if redis.call('SISMEMBER', p .. 'strikes:' .. r, ARGV[4]) == 0 then
+    redis.call('ZREM', p .. 'returned', r)
+    got = {r}
+    break
+  end
+end
 if #got == 0 then
   back = 0
   got = redis.call('ZPOPMIN', p .. 'index')
@@ -76,6 +87,7 @@ if mine then
 end
 if finished == '1' then
   redis.call('ZREM', p .. 'returned', n)
+  redis.call('DEL', p .. 'strikes:' .. n)
 elseif mine then
   redis.call('ZADD', p .. 'returned', n, n)
 end
@@ -255,7 +267,7 @@ class RedisClaimBook:
             while True:
                 owner = json.dumps({"api": api, "host": self.host, "identity": identity, "since": self.clock()})
                 with self._reachable():
-                    got = self._claim(args=[self.prefix, owner, self.lease_ttl_ms])
+                    got = self._claim(args=[self.prefix, owner, self.lease_ttl_ms, api, STRUCK_SKIP])
                 if got[0] == -1:
                     raise JobNotStarted(f"no job has been started in Redis at {shown_url(self.url)} "
                                         f"(run start first)")
@@ -294,6 +306,17 @@ class RedisClaimBook:
             # when the release is sent or, should this process die first, when its lease expires.
             with contextlib.suppress(ClaimsUnavailable):
                 self._send_unsent()
+
+    def strike(self, number: int, api: str) -> list[str]:
+        """Note that ``number`` failed on ``api`` while ``api`` was otherwise up; every endpoint it failed on
+        (on any host). ``api`` is not handed it again."""
+        key = self.prefix + f"strikes:{number}"
+        with self._reachable():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.sadd(key, api)
+            pipe.smembers(key)
+            _added, members = pipe.execute()
+        return sorted(members)
 
     def _send_unsent(self) -> None:
         while self._unsent:

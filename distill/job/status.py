@@ -65,6 +65,9 @@ def endpoint_row(api: str, beat: dict[str, Any] | None, supervisor_view: dict[st
         "mean_latency_s": round(float(stats.get("latency_s", 0.0)) / calls, 3) if calls else None,
         "failures": stats.get("failures", {}),
         "last_error": beat.get("last_error", ""),
+        "health": beat.get("health", "up") if beat else None,
+        "down_since": iso(beat.get("health_since")) if beat.get("health") == "down" else None,
+        "down_reason": beat.get("down_reason", "") if beat.get("health") == "down" else "",
         "backing_off_until": iso(beat.get("backing_off_until")) if state == "working" else None,
         "reason": supervisor_view.get("reason") or beat.get("reason", ""),
         "exit_code": beat.get("exit_code"),
@@ -75,6 +78,18 @@ def endpoint_row(api: str, beat: dict[str, Any] | None, supervisor_view: dict[st
     if state == "working" and beat.get("backing_off_until") and beat["backing_off_until"] > time.time():
         row["state"] = "backing_off"
     return row
+
+
+def endpoints_down(apis: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The down endpoints, each since when and why; ``waiting`` when every running endpoint is down
+    (the job waits for one to answer a probe), since the last one went down."""
+    down = {api: {"since": row["down_since"], "reason": row["down_reason"]}
+            for api, row in apis.items() if row["state"] == "down"}
+    running = [api for api, row in apis.items()
+               if row["state"] in ("working", "backing_off", "idle", "paused", "down")]
+    waiting = bool(down) and len(down) == len(running)
+    since = max((d["since"] or "" for d in down.values()), default="") if waiting else ""
+    return {"count": len(down), "waiting": waiting, "waiting_since": since or None, "endpoints": down}
 
 
 def build_status(*, job: dict[str, Any], state: str, claims: dict[str, Any], begin_scan: dict[str, Any],
@@ -121,6 +136,7 @@ def build_status(*, job: dict[str, Any], state: str, claims: dict[str, Any], beg
         "throughput_per_min": round(rate, 2),
         "eta_s": round(pending / rate * 60.0) if rate > 0 and pending else None,
         "active": states.count("working") + states.count("backing_off"),
+        "endpoints_down": endpoints_down(apis),
         "idle": states.count("idle"),
         "outputs": {
             "raw": begin_outputs.get("raw", 0) + done_job,

@@ -8,6 +8,10 @@ Signals: the first SIGTERM, SIGHUP or SIGINT asks for a graceful stop (finish
 the current report, then exit). A second one, or any signal while the
 stop-now flag exists, stops at once: the finished steps stay checkpointed and
 the claim goes back to the pool.
+
+When the endpoint gives up on a report, ``EndpointWatch`` decides: an outage
+hands the report back with its checkpoints and the worker probes until the
+endpoint is up again (``distill.job.endpoint_watch``).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from distill.core.errors import (
     ConfigError,
     DistillError,
     EndpointAuthError,
+    EndpointUnavailable,
     InputDirMissing,
     JobNotStarted,
     OutputWriteError,
@@ -43,6 +48,7 @@ from distill.extraction.pipeline import Outcome, StagedCommit, process_report
 from distill.job.claims import Claim
 from distill.job.claims_backend import claims_url, host_name, open_claims
 from distill.job.committer import Committer
+from distill.job.endpoint_watch import EndpointWatch
 from distill.job.heartbeat import Heartbeat, WorkerStats
 from distill.job.state import StateDir, my_identity
 from distill.results.atomic import write_atomic
@@ -53,7 +59,7 @@ EXIT_CONFIG = 2
 EXIT_DISABLED = 3
 EXIT_CRASHED = 70
 #: States a worker re-enters while it waits; their ``since`` is when it entered the first time.
-STEADY_STATES = ("idle", "paused", "disabled")
+STEADY_STATES = ("idle", "paused", "disabled", "down")
 #: How an exit record begins when a signal, not the job, stopped the worker (its session was closed by hand).
 SIGNALLED_REASON = "stopped by signal"
 
@@ -108,6 +114,9 @@ class Worker:
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
         self._claims_away = ""  # why the claims store cannot be reached, while it cannot
+        self.watch = EndpointWatch(self.endpoint, self.book, say=self.say, set_state=self.set_state,
+                                   wait=self._wait, stop_wanted=self._stop_wanted)
+        self.health = self.watch.health
 
     # --- heartbeat --------------------------------------------------------------------
 
@@ -137,7 +146,7 @@ class Worker:
                 "api": self.api, "job_id": self.job_id, "pid": os.getpid(), "identity": self.identity,
                 "endpoint": self.endpoint.describe(), "model": self.endpoint.model,
                 "teacher": "local" if self.endpoint.is_local else "llm",
-                **self.status, "last_error": self.last_error, "started": self.started,
+                **self.status, **self.health.to_dict(), "last_error": self.last_error, "started": self.started,
                 "started_epoch": self.started_epoch, "updated": time.time(), "stats": self.stats.to_dict(),
             }
 
@@ -212,6 +221,7 @@ class Worker:
             with contextlib.suppress(DistillError):
                 self.book.flush()
             extractor.close()
+            self.watch.close()
             self.heartbeat.stop()
             self._write_timings()
             self.set_state("exited", exit_code=code, reason=reason)
@@ -300,8 +310,13 @@ class Worker:
         try:
             outcome = process_report(claim.path, extractor=extractor, store=self.store, publish=publish,
                                      max_bytes=self.settings.max_report_bytes, events=self.on_event,
-                                     follow_symlinks=self.follow_symlinks)
+                                     follow_symlinks=self.follow_symlinks,
+                                     on_unavailable=lambda exc: self.watch.judge(claim.number, exc))
             finished = True
+        except EndpointUnavailable as exc:
+            self.last_error = f"report {claim.number}: {exc}"
+            self.say(f"report {claim.number}: {exc}; report handed back with its checkpoints")
+            outcome = None
         except EndpointAuthError as exc:
             self.last_error = str(exc)
             self.say(f"report {claim.number}: endpoint disabled: {exc}; report handed back")
@@ -318,6 +333,10 @@ class Worker:
             self.say(f"report {claim.number}: {write_error}; report handed back, pausing until writes succeed")
             self._pause_until_writable(write_error)
             return None
+        if outcome is None:
+            return None if self.health.up else self._wait_until_up()
+        if any(call.status == "ok" for call in outcome.calls):
+            self.health.succeeded()
         if outcome.status == "failed":
             self._count(outcome, 0)
             self.last_error = f"report {claim.number}: {outcome.error_class}: {outcome.message}"
@@ -359,3 +378,13 @@ class Worker:
                 return
             except OutputWriteError:
                 continue
+
+    def _wait_until_up(self) -> tuple[int, str] | None:
+        """The endpoint is down: probe it until it is up (``None``: claim again) or the worker must exit."""
+        ended = self.watch.wait_until_up(until_drained=self.until_drained)
+        if ended is None:
+            return None
+        if ended.startswith("disabled"):
+            self.last_error = ended
+            return EXIT_DISABLED, ended
+        return EXIT_OK, ended

@@ -29,7 +29,7 @@ from distill.monitor.view import (
 )
 
 #: The order endpoints are shown in when not all fit: what needs a look first.
-SHOW_FIRST = ("died", "failed", "disabled", "respawning", "backing_off", "paused", "working", "exited", "stopped",
+SHOW_FIRST = ("down", "died", "failed", "disabled", "respawning", "backing_off", "paused", "working", "exited", "stopped",
               "not_started", "idle")
 RECENT_ROWS = 3
 

@@ -56,7 +56,8 @@ def hosts_panel(board: dict[str, Any]) -> Panel:
     for row in host_rows(hosts):
         label = "" if row["host"] == shown else row["host"] + (" (silent)" if row["silent"] else "")
         shown = row["host"]
-        table.add_row(label, row["api"], row["state"], "-" if row["report"] is None else str(row["report"]),
+        state = Text("DOWN", style="bold white on red") if row["state"] == "down" else row["state"]
+        table.add_row(label, row["api"], state, "-" if row["report"] is None else str(row["report"]),
                       str(row["done"]), Text(str(row["failed"]), style="red" if row["failed"] else ""))
     if board.get("problem"):
         body: Any = Text(board["problem"], style="red")

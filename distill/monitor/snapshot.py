@@ -20,6 +20,7 @@ from typing import Any
 from distill.core.redact import scrub_secrets
 from distill.job.state import JOB_FILE, STATUS_FILE, StateDir, identity_alive
 from distill.job.status import STATUS_FORMAT, iso
+from distill.monitor.outage import waiting_line
 from distill.results.atomic import read_json
 
 SNAPSHOT_FORMAT = "diag-distill/monitor-v1"
@@ -387,6 +388,8 @@ def take_snapshot(config: MonitorConfig, *, now: float | None = None) -> Snapsho
                 endpoint.reason = endpoint.reason or "the job is not running"
         endpoint.session = f"{control['session_prefix']}_{api}"
         endpoints.append(endpoint)
+    waiting = waiting_line(endpoints, now) if system["state"] in ("running", "stopping") else None
+    problems.extend([waiting] if waiting else [])
     by_state = dict(Counter(endpoint.state for endpoint in endpoints))
     failures: Counter[str] = Counter()
     for endpoint in endpoints:

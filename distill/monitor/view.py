@@ -27,7 +27,7 @@ STATE_LABELS = {
     "working": ("working", "green"), "idle": ("idle", "cyan"), "backing_off": ("backing off", "yellow"),
     "disabled": ("disabled", "magenta"), "failed": ("failed", "bold red"), "not_started": ("not started", "dim"),
     "exited": ("exited", "blue"), "died": ("died", "bold red"), "respawning": ("respawning", "yellow"),
-    "paused": ("paused", "yellow"), "stopped": ("stopped", "blue"),
+    "paused": ("paused", "yellow"), "stopped": ("stopped", "blue"), "down": ("DOWN", "bold white on red"),
 }
 SYSTEM_LABELS = {
     "running": ("running", "bold green"), "stopping": ("stopping", "bold yellow"),
@@ -181,7 +181,7 @@ def teacher_label(row: EndpointRow) -> str:
 def _doing(row: EndpointRow) -> str:
     if row.report is not None:
         return f"{row.report} {row.step or '-'}"
-    if row.state in ("exited", "died", "disabled", "failed", "respawning", "paused") and row.reason:
+    if row.state in ("exited", "died", "disabled", "failed", "respawning", "paused", "down") and row.reason:
         reason = row.reason
         # "disabled: 401 ..." next to the state "disabled" would say it twice.
         return reason[len(row.state) + 1:].strip() if reason.startswith(f"{row.state}:") else reason

@@ -26,14 +26,17 @@ FAILURE_CLASSES = {"bad_input", "api_auth", "api_unavailable", "api_rate_limited
 
 def write_endpoint_config(folder: Path, *, endpoints: int, check_interval: float = 0.5, timeout: float = 5.0,
                           max_attempts: int = 5, backoff_base: float = 0.05, backoff_cap: float = 0.2,
-                          max_report_bytes: int = 2_000_000) -> Path:
-    """A config file whose endpoints all call ``DIAG_BASE_URL`` with ``DIAG_API_KEY``, each with its own model
-    name (``stub-api_<i>``), so the stub counts calls per endpoint; retries are fast."""
+                          max_report_bytes: int = 2_000_000, health: dict[str, float] | None = None) -> Path:
+    """A config file whose endpoints call ``DIAG_API_<i>_BASE_URL``, else ``DIAG_BASE_URL``, with ``DIAG_API_KEY``,
+    each with its own model name (``stub-api_<i>``), so the stub counts calls per endpoint; retries are fast.
+    ``health`` adds endpoint settings (``down_after``, ``probe_min``, ``probe_max``) to every endpoint."""
     config = folder / "chaos_config.py"
+    extra = "".join(f"'{name}': {value!r}, " for name, value in (health or {}).items())
     config.write_text(
         "import os\n"
         "MULTI_API_CONFIG = {\n"
-        f"    f'api_{{i}}': {{'name': f'api_{{i}}', 'base_url': os.environ['DIAG_BASE_URL'],\n"
+        f"    f'api_{{i}}': {{{extra}'name': f'api_{{i}}',\n"
+        f"                  'base_url': os.environ.get(f'DIAG_API_{{i}}_BASE_URL', os.environ['DIAG_BASE_URL']),\n"
         f"                  'model': f'stub-api_{{i}}', 'api_key': os.environ.get(f'DIAG_API_{{i}}_KEY',\n"
         f"                  os.environ['DIAG_API_KEY']), 'provider': 'openai', 'timeout': {timeout},\n"
         f"                  'max_attempts': {max_attempts}, 'backoff_base': {backoff_base},\n"
