@@ -16,8 +16,11 @@ from distill.monitor.snapshot import MonitorConfig, take_snapshot
 DEFAULT_INTERVAL_S = 10.0
 
 
-def monitor_config() -> MonitorConfig:
+def monitor_config(*, say_folders: bool = False) -> MonitorConfig:
     """Where the job's files are, from the settings; from the environment alone when the configuration is broken.
+
+    The output folder is the last job's on this state directory (said in one
+    line on stderr when ``say_folders``), else the configuration's.
 
     The monitor only needs the state directory, so a configuration file being
     edited while the job runs must not blind it.
@@ -29,7 +32,12 @@ def monitor_config() -> MonitorConfig:
         return MonitorConfig(state_dir=Path(os.environ.get("DIAG_STATE_DIR") or "/tmp"),
                              tmux_socket=os.environ.get("DIAG_TMUX_SOCKET") or None,
                              session_prefix=os.environ.get("DIAG_SESSION_PREFIX") or "continuous_diag")
-    return MonitorConfig(state_dir=settings.state_dir, output_dir=settings.output_dir,
+    from distill.job.folders import job_folders
+
+    folders = job_folders(None, None, state_dir=settings.state_dir)
+    if folders.line() and say_folders:
+        click.echo(folders.line(), err=True)
+    return MonitorConfig(state_dir=settings.state_dir, output_dir=folders.output_dir or settings.output_dir,
                          check_interval=settings.check_interval, tmux_socket=settings.tmux_socket,
                          session_prefix=settings.session_prefix)
 
@@ -45,7 +53,7 @@ def command(once: bool, interval: float, as_json: bool) -> None:
     Reads only the files of the state directory (DIAG_STATE_DIR); the job is
     not affected. Ctrl-C quits the monitor, not the job.
     """
-    config = monitor_config()
+    config = monitor_config(say_folders=not as_json)  # JSON readers get the folders in the snapshot
     if claims_url():  # a job shared by hosts: this host's panels, then every host's endpoints
         from distill.monitor.hosts import show_with_hosts
 

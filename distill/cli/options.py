@@ -36,6 +36,38 @@ def settings_from(input_dir: Path | None, output_dir: Path | None, *, create_out
     return settings
 
 
+def last_job_folders(input_dir: Path | None, output_dir: Path | None) -> tuple[Path | None, Path | None]:
+    """The folders the command line left out, from the last job on this state directory; says which in one line."""
+    from distill.job.folders import job_folders
+
+    folders = job_folders(input_dir, output_dir)
+    line = folders.line()
+    if line:
+        click.echo(line, err=True)
+    return folders.input_dir, folders.output_dir
+
+
+def output_folder_of_last_job(output_dir: Path | None, input_dir: Path | None) -> tuple[Path, Path | None]:
+    """``--output-dir``, else the last job's (with its input folder when ``input_dir`` is not given).
+
+    Raises ``ConfigError`` naming ``--output-dir`` when there is no such job.
+    """
+    if output_dir is not None:
+        return output_dir, input_dir
+    from distill.core.errors import ConfigError
+    from distill.job.folders import job_folders, state_dir_in_effect
+
+    folders = job_folders(input_dir, None)
+    if folders.output_dir is None:
+        raise ConfigError(f"no --output-dir given and no earlier job on state directory {state_dir_in_effect()} "
+                          f"to take it from: name the output folder with --output-dir")
+    line = folders.line()
+    if line:
+        click.echo(line, err=True)
+    found = folders.input_dir if folders.input_dir is not None and folders.input_dir.is_dir() else None
+    return folders.output_dir, input_dir or found
+
+
 @contextmanager
 def progress_bar(label: str) -> Iterator[ProgressSink | None]:
     """A rich progress bar on stderr when stderr is a terminal; otherwise no progress sink at all."""

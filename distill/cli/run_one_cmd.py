@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -19,17 +20,25 @@ from distill.results.store import OutputStore
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--api", default="api_1", show_default=True, help="The endpoint to use.")
 @output_dir_option()
-def command(path: Path, api: str, output_dir: Path | None) -> None:
+@click.option("--force", is_flag=True, help="Process the report again even when it is already done.")
+def command(path: Path, api: str, output_dir: Path | None, force: bool) -> None:
     """Process the report at PATH and print a short summary.
 
-    Exit status: 0 done, 1 failed, 2 usage or configuration error.
+    A report already done in the output folder is left alone unless --force
+    is given. Exit status: 0 done, 1 failed, 2 refused (usage, configuration,
+    a done report without --force); a refusal writes nothing.
     """
-    if report_number(path) is None:
-        raise click.BadParameter(f"{path.name} is not a report file name (report_<N>.txt or report_<N>.json)",
-                                 param_hint="PATH")
+    number = report_number(path)
+    if number is None:
+        _refuse(f"{path} is not a report file name (report_<N>.txt or report_<N>.json)")
+    if not path.is_file():
+        _refuse(f"{path} does not exist or is not a file" if not path.exists() else f"{path} is not a file")
     settings = settings_from(None, output_dir)
     endpoint = settings.endpoint(api)
     store = OutputStore(settings.output_dir)
+    if store.is_done(number) and not force:
+        _refuse(f"report {number} is already done in {settings.output_dir} ({store.raw_path(number)}); "
+                f"give --force to process it again")
     store.prepare()
     extractor = make_extractor(endpoint, events=lambda event, details: None, should_stop=lambda: False)
     try:
@@ -47,3 +56,8 @@ def command(path: Path, api: str, output_dir: Path | None) -> None:
     click.echo(f"report {number}: failed: {outcome.error_class}: {outcome.message}", err=True)
     click.echo(f"  failure record: {store.failed_path(number)}", err=True)
     sys.exit(1)
+
+
+def _refuse(message: str) -> NoReturn:
+    click.echo(f"diag-distill run-one: {message}", err=True)
+    sys.exit(2)

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import click
 
-from distill.cli.options import input_dir_option, output_dir_option, settings_from
+from distill.cli.options import input_dir_option, last_job_folders, output_dir_option, settings_from
 from distill.core.config import DEFAULT_SESSION_PREFIX, DEFAULT_STATE_DIR, Settings, project_root
 from distill.core.errors import DistillError, JobAlreadyRunning, StateDirError
 from distill.core.redact import mask_known
 from distill.job.claims import require_input_dir
-from distill.job.claims_backend import CLAIMS_URL_ENV, require_claims_store
+from distill.job.claims_backend import CLAIMS_URL_ENV, claims_url, require_claims_store
 from distill.job.job_env import adopt_job_env, remove_job_env, write_job_env
+from distill.job.manifest import check_output_folder
 from distill.job.state import StateDir, describe_running_job
 from distill.job.supervisor import JobSpec, Supervisor, refuse_foreign_sessions, worker_environment
 from distill.job.survey import survey_range
@@ -50,8 +51,8 @@ def supervisor_command(start: int, spec: JobSpec, settings: Settings) -> list[st
     return command
 
 
-def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]:
-    """Run the supervisor in ``<prefix>_supervisor`` and wait until it holds the job."""
+def refuse_second_job(settings: Settings) -> StateDir:
+    """One job per state directory and per output folder: refuse before anything is started or printed."""
     state = StateDir(settings.state_dir)
     state.ensure()
     problem = state.untrusted()
@@ -59,6 +60,13 @@ def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]
         raise StateDirError(f"DIAG_STATE_DIR: {problem}")
     if not state.job_lock_free():
         raise JobAlreadyRunning(describe_running_job(state))
+    check_output_folder(settings.output_dir, claims_url(), state_dir=settings.state_dir)
+    return state
+
+
+def launch_in_background(spec: JobSpec, settings: Settings) -> dict[str, object]:
+    """Run the supervisor in ``<prefix>_supervisor`` and wait until it holds the job."""
+    state = refuse_second_job(settings)
     require_input_dir(settings.input_dir)
     sessions = TmuxSessions(settings.tmux_socket, settings.session_prefix)
     refuse_foreign_sessions(sessions, settings)
@@ -139,6 +147,8 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
     if end is not None and end < start:
         raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
     adopt_job_env()
+    if retry_failed:  # the failures meant are those of the last job's folders, not the configuration's
+        input_dir, output_dir = last_job_folders(input_dir, output_dir)
     settings = settings_from(input_dir, output_dir)
     chosen = require_claims_store(claims_url)
     if chosen is not None:  # the supervisor and every worker read it from their environment
@@ -146,6 +156,7 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
     until_drained = until_drained or end is not None  # a bounded range has an end to reach
     if not foreground:
         require_input_dir(settings.input_dir)
+        refuse_second_job(settings)
         for line in survey_range(settings.input_dir, settings.output_dir, start, end).lines(settings.input_dir):
             click.echo(line)
     spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed,

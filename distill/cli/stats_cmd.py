@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from distill.cli.options import progress_bar
+from distill.cli.options import output_folder_of_last_job, progress_bar
 from distill.core.errors import ConfigError
 from distill.results.stats import TOP_FINDINGS, RunStats, collect_stats
 
@@ -25,10 +25,11 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Any:
 
 
 def render(stats: RunStats) -> list[Any]:
-    """The tables ``stats`` prints, in order."""
+    """The tables ``stats`` prints, in order: the whole folder, then (with several teachers) each teacher's."""
     data = stats.to_dict()
     reports, per, grounding = data["reports"], data["findings_per_report"], data["grounding"]
-    tables = [
+    tables = [_teachers_table(stats)] if stats.per_teacher else []
+    tables += [
         _table("Reports", ["state", "reports"], [[k, v] for k, v in reports.items()]),
         _table("Failed by class", ["class", "reports"], [[k, v] for k, v in data["failed_by_class"].items()]),
         _table("Findings per done report", ["total", "mean", "median", "p90", "max"],
@@ -52,19 +53,37 @@ def render(stats: RunStats) -> list[Any]:
              *([u["cached_tokens"]] if cached else []), u["completion_tokens"], *([f"{u['cost']:.4f}"] if priced else [])]
             for name, u in usages.items()
         ]))
+    if stats.per_teacher and len(stats.by_teacher) > 1:
+        from rich.rule import Rule
+
+        for name, part in sorted(stats.by_teacher.items()):
+            tables += [Rule(f"teacher {name}", align="left"), *render(part)]
     return tables
 
 
+def _teachers_table(stats: RunStats) -> Any:
+    """One row per teacher: reports, findings, grounding and tokens (each teacher's own tables follow)."""
+    rows = []
+    for name, part in sorted(stats.by_teacher.items()):
+        data = part.to_dict()
+        tokens = data["tokens_by_model"].values()
+        rows.append([name, data["reports"]["done"], data["reports"]["failed"], data["findings_per_report"]["total"],
+                     f"{data['grounding']['dropped_share']:.1%}",
+                     sum(u["total_tokens"] for u in tokens), f"{sum(u['cost'] for u in tokens):.2f}"])
+    return _table("Teachers", ["teacher", "done", "failed", "findings", "dropped", "tokens", "cost"], rows)
+
+
 @click.command("stats")
-@click.option("--output-dir", required=True, type=click.Path(path_type=Path),
-              help="The job's output folder (the one holding diagnostic_results/).")
+@click.option("--output-dir", type=click.Path(path_type=Path), default=None,
+              help="The job's output folder (default: the last job's on this state directory).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of tables.")
 @click.option("--top", type=click.IntRange(min=1), default=TOP_FINDINGS, show_default=True,
               help="How many of the most frequent findings to list.")
 @click.pass_context
-def command(ctx: click.Context, output_dir: Path, as_json: bool, top: int) -> None:
-    """Summarize a run: reports done and failed, findings, organs, grounding, tokens."""
+def command(ctx: click.Context, output_dir: Path | None, as_json: bool, top: int) -> None:
+    """Summarize a run: reports done and failed, findings, organs, grounding, tokens; each also per teacher."""
     try:
+        output_dir, _notes = output_folder_of_last_job(output_dir, None)
         with progress_bar("reading") as progress:
             stats = collect_stats(output_dir, top=top, progress=progress)
     except ConfigError as exc:

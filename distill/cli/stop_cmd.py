@@ -7,10 +7,12 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
 from distill.core.config import load_settings
+from distill.job.manifest import MANIFEST_FILE, output_job_state_dir
 from distill.job.state import StateDir
 
 
@@ -19,12 +21,21 @@ from distill.job.state import StateDir
 @click.option("--wait/--no-wait", default=False, help="Wait until the job has ended.")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Seconds to wait with --wait.")
 @click.option("--cancel", is_flag=True, help="Withdraw a graceful stop before the workers have finished.")
-def command(now: bool, wait: bool, timeout: float, cancel: bool) -> None:
-    """Stop the job of this state directory (DIAG_STATE_DIR)."""
+@click.option("--output-dir", type=click.Path(path_type=Path), default=None,
+              help="Stop the job writing this output folder (its manifest names the job's state directory).")
+def command(now: bool, wait: bool, timeout: float, cancel: bool, output_dir: Path | None) -> None:
+    """Stop the job of this state directory (DIAG_STATE_DIR), or the job writing --output-dir."""
     if cancel and (now or wait):
         raise click.UsageError("--cancel withdraws a stop; it goes with neither --now nor --wait")
     settings = load_settings(create_output=False)
-    state = StateDir(settings.state_dir)
+    root = settings.state_dir
+    if output_dir is not None:
+        found = output_job_state_dir(output_dir)
+        if found is None:
+            raise click.ClickException(f"{output_dir / MANIFEST_FILE} does not exist or names no state directory: "
+                                       f"no diag-distill job has written to {output_dir}")
+        root = found
+    state = StateDir(root)
     problem = state.untrusted()
     if problem is not None:  # the job record and heartbeats say which pids to signal
         raise click.ClickException(problem)
@@ -32,6 +43,8 @@ def command(now: bool, wait: bool, timeout: float, cancel: bool) -> None:
     if job is None:
         _stop_orphans(state, now=now, cancel=cancel, wait=wait, timeout=timeout)
         return
+    click.echo(f"job {job.get('job_id', '?')}: input {job.get('input_dir', '?')}, output {job.get('output_dir', '?')} "
+               f"(state directory {state.root})")
     if cancel:
         click.echo(_cancel(state))
         return

@@ -168,6 +168,7 @@ class RedisClaimBook:
         self._lock = threading.Lock()  # a worker claims on one thread and releases on another
         self._next_check = 0.0
         self.job: dict[str, str] = {}
+        self.proposed_job_id = ""  # the id ``begin`` gives a job it creates (else a new one)
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
@@ -203,8 +204,9 @@ class RedisClaimBook:
         wanted = {"start": str(start), "end": "" if end is None else str(end),
                   "input_dir": str(self.input_dir), "output_dir": str(self.store.root)}
         with self._reachable():
-            self._begin(args=[self.prefix, uuid.uuid4().hex[:12], wanted["start"], wanted["end"],
-                              wanted["input_dir"], wanted["output_dir"]])
+            job_id = self.proposed_job_id or uuid.uuid4().hex[:12]
+            self._begin(args=[self.prefix, job_id, wanted["start"], wanted["end"], wanted["input_dir"],
+                              wanted["output_dir"]])
             self.job = dict(self.client.hgetall(self.prefix + "job"))
         differ = [f"{key} {self.job.get(key) or '-'} (this host: {wanted[key] or '-'})"
                   for key in _SAME_JOB if self.job.get(key, "") != wanted[key]]
@@ -213,6 +215,11 @@ class RedisClaimBook:
                               f"with {', '.join(differ)}; join it with the same START, --end and folders, "
                               f"or give this job its own Redis database")
         return self._rescan()
+
+    def stored_job_id(self) -> str:
+        """The id of the job Redis holds now, ``""`` before any host has started one."""
+        with self._reachable():
+            return str(self.client.hget(self.prefix + "job", "job_id") or "")
 
     @property
     def job_id(self) -> str:

@@ -44,6 +44,8 @@ INDEX_FILE = "continuous_diag_index.bin"
 #: The job's DIAG_* settings (keys included), 0600, for the processes the supervisor starts.
 ENV_FILE = "continuous_diag_job_env.json"
 WORKERS_DIR = "continuous_diag_workers"
+#: The folders and range of the last job started here; kept after it ends, so commands find its folders.
+LAST_JOB_FILE = "continuous_diag_last_job.json"
 
 
 def proc_stat_fields(pid: int) -> list[str] | None:
@@ -136,7 +138,7 @@ class StateDir:
         ``/tmp``, shared with everything else on the machine.
         """
         ours = (STATUS_FILE, COUNTER_FILE, STOP_FLAG, STOP_SCRIPT, STOP_NOW_FLAG, JOB_FILE, CLAIMS_FILE, INDEX_FILE,
-                ENV_FILE)
+                ENV_FILE, LAST_JOB_FILE)
         removed = 0
         for name in ours:
             for stale in self.root.glob(f"{TMP_MARK}{name}.*"):
@@ -244,6 +246,15 @@ class StateDir:
 
     def write_job(self, record: dict[str, Any]) -> None:
         write_json(self.path(JOB_FILE), record, durable=False)
+
+    def last_job(self) -> dict[str, Any] | None:
+        """The running job's record, else the record of the last job started here (``None`` when neither exists)."""
+        job = self.running_job() or read_json(self.path(LAST_JOB_FILE))
+        return job if isinstance(job, dict) else None
+
+    def write_last_job(self, record: dict[str, Any]) -> None:
+        refuse_symlink(self.path(LAST_JOB_FILE))
+        write_json(self.path(LAST_JOB_FILE), record, durable=False)
 
     def acquire_job_lock(self) -> filelock.BaseFileLock:
         """Hold the job lock for this process's lifetime; refuse when another job holds it."""

@@ -23,10 +23,11 @@ from typing import Any
 
 from distill.core.clock import utc_now
 from distill.core.config import Settings, project_root
-from distill.core.errors import ClaimsUnavailable, ConfigError, InputDirMissing, StateDirError
+from distill.core.errors import ClaimsUnavailable, ConfigError, DistillError, InputDirMissing, StateDirError
 from distill.job.claims import require_input_dir, scan_range
 from distill.job.claims_backend import host_name, open_board, open_claims
 from distill.job.job_env import HANDOFF_ENV, remove_job_env, write_job_env
+from distill.job.manifest import OutputFolderClaim, follow_shared_id, hold_for_job
 from distill.job.state import (
     CLAIMS_FILE,
     INDEX_FILE,
@@ -127,6 +128,7 @@ class Supervisor:
         self.store = OutputStore(settings.output_dir)
         self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
         self.board = open_board()  # shared by the hosts of a Redis job: their statuses and the stop request
+        self.folder = OutputFolderClaim(settings.output_dir)
         self.sessions = sessions or TmuxSessions(settings.tmux_socket, settings.session_prefix)
         self.views = {api: WorkerView() for api in self.apis}
         for api, problem in settings.endpoint_problems.items():
@@ -150,13 +152,16 @@ class Supervisor:
         self._lock = self.state.acquire_job_lock()
         refuse_foreign_sessions(self.sessions, self.settings)
         require_input_dir(self.settings.input_dir)
+        job_id = uuid.uuid4().hex[:12]
+        hold_for_job(self.folder, self.book, job_id=job_id, settings=self.settings, apis=self.apis,
+                     start=self.spec.start, end=self.spec.end)
         write_job_env(self.settings.state_dir, os.environ)
         self.store.prepare()
         if self.spec.retry_failed:
             retried = self.store.release_failed()
             self.out(f"retrying {len(retried)} failed report(s)")
         self.job = {
-            "job_id": uuid.uuid4().hex[:12], "pid": os.getpid(), "identity": my_identity(),
+            "job_id": job_id, "pid": os.getpid(), "identity": my_identity(),
             "started_at": utc_now(), "start": self.spec.start, "end": self.spec.end, "apis": self.apis,
             "until_drained": self.spec.until_drained, "input_dir": str(self.settings.input_dir),
             "output_dir": str(self.settings.output_dir), "state_dir": str(self.settings.state_dir),
@@ -166,12 +171,14 @@ class Supervisor:
         self.state.clear_stop()
         self.state.arm_stop_flag(str(self.job["job_id"]))  # before the job record: no worker sees a missing flag
         self.state.write_job(self.job)
+        self.state.write_last_job(self.job)
         self.state.remove_stale_temporaries()
         if self.board is not None:
             self.board.clear_stop()
         self.state.write_stop_script(sys.executable)
         self.state.clear_heartbeats()
         self.begin_scan = self.book.begin(self.spec.start, self.spec.end)
+        follow_shared_id(self.folder, self.book)
         self.begin_outputs = self.store.counts()
         self._retire_stale_sessions()
 
@@ -200,7 +207,11 @@ class Supervisor:
     # --- the loop -----------------------------------------------------------------------
 
     def run(self) -> int:
-        self.prepare()
+        try:
+            self.prepare()
+        except BaseException:
+            self.folder.release()
+            raise
         previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         try:
             for api in self.apis:
@@ -232,6 +243,8 @@ class Supervisor:
             for api in self.apis:
                 self._check_worker(api, beats.get(api), now)
             self._share_stop()
+            with contextlib.suppress(DistillError, OSError):  # a full disk must not end the job here
+                self.folder.renew()
             self._check_budget(beats)
             stopping = self.state.stop_requested()
             if self.state.stop_now_requested() and now_sent is None:
@@ -385,4 +398,6 @@ class Supervisor:
         self.state.clear_heartbeats()
         remove_job_env(self.settings.state_dir)
         self.state.remove_stale_temporaries()  # writes cut short by a worker killed during the job
+        with contextlib.suppress(DistillError, OSError):
+            self.folder.release()
         self.out("job ended")

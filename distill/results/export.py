@@ -7,6 +7,12 @@ streams the done reports into two JSONL files (train and validation) in one of t
   "metadata": {...}}``; the user turn is the note, the assistant turn the
   normalized record as compact JSON.
 - ``records``: one flat line per (finding, organ, location) unit.
+- ``llamafactory`` and ``prompt-completion``: shapes fine-tuning tools read
+  as they are (``distill.results.export_formats``).
+
+A folder holding the records of more than one teacher is exported only with
+``teachers`` chosen (a teacher's name, or ``all``), so teachers are never
+mixed by accident; the summary counts reports per teacher.
 
 Memory stays flat in the number of reports: only report numbers and one
 32-byte digest per exported note are held.
@@ -19,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
@@ -29,6 +36,14 @@ from distill.core.errors import BadInput, ConfigError, OutputWriteError
 from distill.core.redact import mask_known
 from distill.extraction.schemas import NormalizedFinding
 from distill.results.atomic import fsync_folders, temporary_name
+from distill.results.export_formats import (
+    FORMATS,
+    LLAMAFACTORY,
+    NOTE_FORMATS,
+    format_line,
+    read_dataset_info,
+    write_dataset_info,
+)
 from distill.results.outputs import (
     MAX_PROBLEMS,
     OutputEntry,
@@ -37,10 +52,12 @@ from distill.results.outputs import (
     require_output_dir,
     teacher_fields,
 )
+from distill.results.teachers import ALL_TEACHERS, describe_counts, teacher_of
 
 logger = logging.getLogger(__name__)
 
-FORMATS = ("sft-chat", "records")
+class MixedTeachers(ConfigError):
+    """The folder holds more than one teacher's records and no teacher was chosen."""
 
 
 # --- the split ---------------------------------------------------------------------
@@ -133,6 +150,9 @@ class ExportSummary:
     val_lines: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    teachers_seen: Counter[str] = field(default_factory=Counter)  # done reports per teacher, exported or not
+    by_teacher: Counter[str] = field(default_factory=Counter)  # exported reports per teacher
+    dataset_info_path: Path | None = None
 
     def skip(self, reason: str, problem: Problem | None = None) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
@@ -230,6 +250,7 @@ class ExportOptions:
     min_units: int = 1
     include_absent: bool = True
     source_dir: Path | None = None  # look for notes here by file name instead of at the recorded path
+    teachers: tuple[str, ...] = ()  # teachers to export (``all``: every one); none: the folder must hold one
 
     def check(self) -> None:
         """Raise ``ConfigError`` naming the first bad option."""
@@ -239,6 +260,8 @@ class ExportOptions:
             raise ConfigError(f"--val-fraction must be between 0 and 1, not {self.val_fraction}")
         if self.min_units < 0:
             raise ConfigError(f"--min-units must be 0 or more, not {self.min_units}")
+        if any(not name.strip() for name in self.teachers):
+            raise ConfigError("--teacher needs a teacher's name (a model name, local, or all)")
         if self.source_dir is not None and not self.source_dir.is_dir():
             raise ConfigError(f"note folder {self.source_dir} does not exist or is not a folder (check --input-dir)")
 
@@ -275,9 +298,11 @@ def export_dataset(output_dir: Path, to: Path, options: ExportOptions | None = N
         writers["train"] = _AtomicLines(summary.train_path)
         writers["val"] = _AtomicLines(summary.val_path)
         exported: set[bytes] = set()
-        instruction = _instruction() if options.fmt == "sft-chat" else ("", "")
+        instruction = _instruction() if options.fmt in NOTE_FORMATS else ("", "")
+        known = read_dataset_info(to.parent) if options.fmt == LLAMAFACTORY else {}
         for entry in iter_outputs(output_dir, progress=progress):
             _export_one(entry, options, summary, writers, exported, instruction)
+        _check_teachers(output_dir, options, summary)
         for writer in writers.values():
             writer.commit()
     except BaseException:
@@ -285,7 +310,26 @@ def export_dataset(output_dir: Path, to: Path, options: ExportOptions | None = N
             writer.abort()
         raise
     summary.train_lines, summary.val_lines = writers["train"].lines, writers["val"].lines
+    if options.fmt == LLAMAFACTORY:
+        summary.dataset_info_path = write_dataset_info(summary.train_path, summary.val_path, known)
     return summary
+
+
+def _check_teachers(output_dir: Path, options: ExportOptions, summary: ExportSummary) -> None:
+    """Refuse a mix of teachers nobody chose, and a chosen teacher the folder does not hold."""
+    seen = summary.teachers_seen
+    if not options.teachers and len(seen) > 1:
+        raise MixedTeachers(f"{output_dir} holds the records of {len(seen)} teachers ({describe_counts(seen)}); "
+                            f"choose with --teacher NAME (repeatable) or --teacher {ALL_TEACHERS}")
+    missing = [name for name in options.teachers if name != ALL_TEACHERS and name not in seen]
+    if missing:
+        held = describe_counts(seen) or "none"
+        raise ConfigError(f"--teacher {', '.join(missing)}: no done reports of that teacher in {output_dir} "
+                          f"(teachers there: {held})")
+
+
+def _wanted(teacher: str, options: ExportOptions) -> bool:
+    return not options.teachers or ALL_TEACHERS in options.teachers or teacher in options.teachers
 
 
 def _export_one(entry: OutputEntry, options: ExportOptions, summary: ExportSummary,
@@ -295,6 +339,10 @@ def _export_one(entry: OutputEntry, options: ExportOptions, summary: ExportSumma
         return summary.skip("corrupt", Problem(entry.number, "corrupt", entry.problem))
     if entry.state != "done":
         return summary.skip(entry.state)
+    teacher = teacher_of(entry.raw)
+    summary.teachers_seen[teacher] += 1
+    if not _wanted(teacher, options):
+        return summary.skip("other_teacher")
     findings = [f for f in entry.normalized if options.include_absent or f.status != "absent"]
     if sum(len(f.U_unit_set) for f in findings) < options.min_units:
         return summary.skip("empty")
@@ -302,17 +350,18 @@ def _export_one(entry: OutputEntry, options: ExportOptions, summary: ExportSumma
     if digest in exported:
         return summary.skip("duplicate")
     split = split_of(entry.number, options.seed, options.val_fraction)
-    if options.fmt == "sft-chat":
+    if options.fmt in NOTE_FORMATS:
         note = _read_note(entry, options.source_dir, summary)
         if note is None:
             return None
-        writers[split].write(sft_line(entry, findings, note, split, instruction=instruction[0],
-                                      prompt_version=instruction[1]))
+        chat = sft_line(entry, findings, note, split, instruction=instruction[0], prompt_version=instruction[1])
+        writers[split].write(format_line(options.fmt, chat))
     else:
         for line in record_lines(entry, findings, split):
             writers[split].write(line)
     exported.add(digest)
     summary.exported += 1
+    summary.by_teacher[teacher] += 1
     if split == "val":
         summary.val_reports += 1
     else:

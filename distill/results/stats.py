@@ -2,7 +2,8 @@
 
 ``collect_stats`` reads the folder one report at a time (``distill.results.outputs.iter_outputs``);
 memory stays flat in the number of reports. ``RunStats.to_dict`` is the
-``stats --json`` object (fields documented in docs/export.md).
+``stats --json`` object (fields documented in docs/export.md); ``by_teacher``
+holds the same figures for each teacher's records alone.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 from distill.extraction.normalize import DUPLICATE
 from distill.results.outputs import MAX_PROBLEMS, OutputEntry, ProgressSink, iter_outputs, teacher_fields
+from distill.results.teachers import teacher_of
 
 TOP_FINDINGS = 20
 #: Distinct findings tracked exactly; beyond this the rarest are pruned and the top list becomes approximate.
@@ -112,6 +114,8 @@ class RunStats:
     by_model: dict[str, Usage] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     top: int = TOP_FINDINGS
+    per_teacher: bool = True  # keep a ``RunStats`` of each teacher's records in ``by_teacher``
+    by_teacher: dict[str, RunStats] = field(default_factory=dict)
 
     @property
     def findings_total(self) -> int:
@@ -165,12 +169,21 @@ class RunStats:
             "tokens_by_endpoint": {name: u.to_dict() for name, u in sorted(self.by_endpoint.items(), key=_api_order)},
             "tokens_by_model": {name: u.to_dict() for name, u in sorted(self.by_model.items())},
             "problems": list(self.problems),
-        }
+        } | ({"by_teacher": {name: part.to_dict() for name, part in sorted(self.by_teacher.items())}}
+             if self.per_teacher else {})
 
     # --- accumulation ---------------------------------------------------------
 
     def add(self, entry: OutputEntry) -> None:
         self.reports[entry.state] += 1
+        if self.per_teacher and entry.state in ("done", "failed"):
+            teacher = teacher_of(entry.raw if entry.state == "done" else entry.failure)
+            part = self.by_teacher.get(teacher)
+            if part is None:
+                part = self.by_teacher[teacher] = RunStats(
+                    output_dir=self.output_dir, top=self.top, per_teacher=False,
+                    findings=BoundedCounter(self.findings.capacity))
+            part.add(entry)
         if entry.state == "done":
             self._add_done(entry)
         elif entry.state == "failed":

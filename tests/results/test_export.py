@@ -17,6 +17,8 @@ from distill.core.errors import ConfigError
 from distill.results.export import ExportOptions, export_dataset, split_of, validation_path
 from distill.results.outputs import iter_outputs
 
+#: The fixture folder holds two teachers' records; export refuses a mix nobody chose.
+EVERY = ("all",)
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "outputs"
 MTSAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mtsamples_dev"
 NOTES = FIXTURE / "notes"
@@ -80,7 +82,7 @@ def add_report(root: Path, number: int, note: str, *, units: int = 1) -> None:
 @pytest.mark.parametrize("fmt", ["sft-chat", "records"])
 def test_fixture_export_writes_the_expected_lines(tmp_path: Path, fmt: str) -> None:
     to = tmp_path / "train.jsonl"
-    export_dataset(FIXTURE, to, ExportOptions(fmt=fmt, source_dir=NOTES, **SPLIT_OPTIONS))  # type: ignore[arg-type]
+    export_dataset(FIXTURE, to, ExportOptions(teachers=EVERY, fmt=fmt, source_dir=NOTES, **SPLIT_OPTIONS))  # type: ignore[arg-type]
     assert to.read_text(encoding="utf-8") == expected_text(f"{fmt}.jsonl")
     assert validation_path(to).read_text(encoding="utf-8") == expected_text(f"{fmt}.val.jsonl")
 
@@ -97,7 +99,7 @@ def test_fixture_export_writes_the_expected_lines(tmp_path: Path, fmt: str) -> N
 def test_fixture_export_counts_every_report_once(tmp_path: Path, fmt: str, exported: int,
                                                  skipped: dict[str, int]) -> None:
     summary = export_dataset(FIXTURE, tmp_path / "t.jsonl",
-                             ExportOptions(fmt=fmt, source_dir=NOTES, **SPLIT_OPTIONS))  # type: ignore[arg-type]
+                             ExportOptions(teachers=EVERY, fmt=fmt, source_dir=NOTES, **SPLIT_OPTIONS))  # type: ignore[arg-type]
     assert summary.exported == exported
     assert summary.skipped == skipped
     assert summary.reports_seen == 13 == exported + sum(skipped.values())
@@ -108,7 +110,7 @@ def test_sft_line_has_chat_shape_and_metadata(tmp_path: Path) -> None:
     from distill.extraction.prompts import INSTRUCTION_TEXT, PROMPT_VERSION
 
     to = tmp_path / "t.jsonl"
-    export_dataset(FIXTURE, to, ExportOptions(source_dir=NOTES, val_fraction=0.0))
+    export_dataset(FIXTURE, to, ExportOptions(teachers=EVERY, source_dir=NOTES, val_fraction=0.0))
     line = next(x for x in read_lines(to) if x["metadata"]["report"] == 10001)
     assert [m["role"] for m in line["messages"]] == ["system", "user", "assistant"]
     assert line["messages"][0]["content"] == INSTRUCTION_TEXT
@@ -123,7 +125,7 @@ def test_sft_line_has_chat_shape_and_metadata(tmp_path: Path) -> None:
 
 
 def test_corrupt_output_file_is_reported_and_skipped_not_fatal(tmp_path: Path) -> None:
-    summary = export_dataset(FIXTURE, tmp_path / "t.jsonl", ExportOptions(fmt="records"))
+    summary = export_dataset(FIXTURE, tmp_path / "t.jsonl", ExportOptions(teachers=EVERY, fmt="records"))
     corrupt = [p for p in summary.problems if p.kind == "corrupt"]
     assert [p.number for p in corrupt] == [10005]
     assert "diagnostic_results_normalized/diagnostic_10005.json" in corrupt[0].detail
@@ -150,7 +152,7 @@ def test_unusable_raw_file_is_corrupt(tmp_path: Path, damage: Any, reason: str) 
 
 def test_changed_or_missing_note_is_never_exported(tmp_path: Path) -> None:
     to = tmp_path / "t.jsonl"
-    summary = export_dataset(FIXTURE, to, ExportOptions(source_dir=NOTES, val_fraction=0.0))
+    summary = export_dataset(FIXTURE, to, ExportOptions(teachers=EVERY, source_dir=NOTES, val_fraction=0.0))
     assert 10007 not in exported_reports(to) and 10008 not in exported_reports(to)
     assert "four days" not in to.read_text(encoding="utf-8")  # the edited text of 10007's note
     kinds = {p.number: p.kind for p in summary.problems}
@@ -160,14 +162,14 @@ def test_changed_or_missing_note_is_never_exported(tmp_path: Path) -> None:
 def test_recorded_source_path_is_used_without_input_dir(tmp_path: Path) -> None:
     root = copy_fixture(tmp_path)
     to = tmp_path / "t.jsonl"
-    summary = export_dataset(root, to, ExportOptions(**SPLIT_OPTIONS))  # type: ignore[arg-type]
+    summary = export_dataset(root, to, ExportOptions(teachers=EVERY, **SPLIT_OPTIONS))  # type: ignore[arg-type]
     assert summary.exported == 4
     assert to.read_text(encoding="utf-8") == expected_text("sft-chat.jsonl")
 
 
 def test_duplicate_notes_appear_once_keeping_the_lowest_number(tmp_path: Path) -> None:
     to = tmp_path / "t.jsonl"
-    export_dataset(FIXTURE, to, ExportOptions(source_dir=NOTES))
+    export_dataset(FIXTURE, to, ExportOptions(teachers=EVERY, source_dir=NOTES))
     reports = exported_reports(to)
     assert 10001 in reports and 10002 not in reports
 
@@ -176,7 +178,7 @@ def test_duplicate_of_an_unexportable_note_takes_its_place(tmp_path: Path) -> No
     root = copy_fixture(tmp_path)
     (root / "notes" / "report_10001.txt").unlink()  # 10001 cannot be exported; its twin 10002 can
     to = tmp_path / "t.jsonl"
-    summary = export_dataset(root, to, ExportOptions())
+    summary = export_dataset(root, to, ExportOptions(teachers=EVERY))
     assert 10002 in exported_reports(to)
     assert "duplicate" not in summary.skipped
 
@@ -193,7 +195,7 @@ def test_duplicate_of_an_unexportable_note_takes_its_place(tmp_path: Path) -> No
 def test_unit_filters_choose_reports(tmp_path: Path, options: dict[str, Any], present: set[int],
                                      absent: set[int]) -> None:
     to = tmp_path / "t.jsonl"
-    export_dataset(FIXTURE, to, ExportOptions(source_dir=NOTES, **options))
+    export_dataset(FIXTURE, to, ExportOptions(teachers=EVERY, source_dir=NOTES, **options))
     reports = exported_reports(to)
     assert present <= reports.keys()
     assert not absent & reports.keys()
@@ -201,7 +203,7 @@ def test_unit_filters_choose_reports(tmp_path: Path, options: dict[str, Any], pr
 
 def test_no_include_absent_drops_absent_findings_from_the_answer(tmp_path: Path) -> None:
     to = tmp_path / "t.jsonl"
-    export_dataset(FIXTURE, to, ExportOptions(source_dir=NOTES, include_absent=False, val_fraction=0.0))
+    export_dataset(FIXTURE, to, ExportOptions(teachers=EVERY, source_dir=NOTES, include_absent=False, val_fraction=0.0))
     line = next(x for x in read_lines(to) if x["metadata"]["report"] == 10001)
     answer = json.loads(line["messages"][2]["content"])
     assert [f["s_symptom"] for f in answer] == ["chest pain", "shortness of breath on exertion"]
@@ -215,11 +217,11 @@ def test_split_is_stable_when_reports_are_added(tmp_path: Path) -> None:
     for number in range(10100, 10140):
         add_report(root, number, f"Note {number}: chest pain.\n")
     first = tmp_path / "first.jsonl"
-    export_dataset(root, first, ExportOptions(val_fraction=0.3, seed="s"))
+    export_dataset(root, first, ExportOptions(teachers=EVERY, val_fraction=0.3, seed="s"))
     for number in [10050, *range(10200, 10400)]:
         add_report(root, number, f"Note {number}: chest pain again.\n")
     second = tmp_path / "second.jsonl"
-    export_dataset(root, second, ExportOptions(val_fraction=0.3, seed="s"))
+    export_dataset(root, second, ExportOptions(teachers=EVERY, val_fraction=0.3, seed="s"))
     before, after = exported_reports(first), exported_reports(second)
     assert len(after) == len(before) + 201
     assert {n: after[n] for n in before} == before
@@ -261,7 +263,7 @@ def test_interrupted_export_leaves_previous_files_untouched(tmp_path: Path) -> N
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        export_dataset(FIXTURE, to, ExportOptions(source_dir=NOTES), progress=stop)
+        export_dataset(FIXTURE, to, ExportOptions(teachers=EVERY, source_dir=NOTES), progress=stop)
     assert to.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t.jsonl"]
 
@@ -269,13 +271,13 @@ def test_interrupted_export_leaves_previous_files_untouched(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("make_args", "message"),
     [
-        pytest.param(lambda tmp: (tmp / "nope", tmp / "t.jsonl", ExportOptions()), "does not exist", id="no-folder"),
-        pytest.param(lambda tmp: (tmp, tmp / "t.jsonl", ExportOptions()), "not a diag-distill output folder",
+        pytest.param(lambda tmp: (tmp / "nope", tmp / "t.jsonl", ExportOptions(teachers=EVERY)), "does not exist", id="no-folder"),
+        pytest.param(lambda tmp: (tmp, tmp / "t.jsonl", ExportOptions(teachers=EVERY)), "not a diag-distill output folder",
                      id="not-outputs"),
-        pytest.param(lambda tmp: (FIXTURE, tmp / "no" / "t.jsonl", ExportOptions()), "folder", id="no-target-dir"),
-        pytest.param(lambda tmp: (FIXTURE, tmp / "t.jsonl", ExportOptions(fmt="csv")), "unknown export format",
+        pytest.param(lambda tmp: (FIXTURE, tmp / "no" / "t.jsonl", ExportOptions(teachers=EVERY)), "folder", id="no-target-dir"),
+        pytest.param(lambda tmp: (FIXTURE, tmp / "t.jsonl", ExportOptions(teachers=EVERY, fmt="csv")), "unknown export format",
                      id="format"),
-        pytest.param(lambda tmp: (FIXTURE, tmp / "t.jsonl", ExportOptions(source_dir=tmp / "x")), "--input-dir",
+        pytest.param(lambda tmp: (FIXTURE, tmp / "t.jsonl", ExportOptions(teachers=EVERY, source_dir=tmp / "x")), "--input-dir",
                      id="no-input-dir"),
     ],
 )
@@ -299,7 +301,7 @@ def test_export_reads_what_the_pipeline_writes(tmp_path: Path) -> None:
     for note in notes:
         process_report(note, extractor=LocalTeacher("api_1"), store=store)
     to = tmp_path / "t.jsonl"
-    summary = export_dataset(store.root, to, ExportOptions(min_units=0, val_fraction=0.0))
+    summary = export_dataset(store.root, to, ExportOptions(teachers=EVERY, min_units=0, val_fraction=0.0))
     assert summary.exported == len(notes) and summary.skipped == {}
     for line, note in zip(read_lines(to), notes, strict=True):
         assert line["messages"][1]["content"] == read_report(note).text
@@ -312,7 +314,7 @@ def test_export_reads_what_the_pipeline_writes(tmp_path: Path) -> None:
 def test_command_exports_and_prints_a_summary(tmp_path: Path) -> None:
     to = tmp_path / "t.jsonl"
     result = CliRunner().invoke(export_command, ["--output-dir", str(FIXTURE), "--to", str(to), "--input-dir",
-                                                 str(NOTES), "--val-fraction", "0.5", "--seed", "0"])
+                                                 str(NOTES), "--val-fraction", "0.5", "--seed", "0", "--teacher", "all"])
     assert result.exit_code == 0, result.output
     assert "exported 4 of 13 reports (sft-chat)" in result.stdout
     assert "left out report 10005: corrupt:" in result.stderr
@@ -331,7 +333,8 @@ def test_command_names_ten_problems_and_counts_the_rest(tmp_path: Path) -> None:
     for number in range(10500, 10512):
         (root / "diagnostic_results" / f"diagnostic_{number}.json").write_text("{")
         (root / "diagnostic_results_normalized" / f"diagnostic_{number}.json").write_text("[]")
-    result = CliRunner().invoke(export_command, ["--output-dir", str(root), "--to", str(tmp_path / "t.jsonl")])
+    result = CliRunner().invoke(export_command, ["--output-dir", str(root), "--to", str(tmp_path / "t.jsonl"),
+                                                 "--teacher", "all"])
     assert result.exit_code == 0, result.output
     assert result.stderr.count("left out report") == 10
     assert "... and 5 more report(s) left out" in result.stderr  # 13 corrupt + 2 notes gone, 10 shown

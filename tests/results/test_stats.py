@@ -155,3 +155,30 @@ def test_cached_tokens_and_cost_are_summed_and_printed_per_endpoint(tmp_path: Pa
     assert api_2["cost"] == pytest.approx(0.75) and api_2["cached_tokens"] > 0
     result = CliRunner().invoke(stats_command, ["--output-dir", str(out)])
     assert result.exit_code == 0 and "cost" in result.stdout and "0.7500" in result.stdout
+
+
+# --- per teacher --------------------------------------------------------------------------
+
+
+def test_every_figure_is_also_given_per_teacher_and_the_teachers_add_up(summary: dict) -> None:
+    parts = summary["by_teacher"]
+    assert set(parts) == {"local", "qwen2.5-7b-instruct"}
+    for part in parts.values():
+        assert set(part) == set(summary) - {"by_teacher"}  # the same figures, for that teacher's records
+    for state in ("done", "failed"):
+        assert sum(p["reports"][state] for p in parts.values()) == summary["reports"][state]
+    assert sum(p["findings_per_report"]["total"] for p in parts.values()) == summary["findings_per_report"]["total"]
+    assert sum(p["units"]["total"] for p in parts.values()) == summary["units"]["total"]
+    assert sum(p["grounding"]["findings_in"] for p in parts.values()) == summary["grounding"]["findings_in"]
+    qwen = parts["qwen2.5-7b-instruct"]
+    assert set(qwen["tokens_by_model"]) == {"qwen2.5-7b-instruct"}
+    assert qwen["reports"]["done"] == qwen["tokens_by_model"]["qwen2.5-7b-instruct"]["reports_done"]
+
+
+def test_command_prints_a_teachers_table_and_each_teachers_tables() -> None:
+    result = CliRunner().invoke(stats_command, ["--output-dir", str(FIXTURE)], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "Teachers" in result.stdout and "qwen2.5-7b-instruct │" in result.stdout
+    after = result.stdout.split("teacher qwen2.5-7b-instruct", 1)
+    assert len(after) == 2 and "teacher local" in after[0]
+    assert "Reports" in after[1] and "Grounding" in after[1] and "Tokens by model" in after[1]

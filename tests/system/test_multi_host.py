@@ -158,6 +158,35 @@ def test_a_host_joining_with_another_input_folder_is_refused_with_one_line(hosts
     assert len(lines) == 1 and "input_dir" in lines[0] and "DIAG_CLAIMS_URL" in lines[0], refused.stderr
 
 
+def test_the_hosts_of_one_job_share_the_output_folder_and_another_job_is_refused(hosts: dict[str, Any],
+                                                                               tmp_path: Path) -> None:
+    from distill.job.manifest import read_manifest
+
+    write_notes(hosts["input"], list(range(1, 81)))
+    hosts["stub"].latency_s = 2.0  # the job outlasts the checks below
+    for name in ("a", "b"):
+        result = start(hosts, hosts[name], "1", "--until-drained")
+        assert result.returncode == 0, result.stderr + result.stdout
+    manifest = read_manifest(hosts["output"]) or {}
+    shared_id = RedisClaimBook(hosts["server"].url, OutputStore(hosts["output"]), hosts["input"]).stored_job_id()
+    assert manifest.get("job_id") == shared_id and set(manifest.get("hosts", {})) == {"host-a", "host-b"}
+    # Another job (its own Redis database) on the same output folder is refused, whatever its state directory.
+    other = Host("host-c", {**hosts["a"].env, "DIAG_CLAIMS_URL": hosts["server"].url[:-1] + "1"}, tmp_path)
+    try:
+        refused = start(hosts, other, "1", "--until-drained")
+    finally:
+        other.close()
+    assert refused.returncode != 0
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and shared_id in lines[0] and str(hosts["a"].state.root) in lines[0], refused.stderr
+    assert other.state.running_job() is None
+    hosts["stub"].latency_s = 0.05
+    for name in ("a", "b"):
+        wait_until(lambda name=name: job_ended(hosts[name].state), timeout=180)
+    assert done_numbers(hosts["output"]) == list(range(1, 81))
+    assert (read_manifest(hosts["output"]) or {}).get("ended_at")
+
+
 def test_redis_stopped_for_twenty_seconds_mid_run_fails_nothing_and_the_job_ends(hosts: dict[str, Any]) -> None:
     write_notes(hosts["input"], list(range(1, 121)))
     hosts["stub"].latency_s = 0.5  # about 20 s of work: most of it is still pending when Redis goes
