@@ -22,6 +22,9 @@ INPUT_DIR = os.environ.get("DIAG_INPUT_DIR", "dataset")
 OUTPUT_DIR = os.environ.get("DIAG_OUTPUT_DIR", "/hy-tmp/output_diag_continuous")
 CHECK_INTERVAL = 5  # seconds between looks for new reports and status updates
 MAX_REPORT_BYTES = 2_000_000  # larger report files are bad_input
+#: Each model answer's text is kept (keys masked) in the raw file and failure record, cut after this many
+#: characters with the cut marked.
+ANSWER_RECORD_CHARS = 20_000
 
 #: Optional prices per million tokens, by model id: input, cached_input (prompt tokens served from the
 #: endpoint's prefix cache; defaults to input) and output. Costs appear in the monitor, stats and raw

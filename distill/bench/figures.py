@@ -127,14 +127,30 @@ def _rss_bytes(pid: int) -> int:
     return 0
 
 
+def _private_bytes(pid: int) -> int:
+    """A process's own memory: anonymous pages plus its share of the file pages it maps (``Pss``)."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup", "rb") as handle:
+            for line in handle:
+                if line.startswith(b"Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 class ProcessSampler:
-    """Samples the supervisor's CPU time and the RSS of supervisor plus workers, on a thread."""
+    """Samples the supervisor's CPU time, the RSS of supervisor plus workers, and each worker's CPU time and
+    RSS, on a thread."""
 
     def __init__(self, state: StateDir) -> None:
         self.state = state
         self.peak_rss = 0
         self.peak_processes = 0
         self.cpu: dict[int, tuple[float, int, float, int]] = {}  # pid -> first (time, ticks), last (time, ticks)
+        self.worker_ticks: dict[int, int] = {}  # worker pid -> utime + stime when last seen
+        self.worker_peak_rss: dict[int, int] = {}  # worker pid -> largest VmRSS seen
+        self.worker_peak_pss: dict[int, int] = {}  # worker pid -> largest Pss seen (shared pages divided)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
 
@@ -151,6 +167,13 @@ class ProcessSampler:
         supervisor = int(job["pid"]) if job is not None and "pid" in job else None
         pids = {int(b["pid"]) for b in self.state.read_heartbeats().values()
                 if isinstance(b.get("pid"), int) and b.get("state") != "exited"}
+        workers = {pid: _rss_bytes(pid) for pid in pids}
+        for pid, rss in workers.items():
+            ticks = _cpu_ticks(pid)
+            if ticks is not None and rss:
+                self.worker_ticks[pid] = max(ticks, self.worker_ticks.get(pid, 0))
+                self.worker_peak_rss[pid] = max(rss, self.worker_peak_rss.get(pid, 0))
+                self.worker_peak_pss[pid] = max(_private_bytes(pid), self.worker_peak_pss.get(pid, 0))
         if supervisor is not None:
             pids.add(supervisor)
             ticks = _cpu_ticks(supervisor)
@@ -169,6 +192,21 @@ class ProcessSampler:
             return None
         wall = sum(s for s, _ in spans)
         return sum(k for _, k in spans) / os.sysconf("SC_CLK_TCK") / wall
+
+    def worker_cpu_s(self) -> float:
+        """Seconds of CPU (utime + stime) of every worker seen, up to its last sample, summed."""
+        return sum(self.worker_ticks.values()) / os.sysconf("SC_CLK_TCK")
+
+    def worker_rss(self) -> dict[str, float | int | None]:
+        """Each worker's largest RSS, in MiB: the largest and the mean over workers, how many were seen, and the
+        same two of ``Pss`` (the pages workers share, such as libraries, divided among them)."""
+        peaks = [v / 2**20 for v in self.worker_peak_rss.values()]
+        pss = [v / 2**20 for v in self.worker_peak_pss.values() if v]
+        if not peaks:
+            return {"peak": None, "mean": None, "workers": 0, "pss_peak": None, "pss_mean": None}
+        return {"peak": round(max(peaks), 1), "mean": round(sum(peaks) / len(peaks), 1), "workers": len(peaks),
+                "pss_peak": round(max(pss), 1) if pss else None,
+                "pss_mean": round(sum(pss) / len(pss), 1) if pss else None}
 
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY_S):

@@ -39,6 +39,7 @@ from distill.core.errors import DistillError
 from distill.core.prices import SAMPLE_PRICE, Price
 from distill.job.state import StateDir
 from distill.job.tmux import TmuxError
+from distill.job.worker import PROFILE_ENV
 from distill.results.atomic import read_json
 from distill.results.store import RAW_DIR, OutputStore
 
@@ -62,6 +63,7 @@ class BenchOptions:
     keep: bool = False
     timeout_s: float | None = None
     claims_url: str | None = None  # run the job on the Redis backend (an empty database: its keys go at the end)
+    profile_dir: Path | None = None  # each worker writes its cProfile statistics there
 
 
 class StubProcess:
@@ -243,7 +245,8 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
     counts = OutputStore(output).counts()
     figures = phase_figures(rows, apis, t0, t1, counts["raw"])
     pipeline_overhead, client_latency, tokens = _raw_figures(output)
-    claims = [s for p in (ws.root / "timings").glob("*.json") for s in (read_json(p) or {}).get("claim_s", [])]
+    timings = [t for t in (read_json(p) for p in (ws.root / "timings").glob("*.json")) if isinstance(t, dict)]
+    claims = [s for t in timings for s in t.get("claim_s", [])]
     figures.update(
         failed=counts["failed"],
         client_utilisation_whole_run=round(client_latency / (apis * max(t1 - t0, 1e-9)), 4),
@@ -252,9 +255,20 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
         supervisor_cpu_share=_round(sampler.supervisor_cpu_share(), 4),
         peak_rss_mib=round(sampler.peak_rss / 2**20, 1),
         peak_rss_processes=sampler.peak_processes,
+        worker_cpu_ms_per_report=round(1000 * sampler.worker_cpu_s() / max(counts["raw"], 1), 2),
+        worker_cpu_ms_per_report_after_start=_cpu_after_start(timings),
+        worker_rss_mib=sampler.worker_rss(),
         tokens=token_figures(tokens),
     )
     return figures
+
+
+def _cpu_after_start(timings: list[dict[str, Any]]) -> float | None:
+    """Worker CPU per report from each worker's first claim to its exit, as the workers timed it themselves."""
+    spans = [(t["cpu_s"] - t["cpu_at_first_claim_s"], len(t.get("claim_s", []))) for t in timings
+             if isinstance(t.get("cpu_s"), float) and isinstance(t.get("cpu_at_first_claim_s"), float)]
+    reports = sum(n for _, n in spans)
+    return round(1000 * sum(s for s, _ in spans) / reports, 2) if reports else None
 
 
 def run_baseline(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: Path, apis: int,
@@ -315,6 +329,9 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = print) -> dict
     forget: Callable[[], None] = _nothing
     try:
         forget = _use_redis(ws, options.claims_url)
+        if options.profile_dir is not None:
+            options.profile_dir.mkdir(parents=True, exist_ok=True)
+            ws.env[PROFILE_ENV] = str(options.profile_dir)
         if options.input_dir is not None:
             input_dir = options.input_dir.resolve()
             numbers = _numbers_in(input_dir)[: options.reports]
@@ -369,6 +386,11 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"claim latency:             {format_ms(s['claim_latency_ms'])}",
         f"supervisor CPU share:      {s['supervisor_cpu_share']} of one core",
         f"peak RSS:                  {s['peak_rss_mib']} MiB ({s['peak_rss_processes']} processes)",
+        f"worker CPU per report:     {s['worker_cpu_ms_per_report']} ms (utime + stime of every worker / reports done); "
+        f"{s['worker_cpu_ms_per_report_after_start']} ms after start-up (from each worker's first claim)",
+        f"RSS per worker:            peak {s['worker_rss_mib']['peak']} MiB, mean {s['worker_rss_mib']['mean']} MiB "
+        f"(each worker's largest, over {s['worker_rss_mib']['workers']} workers); Pss peak "
+        f"{s['worker_rss_mib']['pss_peak']} MiB, mean {s['worker_rss_mib']['pss_mean']} MiB (shared pages divided)",
     ]
     if "tokens" in s:
         t = s["tokens"]

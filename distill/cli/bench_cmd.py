@@ -44,11 +44,14 @@ def _write(result: dict[str, object], json_path: Path | None, name: str) -> Path
 @click.option("--claims-url", default=None, metavar="redis://HOST:PORT/DB",
               help="Claims in this Redis: the claim benchmark runs it beside the file backend with 16 and 64 "
                    "claimers; the system benchmark runs its job on it (an empty database).")
+@click.option("--profile-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run each worker under cProfile and write its statistics there (<api>.<pid>.prof).")
 @click.option("--think-ms", type=click.FloatRange(min=0), default=150.0, show_default=True,
               help="Claim benchmark: pause between a release and the next claim (0: back to back).")
 def command(apis: int, reports: int, latency_ms: float, input_dir: Path | None, baseline_reports: int | None,
             json_path: Path | None, keep: bool, timeout: float | None, claims_only: bool, files: int, max_gap: int,
-            claimers: int, claims_each: int, think_ms: float, claims_url: str | None) -> None:
+            claimers: int, claims_each: int, think_ms: float, claims_url: str | None,
+            profile_dir: Path | None) -> None:
     """Run the real system (supervisor, tmux workers, claims, outputs) against a loopback stub
     until drained, then the predecessor's dispatch loop; print and save every figure."""
     if claims_only:
@@ -73,7 +76,8 @@ def command(apis: int, reports: int, latency_ms: float, input_dir: Path | None, 
 
         bench = BenchOptions(apis=apis, reports=reports, latency_ms=latency_ms, input_dir=input_dir,
                              baseline_reports=baseline_reports, keep=keep, timeout_s=timeout,
-                             claims_url=require_claims_store(claims_url))
+                             claims_url=require_claims_store(claims_url),
+                             profile_dir=profile_dir.resolve() if profile_dir else None)
         result = run_bench(bench, say=lambda line: click.echo(line, err=True))
         lines, name = format_result(result), f"bench_{apis}api_{latency_ms:g}ms"
     for line in lines:

@@ -44,6 +44,10 @@ def supervisor_command(start: int, spec: JobSpec, settings: Settings) -> list[st
         command.append("--until-drained")
     if spec.retry_failed:
         command.append("--retry-failed")
+    for name in spec.redo:
+        command += ["--redo", name]
+    if spec.redo_changed:
+        command.append("--redo-changed")
     if spec.max_cost is not None:
         command += ["--max-cost", repr(spec.max_cost)]
     if spec.follow_symlinks:
@@ -133,6 +137,11 @@ def how_to(settings: Settings, sessions_socket: str, prefix: str, apis: list[str
               help="Last report number to process; the job ends by itself once the range is done.")
 @click.option("--until-drained", is_flag=True, help="End the job by itself once nothing is pending.")
 @click.option("--retry-failed", is_flag=True, help="Run reports with a failure record again.")
+@click.option("--redo", "redo", multiple=True, metavar="TEACHER",
+              help="Run the reports done by this teacher again (a model name, or 'local' for the offline teacher; "
+                   "repeatable); each new result replaces the old one, kept under OUTPUT_DIR/superseded/<teacher>/.")
+@click.option("--redo-changed", is_flag=True,
+              help="Run again the done reports whose note changed since (old outputs kept under superseded/).")
 @click.option("--follow-symlinks", is_flag=True,
               help="Read report files that are symbolic links, when they stay inside the input folder.")
 @click.option("--foreground", is_flag=True, help="Keep the supervisor in this terminal (Ctrl-C stops gracefully).")
@@ -141,13 +150,13 @@ def how_to(settings: Settings, sessions_socket: str, prefix: str, apis: list[str
 @click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="AMOUNT",
               help="Stop claiming reports once the job's calls cost this much (prices from MODEL_PRICES).")
 def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: str | None, end: int | None,
-            until_drained: bool, retry_failed: bool, follow_symlinks: bool, foreground: bool,
-            claims_url: str | None, max_cost: float | None) -> None:
+            until_drained: bool, retry_failed: bool, redo: tuple[str, ...], redo_changed: bool, follow_symlinks: bool,
+            foreground: bool, claims_url: str | None, max_cost: float | None) -> None:
     """Start processing reports numbered START and up, one tmux session per endpoint."""
     if end is not None and end < start:
         raise click.BadParameter(f"--end {end} is below START {start}", param_hint="--end")
     adopt_job_env()
-    if retry_failed:  # the failures meant are those of the last job's folders, not the configuration's
+    if retry_failed or redo or redo_changed:  # re-runs mean the last job's folders, not the configuration's
         input_dir, output_dir = last_job_folders(input_dir, output_dir)
     settings = settings_from(input_dir, output_dir)
     chosen = require_claims_store(claims_url)
@@ -157,10 +166,14 @@ def command(start: int, input_dir: Path | None, output_dir: Path | None, apis: s
     if not foreground:
         require_input_dir(settings.input_dir)
         refuse_second_job(settings)
-        for line in survey_range(settings.input_dir, settings.output_dir, start, end).lines(settings.input_dir):
+        chosen_apis = _apis(apis) or tuple(settings.endpoints)
+        survey = survey_range(settings.input_dir, settings.output_dir, start, end, redo=redo, redo_changed=redo_changed,
+                              endpoints=[settings.endpoints[a] for a in chosen_apis if a in settings.endpoints])
+        for line in survey.lines(settings.input_dir, settings.output_dir):
             click.echo(line)
     spec = JobSpec(start=start, end=end, apis=_apis(apis), until_drained=until_drained, retry_failed=retry_failed,
-                   max_cost=max_cost, follow_symlinks=follow_symlinks)
+                   max_cost=max_cost, follow_symlinks=follow_symlinks, redo=tuple(r.strip() for r in redo),
+                   redo_changed=redo_changed)
     if foreground:
         supervisor = Supervisor(settings, spec, out=lambda line: click.echo(mask_known(f"supervisor: {line}")))
         click.echo(f"job starting at report {start}; Ctrl-C stops gracefully")

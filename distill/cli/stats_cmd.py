@@ -10,7 +10,10 @@ import click
 
 from distill.cli.options import output_folder_of_last_job, progress_bar
 from distill.core.errors import ConfigError
+from distill.results.provenance import changed_notes
 from distill.results.stats import TOP_FINDINGS, RunStats, collect_stats
+
+EXAMPLE_NUMBERS = 10
 
 
 def _table(title: str, columns: list[str], rows: list[list[Any]]) -> Any:
@@ -89,13 +92,17 @@ def command(ctx: click.Context, output_dir: Path | None, as_json: bool, top: int
     except ConfigError as exc:
         click.echo(f"diag-distill stats: {exc}", err=True)
         ctx.exit(2)
+    changed = changed_notes(output_dir)
     if as_json:
-        click.echo(json.dumps(stats.to_dict(), ensure_ascii=False, indent=2))
+        click.echo(json.dumps({**stats.to_dict(), "changed_notes": changed}, ensure_ascii=False, indent=2))
         return
     from rich.console import Console
 
     console = Console()
     for table in render(stats):
         console.print(table)
+    if changed:
+        shown = ", ".join(map(str, changed[:EXAMPLE_NUMBERS])) + (", …" if len(changed) > EXAMPLE_NUMBERS else "")
+        click.echo(f"changed since done: {len(changed)} report(s) ({shown}); start --redo-changed re-runs them")
     for problem in stats.problems[:10]:
         click.echo(f"corrupt: {problem}", err=True)

@@ -36,6 +36,7 @@ __all__ = ["ENDPOINT_COUNT", "Endpoint", "Secret", "Settings", "endpoint_table",
 DEFAULT_OUTPUT_DIR = "/hy-tmp/output_diag_continuous"
 FALLBACK_OUTPUT_DIR = "output_diag_continuous"
 DEFAULT_MAX_REPORT_BYTES = 2_000_000
+DEFAULT_ANSWER_RECORD_CHARS = 20_000  # of each model answer, kept verbatim in the raw file and failure record
 DEFAULT_STATE_DIR = "/tmp"
 DEFAULT_SESSION_PREFIX = "continuous_diag"
 
@@ -158,7 +159,10 @@ def load_settings(
     if not endpoints:
         raise ConfigError("no usable endpoint: " + " | ".join(left_out_lines(problems)))
     prices = parse_prices(raw.get("MODEL_PRICES"))
-    endpoints = {name: replace(e, price=prices.get(e.model)) for name, e in endpoints.items()}
+    answer_chars = int(positive_number(raw.get("ANSWER_RECORD_CHARS", DEFAULT_ANSWER_RECORD_CHARS),
+                                       "ANSWER_RECORD_CHARS", integer=True))
+    endpoints = {name: replace(e, price=prices.get(e.model), answer_record_chars=answer_chars)
+                 for name, e in endpoints.items()}
     check = positive_number(raw.get("CHECK_INTERVAL", 5), "CHECK_INTERVAL")
     max_bytes = int(positive_number(raw.get("MAX_REPORT_BYTES", DEFAULT_MAX_REPORT_BYTES), "MAX_REPORT_BYTES", integer=True))
     root = project_root()

@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 
 from distill.core.errors import ConfigError
 from distill.core.prices import Price
+from distill.core.teacher_id import OFFLINE_TEACHER_VERSION
 
 ENDPOINT_COUNT = 16
 
@@ -61,6 +62,19 @@ class Endpoint:
     probe_min_s: float = 2.0  # a down endpoint is probed after this long, the wait doubling per failed probe
     probe_max_s: float = 60.0  # up to this long: it is back in use at most this long after it recovers
     price: Price | None = None  # from MODEL_PRICES by model id; None: cost unknown
+    answer_record_chars: int = 20_000  # ANSWER_RECORD_CHARS: how much of each answer's text records keep
+
+    @property
+    def host(self) -> str:
+        """The base URL's host[:port], for logs: never its credentials, path or query."""
+        parsed = urlparse(self.base_url)
+        if not parsed.hostname:
+            return ""
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        return f"{parsed.hostname}:{port}" if port else parsed.hostname
 
     @property
     def is_local(self) -> bool:
@@ -230,7 +244,7 @@ def parse_endpoint(name: str, entry: Mapping[str, Any]) -> Endpoint:
     return Endpoint(
         name=str(entry.get("name") or name),
         base_url=base_url,
-        model=model or "local-rules",
+        model=model if provider != "local" else OFFLINE_TEACHER_VERSION,
         api_key=key,
         provider=provider,
         json_mode=fields["json_mode"],

@@ -13,10 +13,17 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
+from distill.core.redact import mask_known, scrub_secrets
+from distill.core.teacher_id import LOCAL, TeacherId
+
 if TYPE_CHECKING:
     from distill.core.prices import Price
     from distill.extraction.report import Report
     from distill.extraction.schemas import FindingsOutput, OrgansOutput
+
+#: Words without which no key-shaped pattern of ``scrub_secrets`` can match an answer (besides the configured
+#: keys, which ``mask_known`` masks always).
+_SECRET_HINTS = ("bearer", "sk-", "key", "token", "secret", "password", "authorization")
 
 #: Called with an event name and details, e.g. ("backing_off", {"until": t, ...}).
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -34,6 +41,16 @@ class TeacherInfo:
     name: str  # endpoint name, e.g. "api_3"
     model: str  # model id, or the offline teacher's version
     price: Price | None = None  # what the model's tokens cost, when the configuration says
+    prompt_version: str = ""  # of the prompts an LLM is asked with; the offline teacher reads none
+    provider: str = "openai"  # of an LLM endpoint ("local" is implied by kind "local")
+    host: str = ""  # the endpoint's base URL host[:port]: never its path, query or credentials
+
+    @property
+    def teacher(self) -> TeacherId:
+        """The teacher identity of every record this extractor makes."""
+        if self.kind == LOCAL:
+            return TeacherId(LOCAL, self.model)
+        return TeacherId(self.provider, self.model, self.prompt_version)
 
 
 @dataclass
@@ -49,9 +66,35 @@ class CallRecord:
     http_status: int | None = None
     cached_tokens: int = 0  # of prompt_tokens, served from the endpoint's prefix cache
     error: str = ""
+    # The audit trail of an answered call: why it was made, the answer text (keys masked, capped at
+    # ``answer_chars`` characters of the original; ``answer_cut`` when the cap cut it), and why it was rejected.
+    purpose: str = ""  # "answer", "repair" (the second ask of a step), or "" for an offline step
+    answer: str | None = None
+    answer_chars: int = 0
+    answer_cut: bool = False
+    rejected: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as written; the audit fields only where a call had an answer (not the offline teacher's)."""
+        record = asdict(self)
+        if self.answer is None:
+            for name in ("answer", "answer_chars", "answer_cut", "rejected"):
+                del record[name]
+        if not self.purpose:
+            del record["purpose"]
+        return record
+
+    def keep_answer(self, text: str, cap: int) -> None:
+        """Record an answer's text: configured keys masked (and bearer tokens, ``sk-`` keys and
+        ``token=``-like pairs), then cut after ``cap`` characters with the cut marked (``answer_chars``
+        keeps the original length)."""
+        masked = mask_known(text)
+        lowered = masked.lower()
+        if any(hint in lowered for hint in _SECRET_HINTS):  # the patterns cost ~1 ms per answer: only when needed
+            masked = scrub_secrets(masked)
+        self.answer_chars = len(text)
+        self.answer_cut = len(masked) > cap
+        self.answer = masked[:cap] + f"[... cut: {len(masked) - cap} more characters]" if self.answer_cut else masked
 
 
 @dataclass

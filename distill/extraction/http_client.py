@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import email.utils
 import json
+import os
 import random
 import time
 from collections.abc import Callable
@@ -141,6 +142,8 @@ class ChatClient:
         self._events = events
         self._should_stop = should_stop
         self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
+        if self._owns_session:
+            _settle_environment(self._session, self._url)
         self._secret = endpoint.api_key  # revealed only into the Authorization header
         self._json_mode = endpoint.json_mode
         self._not_before = 0.0  # clock() value before which this endpoint must not be called (429)
@@ -358,6 +361,16 @@ class ChatClient:
                 return
             self._sleep(min(SLEEP_SLICE_S, remaining))
             remaining = deadline - self._clock()
+
+
+def _settle_environment(session: requests.Session, url: str) -> None:
+    """Apply the environment's proxy and CA bundle settings for ``url`` once, instead of on every call:
+    requests otherwise reads the whole environment and netrc per request, a large share of a call's CPU."""
+    session.proxies.update(requests.utils.get_environ_proxies(url))
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    session.trust_env = False
 
 
 def cached_tokens(usage: Any) -> int:

@@ -22,7 +22,7 @@ from distill.core.errors import InvalidOutput, ReportError
 from distill.extraction.extractor import CallRecord, EventSink, StepInput, StepResult, TeacherInfo, ignore_event
 from distill.extraction.http_client import ChatClient, ChatReply
 from distill.extraction.jsonextract import extract_json
-from distill.extraction.prompts import MAX_NOTE_CHARS, build_messages, build_repair_messages, split_note
+from distill.extraction.prompts import MAX_NOTE_CHARS, PROMPT_VERSION, build_messages, build_repair_messages, split_note
 from distill.extraction.schemas import STEP_MODELS
 
 _MAX_LISTED_ERRORS = 6
@@ -84,7 +84,8 @@ class LLMExtractor:
         events: EventSink = ignore_event,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
-        self.info = TeacherInfo(kind="llm", name=endpoint.name, model=endpoint.model, price=endpoint.price)
+        self.info = TeacherInfo(kind="llm", name=endpoint.name, model=endpoint.model, price=endpoint.price,
+                                prompt_version=PROMPT_VERSION, provider=endpoint.provider, host=endpoint.host)
         self.endpoint = endpoint
         self._events = events
         self._client = client or ChatClient(endpoint, events=events, should_stop=should_stop)
@@ -112,12 +113,20 @@ class LLMExtractor:
     def _run(self, step: str, data: StepInput, calls: list[CallRecord]) -> StepResult:
         messages = build_messages(step, data)
         problems: list[str] = []
-        for _attempt in ("answer", "repair"):
-            reply = self._client.chat(messages, step=step, calls=calls)
+        for purpose in ("answer", "repair"):
+            asked = len(calls)
+            try:
+                reply = self._client.chat(messages, step=step, calls=calls)
+            finally:
+                for call in calls[asked:]:
+                    call.purpose = purpose
+            answered = calls[-1]  # the attempt that got the reply
+            answered.keep_answer(reply.text, self.endpoint.answer_record_chars)
             try:
                 return StepResult(output=parse_answer(step, reply), calls=calls, raw_text=reply.text)
             except InvalidOutput as exc:
                 problems.append(str(exc))
+                answered.rejected = str(exc)
             if len(problems) == 1:
                 self._events("repair", {"endpoint": self.endpoint.name, "step": step, "problem": problems[0]})
                 messages = build_repair_messages(step, data, reply.text, problems[0])

@@ -27,8 +27,17 @@ from distill.core.errors import (
     StopRequested,
 )
 from distill.core.prices import Price
+from distill.core.teacher_id import TEACHER_ID_KEY
 from distill.core.words import counted
-from distill.extraction.extractor import CallRecord, EventSink, Extractor, StepInput, StepResult, ignore_event
+from distill.extraction.extractor import (
+    CallRecord,
+    EventSink,
+    Extractor,
+    StepInput,
+    StepResult,
+    TeacherInfo,
+    ignore_event,
+)
 from distill.extraction.normalize import normalize, quote_in_text
 from distill.extraction.parts import Part, Piece, finding_parts
 from distill.extraction.report import Report, read_report, report_number
@@ -62,6 +71,10 @@ class ReportStore(Protocol):
     def stage_done(self, number: int, raw: dict[str, Any], normalized: list[dict[str, Any]],
                    log_text: str) -> StagedCommit: ...
 
+    def read_log(self, number: int) -> str: ...
+
+    def append_log(self, number: int, line: str) -> None: ...
+
 
 def _prompt_version() -> str:
     from distill.extraction.prompts import PROMPT_VERSION
@@ -88,19 +101,36 @@ class Outcome:
 
 
 class ReportLog:
-    """The per-report log: what happened, step by step; never a key, never the whole note."""
+    """The per-report log: what happened, step by step; never a key, never the whole note.
 
-    def __init__(self, number: int, events: EventSink) -> None:
+    With a ``store``, every line is appended to the report's log file as it is
+    written, after the lines of earlier attempts, so an attempt that is killed
+    keeps its lines and the next attempt adds its own.
+    """
+
+    def __init__(self, number: int, events: EventSink, store: ReportStore | None = None) -> None:
         self.number = number
         self.lines: list[str] = []
         self._events = events
+        self._store = store
+        self._earlier = store.read_log(number) if store is not None else ""
 
     def __call__(self, message: str, **details: Any) -> None:
-        self.lines.append(f"{utc_now()} report {self.number}: {message}")
+        line = f"{utc_now()} report {self.number}: {message}"
+        self.lines.append(line)
+        if self._store is not None:
+            self._store.append_log(self.number, line + "\n")
         self._events("log", {"report": self.number, "message": message, **details})
 
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        """Every attempt's lines: the earlier attempts' then this one's."""
+        return self._earlier + "\n".join(self.lines) + "\n"
+
+
+def attempt_line(info: TeacherInfo) -> str:
+    """The first line of each attempt: endpoint, teacher, model and host (never the key, path or query)."""
+    host = f", host {info.host}" if info.host else ""
+    return f"attempt by endpoint {info.name}: teacher {info.teacher.spelling}, model {info.model}{host}"
 
 
 def _step_text(report: Report, step: str) -> str:
@@ -160,10 +190,13 @@ class _Run:
         self.events = events
         self.calls: list[CallRecord] = []
         self.outputs: dict[str, BaseModel] = {}
+        self.teacher_id = extractor.info.teacher.spelling
+        # A checkpoint is reused only by the teacher that made it, on the same note text.
         self.checkpoints = {
             step: data
             for step, data in store.load_checkpoints(report.number).items()
-            if data.get("sha256") == report.sha256 and _base_step(step) in STEP_MODELS
+            if data.get("sha256") == report.sha256 and data.get(TEACHER_ID_KEY) == self.teacher_id
+            and _base_step(step) in STEP_MODELS
         }
         self.finding_parts: list[dict[str, Any]] = []
         self.finding_sections: list[dict[str, Any]] = []
@@ -196,6 +229,7 @@ class _Run:
         latency = time.monotonic() - started
         self.store.save_checkpoint(self.report.number, name, {
             "sha256": self.report.sha256,
+            TEACHER_ID_KEY: self.teacher_id,
             "output": result.output.model_dump(mode="json"),
             "calls": [c.to_dict() for c in result.calls],
         })
@@ -265,6 +299,7 @@ def _failure_record(number: int, source: Path, exc: ReportError, run: _Run | Non
         "endpoint": extractor.info.name,
         "model": extractor.info.model,
         "teacher_kind": extractor.info.kind,
+        TEACHER_ID_KEY: extractor.info.teacher.spelling,
         "step": step,
         "failed_at": utc_now(),
         "calls": [c.to_dict() for c in calls],
@@ -303,7 +338,8 @@ def process_report(
     number = report_number(path)
     if number is None:
         raise BadInput(f"{path.name}: not a report file name (report_<N>.txt or report_<N>.json)")
-    log = ReportLog(number, events)
+    log = ReportLog(number, events, store)
+    log(attempt_line(extractor.info))
     run: _Run | None = None
     try:
         report = read_report(path, max_bytes=max_bytes, follow_symlinks=follow_symlinks, inside=path.parent)
@@ -345,7 +381,10 @@ def process_report(
         "format": RAW_FORMAT,
         "report": {"number": number, "source": str(report.path.resolve()), "sha256": report.sha256,
                    "encoding": report.encoding, "chars": len(report.text)},
-        "teacher": {"kind": extractor.info.kind, "endpoint": extractor.info.name, "model": extractor.info.model},
+        "teacher": {"kind": extractor.info.kind, "endpoint": extractor.info.name, "model": extractor.info.model,
+                    "provider": extractor.info.teacher.provider,
+                    "prompt_version": extractor.info.teacher.prompt_version},
+        TEACHER_ID_KEY: extractor.info.teacher.spelling,
         "prompt_version": _prompt_version(),
         "steps": {step: output.model_dump(mode="json") for step, output in run.outputs.items()},
         "fallback_used": fallback,

@@ -19,6 +19,7 @@ from typing import cast
 from pydantic import BaseModel
 
 from distill.core.errors import ReportError
+from distill.core.teacher_id import OFFLINE_TEACHER_VERSION
 from distill.extraction.context import Context, extend_left
 from distill.extraction.extractor import CallRecord, StepInput, StepResult, TeacherInfo
 from distill.extraction.finding_rules import condition_lines, lab_values, read_function, vital_signs
@@ -37,8 +38,7 @@ from distill.extraction.schemas import (
 )
 from distill.extraction.vocabulary import Vocabulary, load_vocabulary
 
-# Bumped whenever the rules change what the teacher answers, so records name the rules that made them.
-TEACHER_VERSION = "local-rules-2"
+TEACHER_VERSION = OFFLINE_TEACHER_VERSION  # the offline teacher's "model" (distill.core.teacher_id)
 STEPS = tuple(STEP_MODELS)
 MAX_FINDINGS = 40
 MAX_DIAGNOSES = 30

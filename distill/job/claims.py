@@ -105,7 +105,7 @@ class RangeScan:
 
 def scan_range(folder: Path, store: OutputStore, start: int, end: int | None) -> RangeScan:
     """One listing of the input folder and of the done and failed outputs."""
-    return RangeScan(scan_input(folder, start, end), store.done_numbers(), store.failed_numbers())
+    return RangeScan(scan_input(folder, start, end), store.settled_numbers(), store.failed_numbers())
 
 
 def report_path(folder: Path, number: int) -> Path | None:

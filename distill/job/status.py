@@ -55,6 +55,7 @@ def endpoint_row(api: str, beat: dict[str, Any] | None, supervisor_view: dict[st
         "endpoint": beat.get("endpoint", ""),
         "model": beat.get("model", ""),
         "teacher": beat.get("teacher", ""),
+        "teacher_id": beat.get("teacher_id", ""),
         "done": int(stats.get("done", 0)),
         "failed": int(stats.get("failed", 0)),
         "calls": calls,

@@ -39,8 +39,10 @@ from distill.job.state import (
     worker_pid,
 )
 from distill.job.status import Throughput, build_status
+from distill.job.survey import ChangedNotes
 from distill.job.tmux import TmuxSessions
 from distill.job.worker import EXIT_CONFIG, EXIT_DISABLED, EXIT_OK, SIGNALLED_REASON
+from distill.results.provenance import release_for_redo
 from distill.results.store import OutputStore
 
 TICK_S = 1.0
@@ -67,6 +69,8 @@ class JobSpec:
     retry_failed: bool = False
     max_cost: float | None = None  # stop claiming once the job's calls cost this much
     follow_symlinks: bool = False
+    redo: tuple[str, ...] = ()  # teachers (``local`` or a model name) whose done reports run again
+    redo_changed: bool = False  # done reports whose note changed since run again
 
 
 @dataclass
@@ -140,6 +144,7 @@ class Supervisor:
         self.job: dict[str, Any] = {}
         self.begin_scan: dict[str, Any] = {}
         self.begin_outputs: dict[str, int] = {}
+        self.changed: ChangedNotes | None = None  # set once the job's range is known
 
     # --- set-up -------------------------------------------------------------------------
 
@@ -160,6 +165,13 @@ class Supervisor:
         if self.spec.retry_failed:
             retried = self.store.release_failed()
             self.out(f"retrying {len(retried)} failed report(s)")
+        if self.spec.redo or self.spec.redo_changed:
+            top = self.spec.end if self.spec.end is not None else sys.maxsize
+            in_range = [n for n in self.store.done_numbers() if self.spec.start <= n <= top]
+            redone = release_for_redo(self.store, self.settings.input_dir, in_range, teachers=self.spec.redo,
+                                      changed=self.spec.redo_changed)
+            for line in redone.lines(self.store.root) or ["nothing to redo: no done report matches --redo"]:
+                self.out(line)
         self.job = {
             "job_id": job_id, "pid": os.getpid(), "identity": my_identity(),
             "started_at": utc_now(), "start": self.spec.start, "end": self.spec.end, "apis": self.apis,
@@ -180,6 +192,7 @@ class Supervisor:
         self.begin_scan = self.book.begin(self.spec.start, self.spec.end)
         follow_shared_id(self.folder, self.book)
         self.begin_outputs = self.store.counts()
+        self.changed = ChangedNotes(self.store, self.settings.input_dir, self.spec.start, self.spec.end)
         self._retire_stale_sessions()
 
     def _retire_stale_sessions(self) -> None:
@@ -360,6 +373,8 @@ class Supervisor:
                               throughput=self.throughput, now=now)
         if self.stop_reason:
             status["stop_reason"] = self.stop_reason
+        if self.changed is not None:
+            self.changed.add_to(status)
         if state == "stopped":
             self._recount(status)
         self.state.write_status(status)

@@ -42,8 +42,10 @@ from distill.core.errors import (
     StopRequested,
 )
 from distill.core.redact import mask_known
+from distill.core.teacher_id import TEACHER_ID_KEY
 from distill.core.words import counted
 from distill.extraction.extractor import Extractor
+from distill.extraction.identity import endpoint_teacher
 from distill.extraction.pipeline import Outcome, StagedCommit, process_report
 from distill.job.claims import Claim
 from distill.job.claims_backend import claims_url, host_name, open_claims
@@ -65,6 +67,8 @@ SIGNALLED_REASON = "stopped by signal"
 
 #: When set, each worker writes its claim timings there at exit (``<api>.<pid>.json``), for ``diag-distill bench``.
 TIMINGS_ENV = "DIAG_BENCH_DIR"
+#: When set, the worker runs under cProfile and writes its statistics there at exit (``<api>.<pid>.prof``).
+PROFILE_ENV = "DIAG_PROFILE_DIR"
 
 
 def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]], None],
@@ -99,6 +103,7 @@ class Worker:
         self.book = open_claims(self.state, self.store, settings.input_dir, check_interval=settings.check_interval)
         self.identity = my_identity()
         self.extractor_factory = extractor_factory
+        self.teacher_id = endpoint_teacher(self.endpoint).spelling
         self.stop_after_current = False
         self.stop_now = False
         self.signalled = ""
@@ -113,6 +118,7 @@ class Worker:
         self._commit_error = ""  # set by the committer thread when finishing a commit failed
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
+        self.cpu_at_first_claim: float | None = None  # process CPU seconds once start-up was over (benchmark only)
         self._claims_away = ""  # why the claims store cannot be reached, while it cannot
         self.watch = EndpointWatch(self.endpoint, self.book, say=self.say, set_state=self.set_state,
                                    wait=self._wait, stop_wanted=self._stop_wanted)
@@ -146,6 +152,7 @@ class Worker:
                 "api": self.api, "job_id": self.job_id, "pid": os.getpid(), "identity": self.identity,
                 "endpoint": self.endpoint.describe(), "model": self.endpoint.model,
                 "teacher": "local" if self.endpoint.is_local else "llm",
+                TEACHER_ID_KEY: self.teacher_id,
                 **self.status, **self.health.to_dict(), "last_error": self.last_error, "started": self.started,
                 "started_epoch": self.started_epoch, "updated": time.time(), "stats": self.stats.to_dict(),
             }
@@ -205,8 +212,9 @@ class Worker:
         self.state.ensure()
         self.store.prepare()
         self.heartbeat.start()
-        self.say(f"started: {self.endpoint.describe()}, output {self.settings.output_dir}")
         extractor = self.extractor_factory(self.endpoint, events=self.on_event, should_stop=self.should_stop_now)
+        self.teacher_id = extractor.info.teacher.spelling  # what its records will name
+        self.say(f"started: {self.endpoint.describe()}, teacher {self.teacher_id}, output {self.settings.output_dir}")
         self.committer = Committer(self._committed, self._commit_failed)
         code, reason = EXIT_CRASHED, "crashed"
         try:
@@ -229,6 +237,18 @@ class Worker:
         return code
 
     def _loop(self, extractor: Extractor) -> tuple[int, str]:
+        profile_dir = os.environ.get(PROFILE_ENV)
+        if not profile_dir:
+            return self._claim_and_process(extractor)
+        import cProfile
+
+        profiler = cProfile.Profile(time.thread_time)  # CPU time of this thread: the figure that matters
+        try:
+            return profiler.runcall(self._claim_and_process, extractor)
+        finally:
+            profiler.dump_stats(str(Path(profile_dir) / f"{self.api}.{os.getpid()}.prof"))
+
+    def _claim_and_process(self, extractor: Extractor) -> tuple[int, str]:
         while True:
             if self._stop_wanted():
                 if self.signalled and not self.state.stop_requested():
@@ -277,6 +297,8 @@ class Worker:
         claim = self.book.claim_next(self.api, self.identity)
         if claim is not None and self._timings_dir:
             self.claim_times.append(time.perf_counter() - asked)
+            if self.cpu_at_first_claim is None:
+                self.cpu_at_first_claim = time.process_time()
         return claim
 
     def _write_timings(self) -> None:
@@ -286,7 +308,8 @@ class Worker:
 
         path = Path(self._timings_dir) / f"{self.api}.{os.getpid()}.json"
         with contextlib.suppress(OutputWriteError, OSError):
-            write_json(path, {"api": self.api, "claim_s": self.claim_times}, durable=False)
+            write_json(path, {"api": self.api, "claim_s": self.claim_times, "cpu_s": time.process_time(),
+                              "cpu_at_first_claim_s": self.cpu_at_first_claim}, durable=False)
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

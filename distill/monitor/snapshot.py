@@ -69,6 +69,7 @@ class EndpointRow:
     restarts: int = 0
     model: str = ""
     teacher: str = ""
+    teacher_id: str = ""  # the teacher's one spelling (distill.core.teacher_id)
     heartbeat_age_s: float | None = None
     session: str = ""
     source: str = "status"
@@ -196,7 +197,7 @@ def _row_from_status(api: str, row: dict[str, Any], now: float) -> EndpointRow:
         tokens=prompt + completion, failures={str(k): _count(v) for k, v in _dict(row.get("failures")).items()},
         last_error=_text(row.get("last_error")), reason=_text(row.get("reason")),
         exit_code=_int(row.get("exit_code"), None), restarts=_count(row.get("restarts")),
-        model=_text(row.get("model")), teacher=_text(row.get("teacher")),
+        model=_text(row.get("model")), teacher=_text(row.get("teacher")), teacher_id=_text(row.get("teacher_id")),
         heartbeat_age_s=None, source="status",
     )
 
@@ -239,7 +240,7 @@ def _row_from_beat(api: str, beat: dict[str, Any], alive: bool, status_row: dict
         failures={str(k): _count(v) for k, v in _dict(stats.get("failures")).items()},
         last_error=_text(beat.get("last_error")), reason=reason, exit_code=_int(beat.get("exit_code"), None),
         restarts=_count(status_row.get("restarts")), model=_text(beat.get("model")),
-        teacher=_text(beat.get("teacher")),
+        teacher=_text(beat.get("teacher")), teacher_id=_text(beat.get("teacher_id")),
         heartbeat_age_s=round(max(0.0, now - updated), 1) if updated is not None else None, source="heartbeat",
     )
 
@@ -320,6 +321,9 @@ def _progress(status: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
         "pending": _count(counts.get("pending")), "in_flight": _count(counts.get("in_flight")),
         "existing": _count(counts.get("existing")), "done_this_job": _count(counts.get("done_this_job")),
         "failed_this_job": _count(counts.get("failed_this_job")),
+        "changed": _count(counts.get("changed")),
+        "changed_reports": [n for n in status.get("changed_reports") or [] if isinstance(n, int)]
+        if isinstance(status.get("changed_reports"), list) else [],
         "total_processed": _count(status.get("total_processed")),
         "throughput_per_min": _float(status.get("throughput_per_min")) or 0.0,
         "eta_s": _int(status.get("eta_s"), None),

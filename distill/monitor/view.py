@@ -7,6 +7,7 @@ is redrawn once per tick and never cleared: no flicker) until Ctrl-C.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,6 +19,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from distill.core.teacher_id import OFFLINE_TEACHER_VERSION, TeacherId
 from distill.monitor.snapshot import EndpointRow, Snapshot
 
 DEFAULT_WIDTH = 80
@@ -140,9 +142,10 @@ def progress_panel(snap: Snapshot) -> Panel:
 def progress_counts(snap: Snapshot) -> Text:
     """Start and current number, and the range's reports by state."""
     p = snap.progress
+    changed = [("changed", f"{p['changed']} (--redo-changed)")] if p.get("changed") else []
     return _pairs(("start", _number(p["start_number"])), ("current", _number(p["current_number"])),
                   ("done", str(p["done"])), ("failed", str(p["failed"])), ("pending", str(p["pending"])),
-                  ("in flight", str(p["in_flight"])))
+                  ("in flight", str(p["in_flight"])), *changed)
 
 
 def progress_rate(snap: Snapshot) -> Text:
@@ -173,7 +176,11 @@ MAX_TEACHER_EXTRA = 22
 
 def teacher_label(row: EndpointRow) -> str:
     """``offline`` for the built-in teacher, else the model's name."""
-    if row.teacher == "local" or (not row.teacher and row.model in ("", "local-rules")):
+    with contextlib.suppress(ValueError):
+        if row.teacher_id:
+            teacher = TeacherId.parse(row.teacher_id)
+            return "offline" if teacher.is_local else teacher.model
+    if row.teacher == "local" or (not row.teacher and row.model in ("", "local-rules", OFFLINE_TEACHER_VERSION)):
         return "offline"
     return row.model or row.teacher
 

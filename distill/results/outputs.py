@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 
 from distill.core.errors import ConfigError
+from distill.core.teacher_id import TEACHER_ID_KEY, teacher_of_record
 from distill.extraction.schemas import NormalizedFinding
 from distill.results.store import FAILED_DIR, NORMALIZED_DIR, RAW_DIR, OutputStore
 
@@ -145,12 +146,15 @@ def _entry(store: OutputStore, number: int, has_failure: bool) -> OutputEntry:
 
 
 def teacher_fields(raw: dict[str, Any]) -> dict[str, str]:
-    """``teacher`` (endpoint name), ``teacher_kind`` and ``model`` of a raw result; empty strings when absent."""
+    """``teacher`` (endpoint name), ``teacher_kind``, ``model`` and ``teacher_id`` (the teacher's one spelling,
+    ``distill.core.teacher_id``) of a raw result; empty strings when absent."""
     teacher = raw.get("teacher")
     if not isinstance(teacher, dict):
         teacher = {}
+    identity = teacher_of_record(raw)
     return {
         "teacher": str(teacher.get("endpoint") or teacher.get("name") or ""),
         "teacher_kind": str(teacher.get("kind") or ""),
         "model": str(teacher.get("model") or ""),
+        TEACHER_ID_KEY: identity.spelling if identity is not None else "",
     }

@@ -7,16 +7,24 @@ Layout (the names users and their scripts rely on)::
     OUTPUT_DIR/logs/diagnostic_<N>.log                            log
     OUTPUT_DIR/failed/diagnostic_<N>.json                         failure record
     OUTPUT_DIR/checkpoints/<N>/<step>.json                        finished steps of an unfinished report
+    OUTPUT_DIR/superseded/<teacher>/...                           outputs a redo replaced (kept, never deleted)
+    OUTPUT_DIR/superseded/.redo/<N>.json                          a done report marked to run again
 
-A report is done when its raw and normalized files exist; the raw file is
-written last, so a crash in the middle of a commit leaves a report not done,
-and its checkpoints let the next attempt finish it without new calls.
+A report is done when its raw and normalized files exist and it is not marked
+to run again; the raw file is written last, so a crash in the middle of a
+commit leaves a report not done, and its checkpoints let the next attempt
+finish it without new calls.
+
+A redo (``start --redo``) marks done reports: their outputs stay in place, so
+readers keep seeing them, until the new ones are committed; then each old file
+is first linked under ``superseded/<teacher>/`` and then replaced by a rename.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,11 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from distill.core.errors import OutputWriteError
+from distill.core.redact import mask_known_bytes
 from distill.results.atomic import (
     TMP_MARK,
     StagedFile,
     dumps,
     fsync_folders,
+    read_json,
     read_json_folder,
     remove_stale_temporaries,
     write_atomic,
@@ -41,6 +51,15 @@ LOG_DIR = "logs"
 FAILED_DIR = "failed"
 CHECKPOINT_DIR = "checkpoints"
 RETRIED_DIR = "retried"
+SUPERSEDED_DIR = "superseded"
+REDO_DIR = ".redo"  # inside SUPERSEDED_DIR: one marker (and the redo's log so far) per report to run again
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
+
+
+def teacher_folder(spelling: str) -> Path:
+    """``superseded/<teacher>``'s relative path: one folder per part of the spelling, each made safe."""
+    parts = [_UNSAFE.sub("_", part) for part in spelling.split("/")]
+    return Path(*[part if part.strip(".") else "_" for part in parts])
 
 
 def _number_of(name: str, prefix: str = "diagnostic_", suffix: str = ".json") -> int | None:
@@ -60,8 +79,13 @@ class PendingCommit:
     files: list[StagedFile]
 
     def finish(self) -> None:
-        """fsync and rename each file (raw last), fsync the folders, drop checkpoints; or raise, leaving it not done."""
+        """fsync and rename each file (raw last), fsync the folders, drop checkpoints; or raise, leaving it not done.
+
+        A report marked to run again first keeps its old outputs under ``superseded/<teacher>/``."""
+        redo = self.store.redo_teacher(self.number)
         try:
+            if redo is not None:
+                self.store._keep_superseded(self.number, redo)
             for item in self.files:
                 item.publish()
         except OutputWriteError:
@@ -69,6 +93,8 @@ class PendingCommit:
             raise
         fsync_folders([item.path for item in self.files])
         self.store._after_done(self.number)
+        if redo is not None:
+            self.store._clear_redo(self.number)
 
     @property
     def size(self) -> int:
@@ -94,6 +120,8 @@ class OutputStore:
             folder = self.root / name
             folder.mkdir(exist_ok=True, mode=0o700)
             remove_stale_temporaries(folder)
+        remove_stale_temporaries(self.root / SUPERSEDED_DIR / REDO_DIR)  # no folder yet: nothing to do
+        self._clear_stale_redo_markers()
         self._clear_orphan_checkpoints()
 
     def _clear_orphan_checkpoints(self) -> None:
@@ -124,7 +152,86 @@ class OutputStore:
     # --- status of one report ------------------------------------------------
 
     def is_done(self, number: int) -> bool:
-        return self.raw_path(number).is_file() and self.normalized_path(number).is_file()
+        return (self.raw_path(number).is_file() and self.normalized_path(number).is_file()
+                and not self.redo_marker(number).exists())
+
+    def settled_numbers(self) -> set[int]:
+        """Every report number with a raw result that is not marked to run again (what claims skip)."""
+        return self.done_numbers() - self.redo_numbers()
+
+    # --- redo: done reports marked to run again ---------------------------------
+
+    def redo_marker(self, number: int) -> Path:
+        return self.root / SUPERSEDED_DIR / REDO_DIR / f"diagnostic_{number}.json"
+
+    def redo_numbers(self) -> set[int]:
+        return self._numbers(os.path.join(SUPERSEDED_DIR, REDO_DIR))
+
+    def redo_teacher(self, number: int) -> str | None:
+        """The teacher spelling a marked report's old outputs belong to; None when it is not marked."""
+        marker = read_json(self.redo_marker(number))
+        if not isinstance(marker, dict):
+            return None
+        return str(marker.get("teacher_id") or "unknown")
+
+    def mark_for_redo(self, number: int, teacher_id: str) -> bool:
+        """Make a done report claimable again; its outputs stay until the new ones replace them. False when
+        it was marked already."""
+        marker = self.redo_marker(number)
+        if marker.exists():
+            return False
+        marker.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            stat = os.stat(self.raw_path(number))
+        except FileNotFoundError:
+            return False
+        write_json(marker, {"teacher_id": teacher_id, "raw_ino": stat.st_ino, "raw_mtime_ns": stat.st_mtime_ns})
+        return True
+
+    def _redo_log(self, number: int) -> Path:
+        return self.redo_marker(number).with_suffix(".log")
+
+    def _live_log(self, number: int) -> Path:
+        """Where a running attempt's log lines go: beside the marker while the old log still stands."""
+        return self._redo_log(number) if self.redo_marker(number).exists() else self.log_path(number)
+
+    def _keep_superseded(self, number: int, teacher_id: str) -> None:
+        """Link the old outputs under ``superseded/<teacher>/`` (a second copy gets a time stamp)."""
+        target = self.root / SUPERSEDED_DIR / teacher_folder(teacher_id)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        kept: list[Path] = []
+        for source, folder in ((self.raw_path(number), RAW_DIR), (self.normalized_path(number), NORMALIZED_DIR),
+                               (self.log_path(number), LOG_DIR)):
+            if not source.exists():
+                continue
+            (target / folder).mkdir(parents=True, exist_ok=True, mode=0o700)
+            destination = target / folder / source.name
+            if destination.exists():
+                destination = destination.with_name(f"{destination.stem}.{stamp}{destination.suffix}")
+            try:
+                os.link(source, destination)
+            except OSError as exc:
+                raise OutputWriteError(f"{destination}: cannot keep the superseded output: {exc.strerror}") from None
+            kept.append(destination)
+        fsync_folders(kept)
+
+    def _clear_redo(self, number: int) -> None:
+        for path in (self.redo_marker(number), self._redo_log(number)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+    def _clear_stale_redo_markers(self) -> None:
+        """A writer killed between a redo's commit and its clean-up leaves a marker on the new raw file."""
+        for number in self.redo_numbers():
+            marker = read_json(self.redo_marker(number))
+            try:
+                stat = os.stat(self.raw_path(number))
+            except FileNotFoundError:
+                self._clear_redo(number)
+                continue
+            if isinstance(marker, dict) and (marker.get("raw_ino"), marker.get("raw_mtime_ns")) != (
+                    stat.st_ino, stat.st_mtime_ns):
+                self._clear_redo(number)
 
     def is_failed(self, number: int) -> bool:
         return self.failed_path(number).is_file()
@@ -179,11 +286,34 @@ class OutputStore:
         if self.failed_path(number).exists():
             self._archive_failed(number)
 
+    def read_log(self, number: int) -> str:
+        """The report's log so far (earlier attempts), or "" when it has none."""
+        try:
+            return self._live_log(number).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def append_log(self, number: int, line: str) -> None:
+        """Add a line to the report's log as it happens (the commit then rewrites the whole log atomically).
+
+        Best effort: a full disk costs the line here, not the report (the commit still writes it, or says why not).
+        """
+        try:
+            fd = os.open(self._live_log(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError:
+            return
+        try:
+            os.write(fd, mask_known_bytes(line.encode("utf-8")))
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
     def commit_failed(self, number: int, record: dict[str, Any], log_text: str) -> None:
         """Write the failure record and the log. Checkpoints are kept for a retry."""
         if self.host:
             record = {**record, "host": self.host}
-        write_atomic(self.log_path(number), log_text.encode("utf-8"))
+        write_atomic(self._live_log(number), log_text.encode("utf-8"))  # a redo's failure leaves the old log
         write_json(self.failed_path(number), record)
 
     def _archive_failed(self, number: int) -> None:

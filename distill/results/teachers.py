@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from distill.results.outputs import teacher_fields
+from distill.core.teacher_id import teacher_of_record
 
 LOCAL_TEACHER = "local"
 ALL_TEACHERS = "all"  # ``export --teacher all``: every teacher at once
@@ -18,14 +18,8 @@ UNKNOWN_TEACHER = "unknown"
 
 def teacher_of(record: dict[str, Any]) -> str:
     """The teacher of a raw result or a failure record: the model's name, ``local`` for the offline teacher."""
-    if isinstance(record.get("teacher"), dict):
-        fields = teacher_fields(record)
-        kind, model = fields["teacher_kind"], fields["model"]
-    else:  # failure records name the teacher at the top level
-        kind, model = str(record.get("teacher_kind") or ""), str(record.get("model") or "")
-    if kind == LOCAL_TEACHER:
-        return LOCAL_TEACHER
-    return model or UNKNOWN_TEACHER
+    teacher = teacher_of_record(record)
+    return teacher.redo_name if teacher is not None and teacher.redo_name else UNKNOWN_TEACHER
 
 
 def endpoint_teacher(*, is_local: bool, model: str) -> str:

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -78,6 +79,30 @@ def test_process_sampler_measures_the_processes_the_state_directory_names(tmp_pa
     assert list(sampler.cpu) == ([os.getpid()] if recorded_as == "supervisor" else [])
 
 
+def test_process_sampler_keeps_each_workers_cpu_time_and_largest_rss(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    state.write_heartbeat("api_1", {"pid": os.getpid(), "state": "working"})
+    sampler = ProcessSampler(state)
+    sampler.sample()
+    deadline = time.process_time() + 0.05
+    while time.process_time() < deadline:  # burn CPU so that the second sample sees more ticks
+        pass
+    sampler.sample()
+    state.write_heartbeat("api_1", {"pid": os.getpid(), "state": "exited"})
+    sampler.sample()  # an exited worker keeps what was seen of it
+    assert sampler.worker_cpu_s() >= 0.05
+    rss = sampler.worker_rss()
+    assert rss["workers"] == 1 and rss["peak"] == rss["mean"] and rss["peak"] > 1
+    assert rss["pss_peak"] is not None and 0 < rss["pss_peak"] <= rss["peak"] + 0.1
+
+
+def test_process_sampler_reports_no_worker_rss_before_any_worker_was_seen(tmp_path: Path) -> None:
+    sampler = ProcessSampler(StateDir(tmp_path / "state"))
+    assert sampler.worker_rss() == {"peak": None, "mean": None, "workers": 0, "pss_peak": None, "pss_mean": None}
+    assert sampler.worker_cpu_s() == 0.0
+
+
 def test_process_sampler_ignores_a_job_record_whose_supervisor_is_gone(tmp_path: Path) -> None:
     state = StateDir(tmp_path / "state")
     state.ensure()
@@ -100,9 +125,11 @@ def test_report_numbers_start_one_gap_up_increase_and_keep_gaps_bounded() -> Non
 
 SYSTEM_KEYS = {"wall_s", "reports", "calls", "reports_per_s", "calls_per_s", "utilisation", "overhead_ms",
                "pipeline_overhead_ms", "claim_latency_ms", "supervisor_cpu_share", "peak_rss_mib", "failed",
-               "client_utilisation_whole_run", "first_call_after_s"}
+               "client_utilisation_whole_run", "first_call_after_s", "worker_cpu_ms_per_report", "worker_rss_mib",
+               "worker_cpu_ms_per_report_after_start"}
 PRINTED = ["wall time:", "reports per second:", "calls per second:", "endpoint utilisation:", "per-report overhead:",
-           "claim latency:", "supervisor CPU share:", "peak RSS:", "baseline (predecessor):",
+           "claim latency:", "supervisor CPU share:", "peak RSS:", "worker CPU per report:", "RSS per worker:",
+           "baseline (predecessor):",
            "utilisation side by side:"]
 
 
@@ -116,9 +143,12 @@ def test_a_tiny_benchmark_runs_the_real_system_and_the_baseline_and_prints_every
         assert label in result.output
     figures = json.loads(out.read_text())
     baseline_keys = SYSTEM_KEYS - {"pipeline_overhead_ms", "claim_latency_ms", "supervisor_cpu_share",
-                                   "peak_rss_mib", "client_utilisation_whole_run"}
+                                   "peak_rss_mib", "client_utilisation_whole_run", "worker_cpu_ms_per_report",
+                                   "worker_rss_mib", "worker_cpu_ms_per_report_after_start"}
     assert set(figures["system"]) >= SYSTEM_KEYS and set(figures["baseline"]) >= baseline_keys
     assert figures["system"]["reports"] == 6 and figures["system"]["calls"] == 18
+    assert figures["system"]["worker_cpu_ms_per_report_after_start"] > 0
+    assert figures["system"]["worker_cpu_ms_per_report"] > 0 and figures["system"]["worker_rss_mib"]["workers"] >= 2
     assert figures["system"]["claim_latency_ms"]["n"] == 6
     assert figures["baseline"]["reports"] == 2
     assert {"steady", "whole_run"} <= set(figures["system"]["utilisation"])
@@ -133,3 +163,13 @@ def test_a_tiny_claim_benchmark_hands_out_every_report_once_in_order(tmp_path: P
     for label in ("claim latency:", "release latency:", "first claim after start:", "folder scan at start:"):
         assert label in printed
     assert list(tmp_path.iterdir()) == []  # its files are gone
+
+
+def test_cpu_after_start_divides_the_cpu_since_each_first_claim_by_the_reports_claimed() -> None:
+    from distill.bench.system import _cpu_after_start
+
+    timings = [{"claim_s": [0.001] * 3, "cpu_s": 1.5, "cpu_at_first_claim_s": 1.2},
+               {"claim_s": [0.001], "cpu_s": 0.9, "cpu_at_first_claim_s": 0.8},
+               {"claim_s": [], "cpu_s": 0.5, "cpu_at_first_claim_s": None}]  # claimed nothing: left out
+    assert _cpu_after_start(timings) == pytest.approx(100.0)
+    assert _cpu_after_start([]) is None

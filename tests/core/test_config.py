@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.core.config import Secret, endpoint_table, load_settings, parse_endpoint
+from distill.core.config import Endpoint, Secret, endpoint_table, load_settings, parse_endpoint
 from distill.core.errors import ConfigError
 
 CANARY = "sk-canary-7f3e9a"
@@ -191,3 +191,23 @@ def test_with_no_key_at_all_every_endpoint_is_the_offline_teacher(tmp_path: Path
     settings = load_settings(output_dir=tmp_path / "out")
     assert len(settings.endpoints) == 16 and all(e.is_local for e in settings.endpoints.values())
     assert not [n for n in settings.notices if "left out" in n]
+
+
+def test_the_answer_record_size_reaches_every_endpoint_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    config = tmp_path / "system_config.py"
+    config.write_text("ANSWER_RECORD_CHARS = 500\n")
+    settings = load_settings(config, output_dir=tmp_path / "out")
+    assert {e.answer_record_chars for e in settings.endpoints.values()} == {500}
+    assert {e.model for e in settings.endpoints.values()} == {"local-rules-1"}  # the offline teacher's one name
+    config.write_text("ANSWER_RECORD_CHARS = 'all'\n")
+    with pytest.raises(ConfigError, match="ANSWER_RECORD_CHARS must be a whole number"):
+        load_settings(config, output_dir=tmp_path / "out")
+
+
+@pytest.mark.parametrize(("base_url", "host"), [
+    ("http://127.0.0.1:8099/v1", "127.0.0.1:8099"),
+    ("https://user:pw@api.example.com/v1/openai?tenant=x", "api.example.com"),
+    ("", ""),
+])
+def test_an_endpoint_host_has_no_credentials_path_or_query(base_url: str, host: str) -> None:
+    assert Endpoint("api_1", base_url=base_url).host == host

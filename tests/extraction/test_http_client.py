@@ -277,3 +277,24 @@ def test_canary_key_never_appears_in_errors_or_records(fake: FakeTime, fault: Fa
     assert calls
     for text in texts:
         assert CANARY not in text
+
+
+def test_the_environments_proxy_and_ca_bundle_apply_once_per_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/bundle.pem")
+    ep = Endpoint("api_3", base_url="http://model.invalid/v1", model="m", api_key=Secret(CANARY), provider="openai")
+    session = ChatClient(ep)._session
+    assert session.proxies.get("http") == "http://proxy.invalid:3128"
+    assert session.verify == "/etc/ssl/bundle.pem"
+    assert session.trust_env is False  # not read again on every call
+
+
+def test_no_proxy_keeps_a_loopback_endpoint_off_the_proxy(monkeypatch: pytest.MonkeyPatch, stub: StubServer,
+                                                          fake: FakeTime) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
+    client = _client(stub, fake)
+    assert "http" not in client._session.proxies
+    assert client.chat(MESSAGES, step="findings", calls=[]).http_status == 200

@@ -41,7 +41,9 @@ def test_a_done_report_has_three_files_in_the_documented_shapes(setup: tuple[Pat
     raw = read_json(store.raw_path(42))
     assert raw["format"] == "diag-distill/raw-v1"
     assert raw["report"]["number"] == 42 and len(raw["report"]["sha256"]) == 64
-    assert raw["teacher"] == {"kind": "llm", "endpoint": "api_9", "model": "fake-model"}
+    assert raw["teacher"] == {"kind": "llm", "endpoint": "api_9", "model": "fake-model", "provider": "openai",
+                              "prompt_version": ""}
+    assert raw["teacher_id"] == "openai/fake-model"
     assert set(raw["steps"]) == {"findings", "organs", "mapping"}
     assert raw["usage"] == {"calls": 3, "prompt_tokens": 30, "completion_tokens": 15, "cached_tokens": 0,
                             "latency_s": 0.03}

@@ -50,6 +50,7 @@ def test_until_drained_processes_everything_and_writes_an_exit_record(tmp_path: 
     assert beat is not None and beat["state"] == "exited" and beat["exit_code"] == 0 and beat["reason"] == "drained"
     assert beat["stats"]["done"] == 3 and len(beat["stats"]["recent"]) == 3
     assert "report 5: saved" in out.getvalue()
+    assert beat["teacher_id"] == "openai/fake-model" and "teacher openai/fake-model" in out.getvalue()
 
 
 def test_a_refused_key_disables_the_endpoint_and_hands_the_report_back(tmp_path: Path) -> None:
@@ -116,3 +117,19 @@ def test_an_idle_worker_counts_its_idle_time_from_when_it_became_idle(tmp_path: 
     assert worker.status["since"] == became_idle
     worker.set_state("working", report=2)
     assert worker.status["since"] > became_idle
+
+
+def test_the_profile_knob_writes_the_workers_cprofile_statistics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pstats
+
+    from distill.job.worker import PROFILE_ENV
+
+    settings = make_settings(tmp_path)
+    begin(settings, [1, 2])
+    monkeypatch.setenv(PROFILE_ENV, str(tmp_path))
+    worker = Worker("api_1", settings, job_id="j1", until_drained=True, out=io.StringIO(),
+                    extractor_factory=factory(FakeExtractor()))
+    assert worker.run() == EXIT_OK
+    [written] = tmp_path.glob("api_1.*.prof")
+    functions = {name for _file, _line, name in pstats.Stats(str(written)).stats}  # type: ignore[attr-defined]
+    assert "process_report" in functions

@@ -114,7 +114,7 @@ def test_not_an_output_folder_raises_config_error(tmp_path: Path, name: str, mes
 def test_command_json_prints_one_object(summary: dict) -> None:
     result = CliRunner().invoke(stats_command, ["--output-dir", str(FIXTURE), "--json"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == summary
+    assert json.loads(result.stdout) == {**summary, "changed_notes": []}  # the fixture's notes are elsewhere
 
 
 def test_command_prints_tables(tmp_path: Path) -> None:

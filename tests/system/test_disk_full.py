@@ -110,12 +110,13 @@ def test_a_full_disk_pauses_the_worker_leaves_nothing_partial_and_the_job_resume
     # While the disk was full:
     assert beat["state"] == "paused" and "disk full" in beat["reason"]
     assert "disk full" in out.getvalue() and "pausing until writes succeed" in out.getvalue()
-    assert calls_while_paused == {"checkpoints": 1}.get(fills_at, 3)  # only report 1 was ever started
+    # Only report 1 was ever started; its log is written from its first line on, its checkpoints after each step.
+    assert calls_while_paused == {"checkpoints": 1, "logs": 1}.get(fills_at, 3)
     assert claims["leases"] == {} and claims["counter"] == 1  # report 1 handed back, nothing new claimed
     # Once space is back: resumed, all done, no failure record, no step of report 1 paid twice but the cut one.
     assert "writes succeed again; resuming" in out.getvalue()
     assert all(store.is_done(n) for n in (1, 2, 3)) and store.failed_numbers() == set()
-    assert sum(extractor.calls.values()) == 9 + (1 if fills_at == "checkpoints" else 0)
+    assert sum(extractor.calls.values()) == 9 + (1 if fills_at in ("checkpoints", "logs") else 0)
     assert stray_files(settings.output_dir, settings.state_dir) == []
     for path in settings.output_dir.rglob("*.json"):
         json.loads(path.read_text(encoding="utf-8"))  # no torn JSON anywhere
