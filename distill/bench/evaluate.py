@@ -1,7 +1,7 @@
 """How well the offline teacher reads the labelled sets, measured through the whole system.
 
-``run_eval`` links (a sample of) each labelled set's notes into one temporary input folder
-(the sets' number ranges do not overlap), runs ``diag-distill start FIRST --until-drained
+``run_eval`` copies (a sample of) each labelled set's notes into one temporary input folder
+(the sets' number ranges do not overlap; the folder is removed afterwards), runs ``diag-distill start FIRST --until-drained
 --foreground`` in a child process with its own state directory, tmux socket and session prefix
 and no API keys (so every endpoint is the offline teacher), then scores the normalized outputs
 against the labels. It prints figures and asserts nothing; ``docs/eval.md`` says what each means.
@@ -107,8 +107,9 @@ def run_offline_job(notes: list[Note], root: Path, timeout_s: float, say: Callab
         raise EvalError("tmux is not installed (install it with your package manager, e.g. apt-get install tmux)")
     input_dir, output = root / "in", root / "out"
     input_dir.mkdir()
+    # Copied, not linked: the job refuses input symlinks that lead outside its input folder.
     for note in notes:
-        (input_dir / note.path.name).symlink_to(note.path.resolve())
+        shutil.copyfile(note.path, input_dir / note.path.name)
     tag = uuid.uuid4().hex[:8]
     config = root / "eval_config.py"
     config.write_text("from distill.core.config import endpoint_table\n"

@@ -39,6 +39,8 @@ ORGAN_NOT_IN_VOCABULARY = "organ_not_in_vocabulary"
 ORGAN_WITHOUT_DIAGNOSIS = "organ_without_diagnosis"
 LOCATION_NOT_IN_ORGAN = "location_not_in_organ"
 FINDING_NOT_FOUND = "finding_not_found"
+NORMAL_FINDING = "normal_finding"
+DIAGNOSIS_RULED_OUT = "diagnosis_ruled_out"
 DUPLICATE = "duplicate"
 
 _TYPOGRAPHY = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "‐": "-", "‑": "-", "–": "-", "—": "-"})
@@ -96,6 +98,12 @@ class _Finding:
     status: str
     key: str
     position: int
+    normal: bool = False
+
+    @property
+    def ident(self) -> tuple[str, str]:
+        # The same words stated and denied are two findings: one identity per quote and status.
+        return (self.key, self.status)
 
 
 @dataclass
@@ -103,6 +111,11 @@ class _Diagnosis:
     diagnosis: str
     quote: str
     key: str
+    certainty: str = "confirmed"
+
+
+#: A unit is one finding (quote and status) linked to one organ.
+_UnitKey = tuple[tuple[str, str], str]
 
 
 @dataclass
@@ -112,6 +125,7 @@ class _Unit:
     basis: str
     inference: str
     locations: list[str] = field(default_factory=list)
+    certainty: str = "confirmed"
 
 
 def normalize(
@@ -125,8 +139,12 @@ def normalize(
 
     Records come in order of the findings' first occurrence in the note; a
     finding the note supports but no organ link does keeps an empty
-    ``U_unit_set``. Units of one finding come in order of their organ's first
-    mention in the note; locations in the order of the organ's location list.
+    ``U_unit_set``. The same words with two statuses ("no cough" in the
+    history, "cough" in the course) stay two records. A normal finding
+    (``normal``) and a ruled-out diagnosis are never linked; a unit's
+    ``d_certainty`` says whether its diagnosis is confirmed or only suspected.
+    Units of one finding come in order of their organ's first mention in the
+    note; locations in the order of the organ's location list.
     Raises ``InvalidOutput`` only if a record fails the published schema.
     """
     run = _Run(text, vocabulary or load_vocabulary())
@@ -164,18 +182,28 @@ class _Run:
 
     def keep_findings(self, findings: Sequence[Finding]) -> list[_Finding]:
         self.stats["findings_in"] = len(findings)
-        kept: dict[str, _Finding] = {}
+        kept: dict[tuple[str, str], _Finding] = {}
         for finding in findings:
             item = {"quote": _short(finding.quote), "status": finding.status}
             key = _ground(finding.quote)
-            position = self.grounded_text.find(key) if key else -1
+            taken = [other.position for other in kept.values() if other.key == key]
+            position = self._place(key, taken) if key else -1
             if position < 0:
                 self.drop("findings", item, QUOTE_NOT_IN_TEXT, "the quote does not occur in the note")
-            elif key in kept:
-                self.drop("findings", item, DUPLICATE, f"the same quote is already kept (status {kept[key].status})")
+            elif (key, finding.status) in kept:
+                self.drop("findings", item, DUPLICATE, f"the same quote is already kept with status {finding.status}")
             else:
-                kept[key] = _Finding(finding.quote, finding.status, key, position)
-        return sorted(kept.values(), key=lambda kept_finding: (kept_finding.position, kept_finding.key))
+                kept[(key, finding.status)] = _Finding(finding.quote, finding.status, key, position, finding.normal)
+        return sorted(kept.values(), key=lambda kept_finding: (kept_finding.position, kept_finding.key,
+                                                               kept_finding.status))
+
+    def _place(self, key: str, taken: list[int]) -> int:
+        """Where a quote occurs: its first occurrence that another status of the same words has not taken."""
+        position = self.grounded_text.find(key)
+        first = position
+        while position >= 0 and position in taken:
+            position = self.grounded_text.find(key, position + 1)
+        return position if position >= 0 else first
 
     def keep_diagnoses(self, diagnoses: Sequence[OrganDiagnosis]) -> dict[str, list[_Diagnosis]]:
         self.stats["diagnoses_in"] = len(diagnoses)
@@ -192,18 +220,19 @@ class _Run:
                 self.drop(
                     "organs", item, DIAGNOSIS_NOT_IN_TEXT, "no quote, and the diagnosis is not worded in the note"
                 )
-            elif any(other.key == key for other in by_organ.get(organ, [])):
+            elif any(other.key == key and other.certainty == diagnosis.certainty for other in by_organ.get(organ, [])):
                 self.drop("organs", item, DUPLICATE, f"the same diagnosis of {organ} is already kept")
             else:
-                by_organ.setdefault(organ, []).append(_Diagnosis(diagnosis.diagnosis, diagnosis.quote, key))
+                by_organ.setdefault(organ, []).append(
+                    _Diagnosis(diagnosis.diagnosis, diagnosis.quote, key, diagnosis.certainty))
         return by_organ
 
     def keep_units(
         self, mappings: Sequence[Mapping], findings: list[_Finding], diagnoses: dict[str, list[_Diagnosis]]
-    ) -> dict[tuple[str, str], _Unit]:
+    ) -> dict[_UnitKey, _Unit]:
         self.stats["mappings_in"] = len(mappings)
         self.stats["locations_in"] = sum(len(m.locations) for m in mappings)
-        units: dict[tuple[str, str], _Unit] = {}
+        units: dict[_UnitKey, _Unit] = {}
         # A canonical order makes merges and the dropped list independent of the model's mapping order.
         for mapping in sorted(mappings, key=_mapping_order):
             item = {"finding": _short(mapping.finding), "organ": _short(mapping.organ)}
@@ -216,20 +245,26 @@ class _Run:
                     self.drop("mapping", item, QUOTE_NOT_IN_TEXT, "the finding does not occur in the note")
             elif organ is None:
                 self.drop("mapping", item, ORGAN_NOT_IN_VOCABULARY, "the organ is not in the organ vocabulary")
+            elif finding.normal:
+                self.drop("mapping", item, NORMAL_FINDING, "a normal finding is evidence for no diagnosis")
             elif organ not in diagnoses:
                 self.drop("mapping", item, ORGAN_WITHOUT_DIAGNOSIS, f"no kept diagnosis concerns {organ}")
+            elif _names_ruled_out(mapping.diagnosis, diagnoses[organ]):
+                self.drop("mapping", item, DIAGNOSIS_RULED_OUT, f"the diagnosis of {organ} it names is ruled out")
             elif mapping.basis and not self.in_text(mapping.basis):
                 self.drop("mapping", item, BASIS_NOT_IN_TEXT, "the textual basis does not occur in the note")
             else:
                 locations = self.keep_locations(organ, mapping.locations)
-                unit = units.get((finding.key, organ))
+                unit = units.get((finding.ident, organ))
                 if unit is not None:
                     unit.locations.extend(loc for loc in locations if loc not in unit.locations)
                     self.drop("mapping", item, DUPLICATE, "same finding and organ as another mapping; locations merged")
                     continue
-                chosen = _choose_diagnosis(mapping.diagnosis, diagnoses[organ])
+                standing = [d for d in diagnoses[organ] if d.certainty != "ruled_out"]
+                chosen = _choose_diagnosis(mapping.diagnosis, standing)
                 basis = mapping.basis or chosen.quote or chosen.diagnosis
-                units[(finding.key, organ)] = _Unit(organ, chosen.diagnosis, basis, mapping.inference, locations)
+                units[(finding.ident, organ)] = _Unit(organ, chosen.diagnosis, basis, mapping.inference, locations,
+                                                      chosen.certainty)
         return units
 
     def keep_locations(self, organ: str, given: Sequence[str]) -> list[str]:
@@ -243,21 +278,22 @@ class _Run:
                 kept.append(canonical)
         return kept
 
-    def records(self, findings: list[_Finding], units: dict[tuple[str, str], _Unit]) -> list[dict[str, Any]]:
+    def records(self, findings: list[_Finding], units: dict[_UnitKey, _Unit]) -> list[dict[str, Any]]:
         organ_rank = {organ: rank for rank, organ in enumerate(self.vocabulary.organs_in_text(self.text))}
-        by_finding: dict[str, list[_Unit]] = {}
-        for (finding_key, _), unit in units.items():
-            by_finding.setdefault(finding_key, []).append(unit)
+        by_finding: dict[tuple[str, str], list[_Unit]] = {}
+        for (ident, _), unit in units.items():
+            by_finding.setdefault(ident, []).append(unit)
         records = []
         for finding in findings:
             finding_units = sorted(
-                by_finding.get(finding.key, []),
+                by_finding.get(finding.ident, []),
                 key=lambda unit: (organ_rank.get(unit.organ, len(organ_rank)), unit.organ),
             )
             record = {
                 "s_symptom": finding.quote,
                 "status": finding.status,
                 "U_unit_set": [self._unit_record(unit) for unit in finding_units],
+                "normal": finding.normal,
             }
             try:
                 NormalizedFinding.model_validate(record)
@@ -279,6 +315,7 @@ class _Run:
                     "doctorsDiagnosisAndJudgment": unit.basis,
                     "medicalInference": unit.inference,
                 },
+                "d_certainty": unit.certainty,
             }
         }
 
@@ -303,12 +340,23 @@ def _match_finding(quote: str, findings: list[_Finding]) -> _Finding | None:
     if not key:
         return None
     related = [finding for finding in findings if key in finding.key or finding.key in key]
-    for finding in related:
-        if finding.key == key:
-            return finding
     if not related:
         return None
-    return min(related, key=lambda finding: (abs(len(finding.key) - len(key)), finding.position, finding.key))
+    # Of the same words stated and denied, a link means the stated one.
+    return min(related, key=lambda finding: (abs(len(finding.key) - len(key)), _LINK_PREFERENCE[finding.status],
+                                             finding.normal, finding.position, finding.key))
+
+
+_LINK_PREFERENCE = {"present": 0, "uncertain": 1, "absent": 2}
+
+
+def _names_ruled_out(wanted: str, kept: list[_Diagnosis]) -> bool:
+    """Whether the mapping's diagnosis is one the note rules out (and not also stated), or the organ has no other."""
+    if all(diagnosis.certainty == "ruled_out" for diagnosis in kept):
+        return True
+    target = _ground(wanted)
+    same = [diagnosis for diagnosis in kept if diagnosis.key == target]
+    return bool(same) and all(diagnosis.certainty == "ruled_out" for diagnosis in same)
 
 
 def _choose_diagnosis(wanted: str, kept: list[_Diagnosis]) -> _Diagnosis:

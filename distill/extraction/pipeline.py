@@ -134,9 +134,10 @@ def attempt_line(info: TeacherInfo) -> str:
 
 
 def _step_text(report: Report, step: str) -> str:
+    # Diagnoses are read where the physician concludes (assessment, impression, diagnoses, plan).
     if step == "organs":
-        text = report.sections.physician_text()
-        if len(text.strip()) >= MIN_STEP_TEXT:
+        text = report.sections.conclusion_text()
+        if text.strip():
             return text
     return report.text
 

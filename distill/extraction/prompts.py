@@ -22,6 +22,15 @@ step of a longer note gets the passages around each finding and diagnosis
 quote (``mapping_excerpt``), in note order, marked ``[...]`` where text was
 left out; the other steps are split into parts of at most ``MAX_NOTE_CHARS``
 at paragraph boundaries (``split_note``) and the LLM extractor merges them.
+
+Versions (``PROMPT_VERSION``; a record names the version its teacher was given):
+
+- ``diag-prompts-1``: the three steps and the single-call fallback.
+- ``diag-prompts-2``: the shared cacheable prefix (rules, organ names, the note) for every call.
+- ``diag-prompts-3``: each diagnosis has a certainty (confirmed, suspected, ruled_out); findings can be
+  marked normal; rules for history items, family history, hypotheticals, radiology impressions, pertinent
+  negatives and diagnoses of several organs; mapping takes locations only from the finding's own words and
+  never links a normal finding or a ruled-out diagnosis.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ from distill.extraction.normalize import find_quote
 from distill.extraction.schemas import STEP_MODELS
 from distill.extraction.vocabulary import load_vocabulary
 
-PROMPT_VERSION = "diag-prompts-2"
+PROMPT_VERSION = "diag-prompts-3"
 #: A note up to this many characters goes into every prompt whole (about 6,000 tokens).
 MAX_NOTE_CHARS = 24_000
 #: Characters kept on each side of a quote when a long note is excerpted for mapping.
@@ -48,13 +57,15 @@ STEPS = tuple(STEP_MODELS)
 _FINDINGS_SHAPE = '''{"findings": [
   {"quote": "<words copied exactly from the note>",
    "status": "present" | "absent" | "uncertain",
-   "kind": "symptom" | "exam" | "test" | "sign"}
+   "kind": "symptom" | "exam" | "test" | "sign",
+   "normal": true | false}
 ]}'''
 
 _ORGANS_SHAPE = '''{"diagnoses": [
   {"organ": "<one organ name from the list, spelled exactly>",
    "diagnosis": "<the physician's diagnosis or assessment, in the note's words>",
-   "quote": "<the sentence or phrase of the note that states it, copied exactly>"}
+   "quote": "<the sentence or phrase of the note that states it, copied exactly>",
+   "certainty": "confirmed" | "suspected" | "ruled_out"}
 ]}'''
 
 _MAPPING_SHAPE = '''{"mappings": [
@@ -69,8 +80,8 @@ _MAPPING_SHAPE = '''{"mappings": [
 _COMBINED_SHAPE = '''{"findings": [ ...as in step 1... ],
  "diagnoses": [ ...as in step 2... ],
  "mappings": [ ...as in step 3... ]}
-where a finding is {"quote": "...", "status": "present" | "absent" | "uncertain", "kind": "symptom" | "exam" | "test" | "sign"},
-a diagnosis is {"organ": "...", "diagnosis": "...", "quote": "..."},
+where a finding is {"quote": "...", "status": "present" | "absent" | "uncertain", "kind": "symptom" | "exam" | "test" | "sign", "normal": true | false},
+a diagnosis is {"organ": "...", "diagnosis": "...", "quote": "...", "certainty": "confirmed" | "suspected" | "ruled_out"},
 a mapping is {"finding": "...", "organ": "...", "diagnosis": "...", "locations": ["..."], "basis": "...", "inference": "..."}'''
 
 _COMMON_RULES = """Ground rules:
@@ -83,30 +94,61 @@ _STATUS_RULES = """Status of each finding:
 - "present": the note states the patient has it ("complains of chest pain", "BP 160/95").
 - "absent": the note denies or rules it out ("denies fever", "no edema", "negative for ...").
 - "uncertain": possible, suspected, questionable, or a differential ("possible pneumonia", "rule out MI").
+- The same words can be stated in one place and denied in another ("no cough" in the history, "new cough" in
+  the course): list each mention with its own status, quoting enough words to tell them apart.
 Kind: "symptom" (what the patient reports), "exam" (examination finding), "test" (laboratory, imaging or
-other test result), "sign" (any other clinical sign)."""
+other test result), "sign" (any other clinical sign).
+Normal: "normal": true for a statement of normal findings ("lungs clear to auscultation", "regular rate and
+rhythm", "heart size is normal", "心律齐"), with status "present"; such a finding is never evidence for a
+diagnosis. A denied abnormality ("no murmur") is "absent", not normal.
+Certainty of each diagnosis:
+- "confirmed": the physician states it ("community-acquired pneumonia", "诊断：肺炎").
+- "suspected": possible, probable, likely, suspected, "cannot exclude", "rule out ...", a differential
+  diagnosis ("possible pneumonia", "考虑肺炎", "肺癌待排").
+- "ruled_out": "no evidence of", "negative for", "ruled out", "unlikely", "排除" ("no evidence of pneumonia").
+  List a ruled-out diagnosis with this certainty; no finding is ever linked to it.
+What is not the patient's present illness:
+- Family history ("mother had breast cancer") is neither a finding nor a diagnosis of the patient: leave it out.
+- A hypothetical or an instruction ("call if fever", "return for chest pain", "risk of bleeding") is no
+  finding: leave it out.
+- A history item ("history of MI in 2010", "s/p appendectomy") is a finding or diagnosis only when the note
+  treats it as a current problem (in the assessment, or as a finding the note reports now); a past problem
+  listed only in the past history is left out.
+- A radiology impression ("Right lower lobe pneumonia", "cardiomegaly") is both: list its abnormality as a
+  finding (kind "test") and as the reader's diagnosis of that organ."""
 
 _TASKS = {
     "findings": """Task: list the clinical findings in this medical note: symptoms, examination findings, test
-results and clinical signs, each quoted from the note with its status. Include pertinent negatives
-(findings the note says are absent). Do not list diagnoses, medications, procedures, history items without a
-finding, or family history.""",
+results and clinical signs, each quoted from the note with its status, from every part of the note that
+reports them (history, review of systems, examination, vital signs, laboratory, imaging, course). Include
+pertinent negatives (findings the note says are absent, status "absent") and normal statements (with
+"normal": true). Do not list medications, procedures, plans, hypotheticals, history items that are not current
+problems, or family history. A diagnosis the note states as an observed condition (an imaging impression, a
+stated disease) may also be listed as a finding.""",
     "organs": """Task: list the physician's diagnoses and assessments in this medical note (from the
-assessment, impression, diagnosis or plan, or wherever the physician states them) and the organ each one
-concerns. Use only the allowed organ names above, spelled exactly as listed. A diagnosis that concerns no
-listed organ is left out. A diagnosis that concerns two organs appears once per organ.""",
+assessment, impression, diagnosis, discharge diagnosis and plan; in a note without such sections, or a test
+report, wherever the physician states them) with the organ each one concerns and its certainty. Use only the
+allowed organ names above, spelled exactly as listed. A diagnosis that concerns no listed organ is left out. A
+diagnosis that concerns several organs (hepatorenal syndrome; metastatic disease to liver and lung) appears
+once per organ, each with the same wording and quote. Include ruled-out diagnoses with certainty "ruled_out".
+Never list family history or a diagnosis named only as a risk or hypothetical.""",
     "mapping": """Task: link each finding in FINDINGS to the organ in DIAGNOSES that it is evidence for, and name
-the anatomical locations of that organ the note supports. Locations must come from the allowed list of that
-organ; give a location only when the note names it or clearly describes it, and give an empty list otherwise.
-Never pick a location because it is typical or likely. A finding the note does not connect to any organ in
-DIAGNOSES is left out. Copy each finding exactly as it appears in FINDINGS.""",
+the anatomical locations of that organ the note supports. Read the whole note above for this. Choose the
+diagnosis a finding supports by clinical knowledge (what the finding is a sign, symptom or result of in that
+organ), not by shared words. Locations must come from the allowed list of that organ and from the note's words
+about that finding (its own phrase or sentence), never from the diagnosis sentence or another finding; give an
+empty list when the finding's words name no location. Never pick a location because it is typical or likely.
+Do not link a finding marked normal, a finding with status "absent", or any diagnosis whose certainty is
+"ruled_out". A finding the note does not connect to any organ in DIAGNOSES is left out. Copy each finding
+exactly as it appears in FINDINGS.""",
     "combined": """Task: do three things for this medical note in one answer.
 1. findings: the symptoms, examination findings, test results and clinical signs, quoted from the note, each
    with its status (include pertinent negatives).
-2. diagnoses: the physician's diagnoses and assessments and the organ each concerns, organ names taken only
-   from the allowed organ names above, spelled exactly.
+2. diagnoses: the physician's diagnoses and assessments, the organ each concerns (organ names taken only from
+   the allowed organ names above, spelled exactly) and each one's certainty.
 3. mappings: each finding linked to the diagnosis organ it is evidence for, with the anatomical locations of
-   that organ the note names or clearly describes (an empty list when it names none; never guess).""",
+   that organ the finding's own words name (an empty list when they name none; never guess, never borrow
+   them from the diagnosis); no link for normal or absent findings or ruled-out diagnoses.""",
 }
 
 _SHAPES = {"findings": _FINDINGS_SHAPE, "organs": _ORGANS_SHAPE, "mapping": _MAPPING_SHAPE,
@@ -317,17 +359,20 @@ clinical finding (symptom, examination finding, test result, clinical sign) with
 the physician's diagnoses, the organ each concerns and the anatomical locations the note supports.
 Rules:
 - "s_symptom" is copied exactly from the note. "status" is "present", "absent" (denied or ruled out) or
-  "uncertain" (possible, suspected, differential).
+  "uncertain" (possible, suspected, differential). "normal" is true for a statement of normal findings
+  ("lungs clear"), which has an empty "U_unit_set".
 - "organName" is one of the allowed organ names below, spelled exactly. "anatomicalLocations" holds only
   locations of that organ that the note names or clearly describes; it is empty when the note names none.
   Never guess or pad.
-- "d_diagnosis" is the physician's diagnosis or assessment the finding supports; "doctorsDiagnosisAndJudgment"
-  quotes the note's words for it; "medicalInference" says briefly why the finding concerns that organ.
+- "d_diagnosis" is the physician's diagnosis or assessment the finding supports (never one the note rules
+  out); "d_certainty" is "confirmed" or "suspected"; "doctorsDiagnosisAndJudgment" quotes the note's words for
+  it; "medicalInference" says briefly why the finding concerns that organ.
 - A finding with no diagnosis or organ in the note has an empty "U_unit_set".
 Answer with a JSON array only, each element of this shape:
 {"s_symptom": "...", "status": "present", "U_unit_set": [{"u_unit": {"d_diagnosis": "...",
  "o_organ": {"organName": "...", "anatomicalLocations": ["..."]},
- "b_textual_basis": {"doctorsDiagnosisAndJudgment": "...", "medicalInference": "..."}}}]}
+ "b_textual_basis": {"doctorsDiagnosisAndJudgment": "...", "medicalInference": "..."},
+ "d_certainty": "confirmed"}}], "normal": false}
 Allowed organ names:
 """
 

@@ -7,12 +7,25 @@ Unknown keys from a model are ignored; missing required keys fail validation.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, field_validator, model_serializer
 
 Status = Literal["present", "absent", "uncertain"]
 FindingKind = Literal["symptom", "exam", "test", "sign"]
+#: How sure the physician is of a diagnosis: stated, only suspected (possible, probable, a differential), or
+#: excluded (no evidence of, negative for, unlikely).
+Certainty = Literal["confirmed", "suspected", "ruled_out"]
+#: What a normalized unit records: a ruled-out diagnosis is never linked to a finding.
+LinkedCertainty = Literal["confirmed", "suspected"]
+
+_CERTAINTY_WORDS: dict[str, Certainty] = {
+    "confirmed": "confirmed", "certain": "confirmed", "definite": "confirmed", "established": "confirmed",
+    "suspected": "suspected", "possible": "suspected", "probable": "suspected", "likely": "suspected",
+    "uncertain": "suspected", "differential": "suspected", "suspect": "suspected", "provisional": "suspected",
+    "ruled out": "ruled_out", "excluded": "ruled_out",
+    "unlikely": "ruled_out", "negative": "ruled_out", "absent": "ruled_out",
+}  # fmt: skip
 
 STEP_NAMES = ("findings", "organs", "mapping")
 
@@ -27,6 +40,8 @@ class Finding(_Lenient):
     quote: str = Field(min_length=1, max_length=500)
     status: Status = "present"
     kind: FindingKind = "symptom"
+    #: A statement of normal findings ("lungs clear", "心律齐"): recorded, never evidence for a diagnosis.
+    normal: bool = False
 
     @field_validator("status", mode="before")
     @classmethod
@@ -54,6 +69,18 @@ class OrganDiagnosis(_Lenient):
     organ: str = Field(min_length=1, max_length=200)
     diagnosis: str = Field(min_length=1, max_length=500)
     quote: str = Field(default="", max_length=1000)
+    certainty: Certainty = "confirmed"
+
+    @field_validator("certainty", mode="before")
+    @classmethod
+    def _read_certainty(cls, value: object) -> object:
+        # Models word it their own way ("possible", "Ruled out"); anything unknown counts as stated.
+        if value is None:
+            return "confirmed"
+        if isinstance(value, str):
+            return _CERTAINTY_WORDS.get(" ".join(value.lower().replace("_", " ").replace("-", " ").split()),
+                                        "confirmed")
+        return value
 
 
 class OrgansOutput(_Lenient):
@@ -112,6 +139,13 @@ class Unit(BaseModel):
     d_diagnosis: str
     o_organ: OrganRef
     b_textual_basis: TextualBasis
+    # Added after the predecessor's shape: whether the linked diagnosis is stated or only suspected.
+    # ``None`` in a record written before it existed, and then left out again when dumped.
+    d_certainty: LinkedCertainty | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_certainty(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "d_certainty")
 
 
 class UnitWrapper(BaseModel):
@@ -124,3 +158,17 @@ class NormalizedFinding(BaseModel):
     s_symptom: str
     status: Status = "present"
     U_unit_set: list[UnitWrapper]
+    # Added after the predecessor's shape: a statement of normal findings, linked to no diagnosis.
+    # ``None`` in a record written before it existed, and then left out again when dumped.
+    normal: bool | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unknown_normal(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _without_none(handler(self), "normal")
+
+
+def _without_none(data: dict[str, Any], key: str) -> dict[str, Any]:
+    # A record of the predecessor's shape dumps to exactly that shape: nothing is guessed for it.
+    if data.get(key, "") is None:
+        del data[key]
+    return data

@@ -65,6 +65,16 @@ class Sections:
         """Bodies of every physician section (findings, exam, assessment, diagnosis, plan ...), or ``""``."""
         return _join(s for s in self.items if s.kind == "physician")
 
+    def conclusion_text(self) -> str:
+        """Bodies of the physician's conclusions (assessment, impression, diagnoses, plan ...), or ``""``.
+
+        A note with no history of the patient is a test's reading (a radiology or echo report): there the
+        reader's findings are diagnostic statements too, so every physician section counts.
+        """
+        if not any(s.kind == "patient" for s in self.items):
+            return self.physician_text()
+        return _join(s for s in self.items if s.kind == "physician" and not is_narrative(s.name))
+
     def narrative_physician_text(self) -> str:
         """Physician sections that describe findings (exam, hospital course, findings, labs ...), or ``""``."""
         return _join(s for s in self.items if s.kind == "physician" and is_narrative(s.name))

@@ -14,18 +14,19 @@ from __future__ import annotations
 
 import re
 import time
-from bisect import bisect_left, bisect_right
-from typing import Literal, cast
+from typing import cast
 
 from pydantic import BaseModel
 
 from distill.core.errors import ReportError
 from distill.core.teacher_id import OFFLINE_TEACHER_VERSION
+from distill.extraction.context import Context, extend_left
 from distill.extraction.extractor import CallRecord, StepInput, StepResult, TeacherInfo
-from distill.extraction.lexicon import Hit, Matcher, compiled_lexicon, is_latin, term_key
-from distill.extraction.normalize import find_quote
+from distill.extraction.finding_rules import condition_lines, lab_values, read_function, vital_signs
+from distill.extraction.lexicon import Hit, Matcher, Term, compiled_lexicon, is_latin, term_key
 from distill.extraction.schemas import (
     STEP_MODELS,
+    Certainty,
     CombinedOutput,
     Finding,
     FindingKind,
@@ -42,114 +43,33 @@ STEPS = tuple(STEP_MODELS)
 MAX_FINDINGS = 40
 MAX_DIAGNOSES = 30
 MAX_MAPPINGS = 80
-MAX_QUOTE = 300
-# How far back an English post-cue ("... was ruled out") reaches, in characters.
-POST_CUE_REACH = 60
 # A line this short that holds a disease word is taken whole as a diagnosis.
 SHORT_LINE = 80
+# A Chinese sentence with one of these tells what happened (就诊, 行…检查, 提示), not what the diagnosis is.
+_ZH_NARRATIVE = re.compile(r"就诊|入院|出院|提示|检查|行|予|给予|出现|发现|治疗|术后|患者|[\u3400-\u9fff]{31,}")
 
-# "skip": a hypothetical finding, or someone else's: not the patient's at all.
-ContextStatus = Literal["present", "absent", "uncertain", "skip"]
-_STATUS_OF_CUE: dict[str, ContextStatus] = {"neg": "absent", "unc": "uncertain", "hyp": "skip", "exp": "skip"}
+# A stated condition line ("Carpal tunnel syndrome."): a finding of no particular organ.
+_CONDITION = Term("condition line", "dx", ())
+_VITAL = Term("vital sign", "sign", ())
+_VITAL_NORMAL = Term("normal vital sign", "sign", ())
+_LAB = Term("laboratory value", "test", ())
+_LAB_NORMAL = Term("normal laboratory value", "test", ())
+_MEASURED = (_VITAL, _VITAL_NORMAL, _LAB, _LAB_NORMAL)
+_RULE_TERMS = (_CONDITION, *_MEASURED)
+# A symptom, sign or lesion "to be investigated" (便血待查, 占位待查) is present: its cause is what is sought.
+# Only a named disease so worded is uncertain.
+_WORKUP_CUES = frozenset({"待查", "待诊"})
+_OBSERVED = frozenset({"symptom", "exam", "sign", "function"})
+_KIND_OF_CATEGORY = {"dx": "sign", "normal": "exam", "function": "symptom"}
 _ROLE_OF_KIND = {"symptom": "symptom of", "sign": "sign of", "exam": "examination finding in", "test": "test result in"}
-
-# Sentence ends; a period between digits ("2.5 cm") is not one.
-_BOUNDARY = re.compile(r"[!?;。；！？\n]|(?<!\d)\.|\.(?!\d)")
-_CJK_CLAUSE = re.compile(r"[，,]")
-# A section header glued to its text ("IMPRESSIONCongestive heart failure").
-_GLUED_HEADER = re.compile(r"\s*[A-Z][A-Z /&]*[A-Z](?=[A-Z][a-z])")
-# The number of the next list item, glued to its text ("冠心病 2.慢性心力衰竭").
-_NEXT_ITEM_NUMBER = re.compile(r"\s+\d{1,2}\Z")
 
 # A sentence with one of these is narrative, not a diagnosis line.
 _NARRATIVE = re.compile(
     r"(?<![A-Za-z])(?:was|were|is|are|has|have|had|been|will|can|could|may|might|would|should|did|does|we|I|he|"
     r"she|they|her|his|patient|underwent|showed|shows|revealed|indicated)(?![A-Za-z])"
 )
-_LATIN_WORD = re.compile(r"[A-Za-z]{4,}")
-_CJK_RUN = re.compile(r"[\u3400-\u9fff]{2,}")
+_CJK_ITEM = re.compile(r"[，,、；;：:]")
 _AFTER_CVA = re.compile(r"[^\S\n]*(?:-|/)?[^\S\n]*tender", re.IGNORECASE)
-
-
-class _Context:
-    """The sentences and context cues of one text: answers what status a span has."""
-
-    def __init__(self, text: str, cues: Matcher | None = None) -> None:
-        self.text = text
-        self.bounds = [m.start() for m in _BOUNDARY.finditer(text)]
-        self.cues = cues.find(text) if cues is not None else []
-        self.cue_starts = [hit.start for hit in self.cues]
-
-    def sentence(self, start: int, end: int) -> tuple[int, int]:
-        """The span of the sentence holding ``text[start:end]``, trimmed of whitespace."""
-        i = bisect_left(self.bounds, start)
-        left = self.bounds[i - 1] + 1 if i > 0 else 0
-        j = bisect_left(self.bounds, end)
-        right = self.bounds[j] if j < len(self.bounds) else len(self.text)
-        header = _GLUED_HEADER.match(self.text, left, end)
-        if header is not None and header.end() <= start:
-            left = header.end()
-        if self.text[right:right + 1] == "." and not self.text[right + 1:right + 2].isspace():
-            number = _NEXT_ITEM_NUMBER.search(self.text, end, right)
-            right = number.start() if number is not None else right
-        while left < start and self.text[left].isspace():
-            left += 1
-        while right > end and self.text[right - 1].isspace():
-            right -= 1
-        return left, right
-
-    def quote(self, start: int, end: int) -> str:
-        """The sentence around a span, cut to ``MAX_QUOTE`` characters around it when longer."""
-        left, right = self.sentence(start, end)
-        if right - left > MAX_QUOTE:
-            spare = max(0, MAX_QUOTE - (end - start)) // 2
-            left, right = max(left, start - spare), min(right, end + spare)
-        return self.text[left:right].strip()
-
-    def status(self, start: int, end: int) -> ContextStatus:
-        """``present``, ``absent``, ``uncertain``, or ``skip`` (hypothetical, or not the patient's)."""
-        left, right = self.sentence(start, end)
-        # A question mark ends the sentence and is its cue ("肝癌？"): the cue at ``right`` counts.
-        lo, hi = bisect_left(self.cue_starts, left), bisect_right(self.cue_starts, right)
-        nearby = self.cues[lo:hi]
-        enders = [hit for hit in nearby if hit.term.category == "term"]
-        best: tuple[int, ContextStatus] | None = None
-        for cue in nearby:
-            status = _STATUS_OF_CUE.get(cue.term.category)
-            if status is None:
-                continue
-            direction = cue.term.organs[0] if cue.term.organs else "pre"
-            latin = is_latin(cue.term.text)
-            if cue.end <= start and direction in ("pre", "both"):
-                gap = (cue.end, start)
-            elif cue.start >= end and direction in ("post", "both"):
-                gap = (end, cue.start)
-                if latin and gap[1] - gap[0] > POST_CUE_REACH:
-                    continue
-            else:
-                continue
-            # Another person's history ("family history: positive for ...") lasts to the sentence end.
-            if cue.term.category != "exp" and self._scope_ends(gap, enders, latin):
-                continue
-            distance = gap[1] - gap[0]
-            if best is None or distance < best[0]:
-                best = (distance, status)
-        return best[1] if best is not None else "present"
-
-    def _scope_ends(self, gap: tuple[int, int], enders: list[Hit], latin: bool) -> bool:
-        if any(gap[0] <= hit.start and hit.end <= gap[1] for hit in enders):
-            return True
-        # Chinese lists use "、"; a comma starts a new clause with its own cues.
-        return not latin and _CJK_CLAUSE.search(self.text, gap[0], gap[1]) is not None
-
-
-def _extend_left(text: str, start: int, latin: re.Pattern[str], other: re.Pattern[str]) -> int:
-    """Where a term's leading modifiers start ("mild bilateral" + "edema")."""
-    window_start = max(0, start - 60)
-    window = text[window_start:start]
-    pattern = latin if is_latin(text[start]) else other
-    found = pattern.search(window)
-    return window_start + found.start() if found else start
 
 
 class LocalTeacher:
@@ -174,12 +94,13 @@ class LocalTeacher:
             diagnoses = data.organs.diagnoses if data.organs is not None else self.diagnoses(data.text)
             output = MappingOutput(mappings=self.mappings(findings, diagnoses, _note_text(data)))
         elif step == "combined":
-            context = _Context(data.text, self._lex.cues)
+            context = Context(data.text, self._lex.cues)
             findings = self._findings(context)
             diagnoses = self._diagnoses(context)
             note = _note_text(data)
             # Sentences do not depend on the cues, so the mapping step can reuse the same context.
-            mappings = self._mappings(findings, diagnoses, context if note == data.text else _Context(note))
+            mappings = self._mappings(findings, diagnoses,
+                                      context if note == data.text else Context(note, self._lex.cues))
             output = CombinedOutput(findings=findings, diagnoses=diagnoses, mappings=mappings)
         else:
             raise ReportError(f"the offline teacher has no step {step!r}; use one of {', '.join(STEPS)}")
@@ -192,65 +113,101 @@ class LocalTeacher:
     # --- step 1 ---------------------------------------------------------------
 
     def findings(self, text: str) -> list[Finding]:
-        """Lexicon findings of ``text`` with their status, in order of first mention, deduplicated."""
-        return self._findings(_Context(text, self._lex.cues))
+        """Findings of ``text`` with their status, in order of first mention, deduplicated: lexicon terms,
+        stated condition lines, vital signs and laboratory values (see ``finding_rules``)."""
+        return self._findings(Context(text, self._lex.cues))
 
-    def _findings(self, context: _Context) -> list[Finding]:
+    def _findings(self, context: Context) -> list[Finding]:
         lex, text = self._lex, context.text
         found: list[Finding] = []
         seen: set[tuple[str, str]] = set()
-        for hit in self._finding_hits(text):
-            if hit.term.category == "skip":
+        hits = self._finding_hits(text)
+        # Normal statements and functional items say how something is: they are no item of a bare list.
+        context.mark_terms([(hit.start, hit.end) for hit in hits
+                            if hit.term.category not in ("skip", "normal", "function")])
+        for hit in sorted(hits + self._rule_hits(context, hits), key=lambda h: h.start):
+            category = hit.term.category
+            if category == "skip":
                 continue
             status = context.status(hit.start, hit.end)
             if status == "skip":
                 continue
-            start = _extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
+            if hit.term in _MEASURED:
+                status = "present"  # a measured value is stated, whatever cue a neighbour has
+            if status == "uncertain" and category in _OBSERVED and _awaits_workup(context, hit):
+                status = "present"  # 便血待查: the bleeding is there, its cause is being sought
+            normal = category == "normal" or hit.term is _VITAL_NORMAL or hit.term is _LAB_NORMAL
+            if category == "function":
+                normal, change_denied = read_function(text, hit.end)
+                status = "absent" if change_denied else status
+            start = hit.start if hit.term in _RULE_TERMS else extend_left(text, hit.start, lex.modifiers_en,
+                                                                           lex.modifiers_zh)
             quote = text[start:hit.end].strip()
             key = (term_key(quote), status)
             if key in seen:
                 continue
             seen.add(key)
-            kind = "sign" if hit.term.category == "dx" else hit.term.category
-            found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, kind)))
+            kind = _KIND_OF_CATEGORY.get(category, category)
+            found.append(Finding(quote=quote, status=status, kind=cast(FindingKind, kind), normal=normal))
             if len(found) >= MAX_FINDINGS:
                 break
+        return found
+
+    def _rule_hits(self, context: Context, hits: list[Hit]) -> list[Hit]:
+        """Condition lines, vital signs and laboratory values where no lexicon term already is."""
+        taken = [(hit.start, hit.end) for hit in hits]
+        found = [Hit(start, end, _CONDITION) for start, end in condition_lines(context, self._lex, taken)]
+        text = context.text
+        measured = [(start, end, _VITAL_NORMAL if normal else _VITAL) for start, end, normal in vital_signs(text)]
+        measured += [(start, end, _LAB_NORMAL if normal else _LAB) for start, end, normal in lab_values(text)]
+        for start, end, term in sorted(measured, key=lambda item: (item[0], -item[1])):
+            if not any(start < b and a < end for a, b in taken):
+                taken.append((start, end))
+                found.append(Hit(start, end, term))
         return found
 
     def _finding_hits(self, text: str) -> list[Hit]:
         """Finding terms, and the diseases a note states (an operative note's "squamous cell carcinoma",
         a history's 肺炎): a stated condition is itself a clinical finding of the patient."""
         hits = _yield_to_longer(self._lex.findings, text)
-        taken = [(h.start, h.end) for h in hits]
         for hit in self._lex.diagnoses.find(text):
             if hit.term.text == "CVA" and _AFTER_CVA.match(text, hit.end):
                 continue
-            if not any(hit.start < end and start < hit.end for start, end in taken):
-                hits.append(hit)
+            overlapping = [h for h in hits if hit.start < h.end and h.start < hit.end]
+            # A named disease holds a generic lesion word (肝癌 holds 癌): the disease is the finding.
+            if all(hit.start <= h.start and h.end <= hit.end and h.end - h.start < hit.end - hit.start
+                   for h in overlapping):
+                hits = [h for h in hits if h not in overlapping] + [hit]
         return sorted(hits, key=lambda h: h.start)
 
     # --- step 2 ---------------------------------------------------------------
 
     def diagnoses(self, text: str) -> list[OrganDiagnosis]:
-        """Diagnoses of ``text`` that are not negated, each with its vocabulary organ and sentence."""
-        return self._diagnoses(_Context(text, self._lex.cues))
+        """Diagnoses of ``text``, each with its vocabulary organ, sentence and certainty.
 
-    def _diagnoses(self, context: _Context) -> list[OrganDiagnosis]:
+        A named diagnosis the note rules out is kept as ``ruled_out`` (so no finding is linked to
+        it); test abnormalities and unnamed diagnosis lines are kept only when stated or suspected.
+        """
+        return self._diagnoses(Context(text, self._lex.cues))
+
+    def _diagnoses(self, context: Context) -> list[OrganDiagnosis]:
         lex, text = self._lex, context.text
         found: list[tuple[int, OrganDiagnosis]] = []
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str, str]] = set()
         covered: set[tuple[int, int]] = set()
 
-        def add(position: int, organ: str, diagnosis: str, quote: str) -> None:
-            key = (organ, term_key(diagnosis))
+        def add(position: int, organ: str, diagnosis: str, quote: str, certainty: Certainty) -> None:
+            key = (organ, term_key(diagnosis), certainty)
             if key not in seen:
                 seen.add(key)
-                found.append((position, OrganDiagnosis(organ=organ, diagnosis=diagnosis, quote=quote)))
+                found.append((position, OrganDiagnosis(organ=organ, diagnosis=diagnosis, quote=quote,
+                                                       certainty=certainty)))
 
         for hit in lex.diagnoses.find(text):
             if hit.term.text == "CVA" and _AFTER_CVA.match(text, hit.end):
                 continue  # costovertebral angle tenderness, not a stroke
-            if context.status(hit.start, hit.end) in ("absent", "skip"):
+            certainty = context.certainty(hit.start, hit.end)
+            if certainty is None:
                 continue
             start, end = self._diagnosis_span(text, hit)
             quote = context.quote(start, end)
@@ -258,35 +215,37 @@ class LocalTeacher:
             for key in hit.term.organs:
                 organ = self.resolve_organ(key)
                 if organ is not None:
-                    add(hit.start, organ, text[start:end].strip(), quote)
+                    add(hit.start, organ, text[start:end].strip(), quote, certainty)
         # A test or imaging abnormality of one organ ("cardiomegaly", "tortuous aorta") is the reader's
         # assessment of that organ: radiology impressions are findings and diagnoses at once.
         for hit in lex.findings.find(text):
             if hit.term.category != "test" or len(hit.term.organs) != 1:
                 continue
-            if context.status(hit.start, hit.end) in ("absent", "skip"):
+            certainty = context.certainty(hit.start, hit.end)
+            if certainty is None or certainty == "ruled_out":
                 continue
             organ = self.resolve_organ(hit.term.organs[0])
             if organ is not None:
-                start = _extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
-                add(hit.start, organ, text[start:hit.end].strip(), context.quote(start, hit.end))
+                start = extend_left(text, hit.start, lex.modifiers_en, lex.modifiers_zh)
+                add(hit.start, organ, text[start:hit.end].strip(), context.quote(start, hit.end), certainty)
         # A diagnosis line the lexicon does not know: trust only organs it names itself.
         for word in lex.disease_word.finditer(text):
             sentence = context.sentence(word.start(), word.end())
-            if sentence in covered or context.status(word.start(), word.end()) in ("absent", "skip"):
+            certainty = context.certainty(word.start(), word.end())
+            if sentence in covered or certainty is None or certainty == "ruled_out":
                 continue
             covered.add(sentence)
             phrase = text[sentence[0]:sentence[1]].strip()
-            if len(phrase) > SHORT_LINE or _NARRATIVE.search(phrase):
+            if len(phrase) > SHORT_LINE or _NARRATIVE.search(phrase) or _ZH_NARRATIVE.search(phrase):
                 continue
             for organ in self.vocabulary.organs_in_text(phrase):
-                add(word.start(), organ, phrase, phrase)
+                add(word.start(), organ, phrase, phrase, certainty)
         found.sort(key=lambda item: item[0])
         return [diagnosis for _, diagnosis in found[:MAX_DIAGNOSES]]
 
     def _diagnosis_span(self, text: str, hit: Hit) -> tuple[int, int]:
         lex = self._lex
-        start = _extend_left(text, hit.start, lex.dx_modifiers_en, lex.dx_modifiers_zh)
+        start = extend_left(text, hit.start, lex.dx_modifiers_en, lex.dx_modifiers_zh)
         tail = lex.dx_tail_en.match(text, hit.end) if is_latin(hit.term.text) else None
         return start, tail.end() if tail else hit.end
 
@@ -304,26 +263,26 @@ class LocalTeacher:
         Only organs of ``diagnoses`` are used. Locations are those the finding's
         sentence in ``note`` names, or else those the diagnosis names; never guessed.
         """
-        return self._mappings(findings, diagnoses, _Context(note))
+        return self._mappings(findings, diagnoses, Context(note, self._lex.cues))
 
-    def _mappings(self, findings: list[Finding], diagnoses: list[OrganDiagnosis], context: _Context) -> list[Mapping]:
+    def _mappings(self, findings: list[Finding], diagnoses: list[OrganDiagnosis], context: Context) -> list[Mapping]:
         diagnosed: dict[str, list[OrganDiagnosis]] = {}
         for diagnosis in diagnoses:
             organ = self._canonical(diagnosis.organ)
-            if organ is not None:
+            # A ruled-out diagnosis is evidence of nothing: no finding is linked to it.
+            if organ is not None and diagnosis.certainty != "ruled_out":
                 diagnosed.setdefault(organ, []).append(diagnosis)
         out: list[Mapping] = []
         for finding in findings:
-            if finding.status == "absent":
+            if finding.status == "absent" or finding.normal:
                 continue
             for organ, how in self._organs_of_finding(finding.quote):
                 if organ not in diagnosed:
                     continue
-                diagnosis = _closest(finding.quote, diagnosed[organ])
+                diagnosis = self._supported(finding.quote, diagnosed[organ])
                 basis = diagnosis.quote or diagnosis.diagnosis
-                # Where the finding is said first; else where the diagnosis puts it.
-                locations = (self.vocabulary.locations_in_text(organ, _near(context, finding.quote))
-                             or self.vocabulary.locations_in_text(organ, f"{diagnosis.diagnosis}\n{basis}"))
+                # Only where the finding itself is said: a diagnosis elsewhere lends it no location.
+                locations = self.vocabulary.locations_in_text(organ, _near(context, finding))
                 if how == "lexicon":
                     role = _ROLE_OF_KIND.get(finding.kind, "sign of")
                     inference = f"finding '{finding.quote}' is a recognised {role} {diagnosis.diagnosis}"
@@ -338,6 +297,20 @@ class LocalTeacher:
                 if len(out) >= MAX_MAPPINGS:
                     return out
         return out
+
+    def _supported(self, quote: str, diagnoses: list[OrganDiagnosis]) -> OrganDiagnosis:
+        """Which diagnosis of one organ a finding supports: the one that is the finding itself (the same
+        lexicon condition: "mild cardiomegaly" and "cardiomegaly"), else the first stated one, else the first."""
+        conditions = self._conditions(quote)
+        for diagnosis in diagnoses:
+            if conditions & self._conditions(diagnosis.diagnosis):
+                return diagnosis
+        return next((d for d in diagnoses if d.certainty == "confirmed"), diagnoses[0])
+
+    def _conditions(self, text: str) -> set[str]:
+        """The lexicon conditions (findings and diagnoses) a text names."""
+        hits = self._lex.findings.find(text) + self._lex.diagnoses.find(text)
+        return {term_key(hit.term.text) for hit in hits if hit.term.category not in ("skip", "normal")}
 
     def _organs_of_finding(self, quote: str) -> list[tuple[str, str]]:
         organs: dict[str, str] = {}
@@ -375,18 +348,9 @@ def _yield_to_longer(matcher: Matcher, text: str) -> list[Hit]:
     return out
 
 
-def _closest(quote: str, diagnoses: list[OrganDiagnosis]) -> OrganDiagnosis:
-    """The diagnosis sharing most words with the finding (the first one on a tie)."""
-    words = _words(quote)
-    return max(diagnoses, key=lambda diagnosis: len(words & _words(f"{diagnosis.diagnosis} {diagnosis.quote}")))
-
-
-def _words(text: str) -> set[str]:
-    """English words of four letters or more, and Chinese character pairs (single characters say too little)."""
-    words = {w.lower() for w in _LATIN_WORD.findall(text)}
-    for run in _CJK_RUN.findall(text):
-        words.update(run[i:i + 2] for i in range(len(run) - 1))
-    return words
+def _awaits_workup(context: Context, hit: Hit) -> bool:
+    cue = context.cue(hit.start, hit.end)
+    return cue is not None and cue.term.text in _WORKUP_CUES
 
 
 def _note_text(data: StepInput) -> str:
@@ -394,10 +358,22 @@ def _note_text(data: StepInput) -> str:
     return text if isinstance(text, str) else data.text
 
 
-def _near(context: _Context, quote: str) -> str:
-    """The sentence of the context's text where ``quote`` first occurs (any case and spacing), or the quote."""
-    found = find_quote(quote, context.text)
-    if found is None:
-        return quote
-    left, right = context.sentence(*found)
+def _near(context: Context, finding: Finding) -> str:
+    """The sentence where the finding is said: the first occurrence of its quote (any case and spacing) that
+    has its status ("cough" stated, not the "no cough" before it), else the first; the quote when not found."""
+    words = finding.quote.split()
+    if not words:
+        return finding.quote
+    pattern = re.compile(r"\s+".join(map(re.escape, words)), re.IGNORECASE)
+    spans = [m.span() for m in pattern.finditer(context.text)]
+    if not spans:
+        return finding.quote
+    same = [span for span in spans if context.status(*span) == finding.status]
+    start, end = (same or spans)[0]
+    left, right = context.sentence(start, end)
+    if not is_latin(finding.quote):
+        # A Chinese sentence lists many findings (直乙交界腺癌、结肠多发息肉): a site belongs to its own item.
+        before = max((m.end() for m in _CJK_ITEM.finditer(context.text, left, start)), default=left)
+        after = _CJK_ITEM.search(context.text, end, right)
+        left, right = before, after.start() if after else right
     return context.text[left:right]

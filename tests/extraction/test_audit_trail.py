@@ -16,6 +16,7 @@ from distill.extraction.extractor import CallRecord, StepInput, TeacherInfo
 from distill.extraction.http_client import ChatClient
 from distill.extraction.llm import LLMExtractor
 from distill.extraction.pipeline import process_report
+from distill.extraction.prompts import PROMPT_VERSION
 from distill.extraction.report import read_report
 from distill.results.atomic import read_json
 from distill.results.store import OutputStore
@@ -59,7 +60,7 @@ def test_every_call_of_a_done_report_keeps_its_answer_text(stub: StubServer, not
     store = _store(tmp_path)
     assert process_report(note, extractor=_llm(stub), store=store).status == "done"
     raw = read_json(store.raw_path(7))
-    assert raw["teacher_id"] == "openai/stub-model@diag-prompts-2"
+    assert raw["teacher_id"] == f"openai/stub-model@{PROMPT_VERSION}"
     assert [c["step"] for c in raw["calls"]] == ["findings", "organs", "mapping"]
     for call in raw["calls"]:
         assert call["purpose"] == "answer" and call["answer"].startswith("{") and not call["answer_cut"]
@@ -82,7 +83,7 @@ def test_a_failure_record_keeps_every_rejected_answer(stub: StubServer, note: Pa
     store = _store(tmp_path)
     assert process_report(note, extractor=_llm(stub), store=store).status == "failed"
     record = read_json(store.failed_path(7))
-    assert record["teacher_id"] == "openai/stub-model@diag-prompts-2"
+    assert record["teacher_id"] == f"openai/stub-model@{PROMPT_VERSION}"
     steps = [(c["step"], c["purpose"]) for c in record["calls"]]
     assert steps == [("findings", "answer"), ("findings", "repair"), ("combined", "answer"), ("combined", "repair")]
     assert all(c["answer"] and c["rejected"] for c in record["calls"])
@@ -158,7 +159,7 @@ def test_the_attempt_line_names_the_host_but_never_the_key_path_or_query(stub: S
     store = _store(tmp_path)
     process_report(note, extractor=_llm(stub), store=store)
     first = store.log_path(7).read_text(encoding="utf-8").splitlines()[0]
-    assert f"endpoint api_4: teacher openai/stub-model@diag-prompts-2, model stub-model, host 127.0.0.1:{stub.port}" \
+    assert f"endpoint api_4: teacher openai/stub-model@{PROMPT_VERSION}, model stub-model, host 127.0.0.1:{stub.port}" \
         in first
     assert stub.url.endswith("/v1") and "/v1" not in first and CANARY not in first
 

@@ -225,5 +225,5 @@ def test_repair_prompt_names_problem_and_bounds_previous_answer() -> None:
 def test_instruction_text_is_versioned_and_lists_organs() -> None:
     from distill.extraction.prompts import INSTRUCTION_TEXT
 
-    assert PROMPT_VERSION == "diag-prompts-2" and PROMPT_VERSION in INSTRUCTION_TEXT
+    assert PROMPT_VERSION == "diag-prompts-3" and PROMPT_VERSION in INSTRUCTION_TEXT
     assert "U_unit_set" in INSTRUCTION_TEXT and "Heart (Cor)" in INSTRUCTION_TEXT

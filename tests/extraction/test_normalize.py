@@ -121,7 +121,7 @@ def test_whitespace_and_case_variant_quote_is_kept_as_given() -> None:
 
 
 def test_duplicate_findings_are_merged() -> None:
-    result = _run(findings=_findings(("No fever", "absent"), ("no  FEVER", "present")), mappings=_mappings())
+    result = _run(findings=_findings(("No fever", "absent"), ("no  FEVER", "absent")), mappings=_mappings())
     assert [(r["s_symptom"], r["status"]) for r in result.records] == [("No fever", "absent")]
     assert _reasons(result) == ["duplicate"]
 
@@ -137,6 +137,7 @@ def test_linked_finding_carries_organ_diagnosis_and_basis() -> None:
         "d_diagnosis": "Hypertensive heart disease",
         "o_organ": {"organName": HEART, "anatomicalLocations": [LV]},
         "b_textual_basis": {"doctorsDiagnosisAndJudgment": "Hypertensive heart disease", "medicalInference": ""},
+        "d_certainty": "confirmed",
     }
 
 

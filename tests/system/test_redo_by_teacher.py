@@ -16,6 +16,7 @@ from distill.bench.stub_server import CallInfo, Fault, StubServer
 from distill.core.errors import StopRequested
 from distill.extraction.extractor import StepInput, StepResult
 from distill.extraction.pipeline import process_report
+from distill.extraction.prompts import PROMPT_VERSION
 from distill.extraction.teacher import LocalTeacher
 from distill.job.state import StateDir
 from distill.results.atomic import read_json
@@ -29,7 +30,7 @@ pytestmark = [pytest.mark.tmux, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
 
 OFFLINE = "local/local-rules-1"
-LLM = "openai/stub-model@diag-prompts-2"
+LLM = f"openai/stub-model@{PROMPT_VERSION}"
 DONE_OFFLINE = [1, 2, 3, 4]
 REPAIRED, REJECTED, CHECKPOINTED = 2, 3, 5
 
@@ -162,7 +163,7 @@ def test_an_offline_job_then_an_llm_job_skips_then_redoes_the_offline_reports(
         said = _run_job("1", "--end", "5", "--redo-changed", *folders)
         assert "redoing them (--redo-changed)" in said
         assert set(_calls_by_report(stub)) == {4}
-    old = read_json(output / "superseded" / "openai" / "stub-model@diag-prompts-2" / "diagnostic_results"
+    old = read_json(output / "superseded" / "openai" / f"stub-model@{PROMPT_VERSION}" / "diagnostic_results"
                     / "diagnostic_4.json")
     new = read_json(store.raw_path(4))
     assert old["report"]["sha256"] != new["report"]["sha256"] and new["teacher_id"] == LLM
