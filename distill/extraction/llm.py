@@ -30,7 +30,7 @@ from distill.extraction.extractor import CallRecord, EventSink, StepInput, StepR
 from distill.extraction.http_client import ChatClient, ChatReply
 from distill.extraction.jsonextract import json_candidates
 from distill.extraction.prompts import MAX_NOTE_CHARS, PROMPT_VERSION, build_messages, build_repair_messages, split_note
-from distill.extraction.schemas import STEP_MODELS
+from distill.extraction.schemas import STEP_MODELS, FindingsOutput
 
 _MAX_LISTED_ERRORS = 6
 #: A request leaving less room than this for the answer is not sent: the note is cut smaller instead.
@@ -140,10 +140,27 @@ class LLMExtractor:
             raise
 
     def _run_within(self, step: str, data: StepInput, calls: list[CallRecord], limit: int) -> StepResult:
-        if step == "mapping" or len(data.text) <= limit:
+        if step == "mapping":
+            return self._map_within(data, calls, limit)
+        if len(data.text) <= limit:
             return self._run(step, data, calls, limit)
         parts = [self._run(step, replace(data, text=part), calls, limit) for part in split_note(data.text, limit)]
         return StepResult(output=merge_outputs(step, [p.output for p in parts]), calls=calls,
+                          raw_text="\n".join(p.raw_text for p in parts))
+
+    def _map_within(self, data: StepInput, calls: list[CallRecord], limit: int) -> StepResult:
+        """Map every finding; when the findings do not fit one request, map them in halves (each half with
+        the passages around its own quotes). Only a single finding that cannot fit asks for a smaller note."""
+        try:
+            return self._run("mapping", data, calls, limit)
+        except _DoesNotFit:
+            findings = data.findings.findings if data.findings else []
+            if len(findings) < 2:
+                raise
+        half = len(findings) // 2
+        parts = [self._map_within(replace(data, findings=FindingsOutput(findings=group)), calls, limit)
+                 for group in (findings[:half], findings[half:])]
+        return StepResult(output=merge_outputs("mapping", [p.output for p in parts]), calls=calls,
                           raw_text="\n".join(p.raw_text for p in parts))
 
     def _run(self, step: str, data: StepInput, calls: list[CallRecord], limit: int) -> StepResult:

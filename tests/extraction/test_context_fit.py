@@ -100,6 +100,8 @@ def test_the_pipeline_finishes_a_long_note_on_a_small_window(stub: StubServer, t
     outcome = process_report(note, extractor=_extractor(stub), store=store)
     assert outcome.status == "done", outcome.message
     assert read_json(store.raw_path(31))["normalized"]
+    # The findings of a long note do not fit one mapping request on this window: they are mapped in groups.
+    assert stub.by_report_step[(31, "mapping")] > 1
 
 
 def test_the_pipeline_records_too_long_not_api_bad_request(stub: StubServer, tmp_path: Path) -> None:
