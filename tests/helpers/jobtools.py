@@ -10,10 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from distill.core.config import Settings
+from distill.job.claims import ClaimBook
 from distill.job.state import StateDir
 from distill.results.atomic import read_json
 from distill.results.store import OutputStore
-from tests.helpers.notes import PROJECT
+from tests.helpers.notes import PROJECT, write_notes
 
 
 def write_config(folder: Path, *, check_interval: float = 0.5, endpoints: int = 16) -> Path:
@@ -76,3 +78,20 @@ def working(state: StateDir) -> dict[str, int]:
 
 def status(state: StateDir) -> dict[str, Any]:
     return read_json(state.status_path) or {}
+
+
+def start_job(job: dict[str, Any], *args: str) -> str:
+    """``diag-distill start ARGS`` on the job fixture's input and output folders; its output, after asserting exit 0."""
+    result = cli("start", *args, "--input-dir", str(job["input"]), "--output-dir", str(job["output"]))
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def begin_claims(settings: Settings, numbers: list[int]) -> None:
+    """Notes ``numbers`` in the settings' input folder and a claims book begun at the first of them."""
+    write_notes(settings.input_dir, numbers)
+    state = StateDir(settings.state_dir)
+    state.ensure()
+    store = OutputStore(settings.output_dir)
+    store.prepare()
+    ClaimBook(state, store, settings.input_dir).begin(min(numbers), None)

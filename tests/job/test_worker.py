@@ -16,6 +16,7 @@ from distill.job.state import StateDir
 from distill.job.worker import EXIT_DISABLED, EXIT_OK, Worker
 from distill.results.store import OutputStore
 from tests.helpers.fakes import FakeExtractor
+from tests.helpers.jobtools import begin_claims as begin
 from tests.helpers.notes import write_notes
 
 
@@ -23,15 +24,6 @@ def make_settings(tmp_path: Path) -> Settings:
     endpoints = {f"api_{i}": Endpoint(name=f"api_{i}") for i in (1, 2)}
     return Settings(endpoints=endpoints, input_dir=tmp_path / "in", output_dir=tmp_path / "out",
                     check_interval=0.1, state_dir=tmp_path / "state")
-
-
-def begin(settings: Settings, numbers: list[int]) -> None:
-    write_notes(settings.input_dir, numbers)
-    state = StateDir(settings.state_dir)
-    state.ensure()
-    store = OutputStore(settings.output_dir)
-    store.prepare()
-    ClaimBook(state, store, settings.input_dir).begin(min(numbers), None)
 
 
 def factory(extractor: Extractor) -> Any:

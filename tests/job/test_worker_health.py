@@ -11,26 +11,19 @@ from typing import Any
 from distill.core.config import Endpoint, Settings
 from distill.core.errors import EndpointUnavailable
 from distill.extraction.extractor import CallRecord, StepInput, StepResult
-from distill.job.claims import ClaimBook
 from distill.job.state import CLAIMS_FILE, StateDir
 from distill.job.worker import EXIT_OK, Worker
 from distill.results.atomic import read_json
 from distill.results.store import OutputStore
 from tests.helpers.fakes import FakeExtractor
-from tests.helpers.jobtools import wait_until
-from tests.helpers.notes import write_notes
+from tests.helpers.jobtools import begin_claims, wait_until
 
 
 def settings_for(tmp_path: Path, numbers: list[int]) -> Settings:
     endpoints = {f"api_{i}": Endpoint(name=f"api_{i}", probe_min_s=0.01, probe_max_s=0.05) for i in (1, 2)}
     settings = Settings(endpoints=endpoints, input_dir=tmp_path / "in", output_dir=tmp_path / "out",
                         check_interval=0.05, state_dir=tmp_path / "state")
-    write_notes(settings.input_dir, numbers)
-    state = StateDir(settings.state_dir)
-    state.ensure()
-    store = OutputStore(settings.output_dir)
-    store.prepare()
-    ClaimBook(state, store, settings.input_dir).begin(min(numbers), None)
+    begin_claims(settings, numbers)
     return settings
 
 

@@ -28,6 +28,9 @@ from tests.helpers.jobtools import (
     working,
     write_config,
 )
+from tests.helpers.jobtools import (
+    start_job as start,
+)
 from tests.helpers.notes import write_notes
 
 pytestmark = [pytest.mark.tmux, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
@@ -51,12 +54,6 @@ def job(isolated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         cli("stop", "--now")
         wait_until(lambda: state.running_job() is None, timeout=30)
     stub.stop()
-
-
-def start(job: dict[str, Any], *args: str) -> str:
-    result = cli("start", *args, "--input-dir", str(job["input"]), "--output-dir", str(job["output"]))
-    assert result.returncode == 0, result.stderr + result.stdout
-    return result.stdout
 
 
 def test_forty_notes_sixteen_sessions_until_drained(job: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from distill.job.job_env import env_file
 from distill.job.state import CLAIMS_FILE, JOB_FILE, JOB_LOCK, STOP_SCRIPT, WORKERS_DIR, StateDir
 from tests.helpers.chaos_tools import read_outputs, stub_counts_by_report
 from tests.helpers.jobtools import cli, done_numbers, job_ended, status, stray_files, wait_until, write_config
+from tests.helpers.jobtools import start_job as start
 from tests.helpers.notes import write_notes
 
 pytestmark = [pytest.mark.tmux, pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
@@ -43,12 +44,6 @@ def job(isolated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         cli("stop", "--now")
         wait_until(lambda: state.running_job() is None, timeout=30)
     stub.stop()
-
-
-def start(job: dict[str, Any], *args: str) -> str:
-    result = cli("start", *args, "--input-dir", str(job["input"]), "--output-dir", str(job["output"]))
-    assert result.returncode == 0, result.stderr + result.stdout
-    return result.stdout
 
 
 def calls_per_step(job: dict[str, Any]) -> dict[str, int]:
