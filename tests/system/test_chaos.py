@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -68,10 +69,13 @@ def chaos(isolated: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def _kill_some_workers(state: StateDir, output: Path, kills: int,
-                       rng: random.Random) -> tuple[list[str], set[int]]:
-    """SIGKILL ``kills`` busy workers (different endpoints) at random moments; the reports they held."""
+                       rng: random.Random) -> tuple[list[str], Counter[int]]:
+    """SIGKILL ``kills`` busy workers (different endpoints) at random moments; how often each report was held.
+
+    A report held at one kill goes back to the pool and may be held again by the next worker killed.
+    """
     killed: list[str] = []
-    held: set[int] = set()
+    held: Counter[int] = Counter()
     while len(killed) < kills and state.running_job() is not None:
         time.sleep(rng.uniform(0.1, 0.8))
         busy = [b for api, b in state.read_heartbeats().items()
@@ -81,7 +85,7 @@ def _kill_some_workers(state: StateDir, output: Path, kills: int,
         beat = rng.choice(busy)
         frozen = kill_worker(state, beat, output)
         if frozen is not None:  # only a worker that was still alive counts as a kill
-            held |= frozen
+            held.update(frozen)
             killed.append(str(beat["api"]))
     return killed, held
 
@@ -115,14 +119,13 @@ def test_chaos_run_loses_nothing_repeats_no_finished_step_and_leaves_no_partial_
     # No partial or temporary file, no checkpoint left behind a finished report.
     assert stray_files(chaos["output"], state.root) == []
     assert not [n for n in outputs.done if (chaos["output"] / "checkpoints" / str(n)).exists()]
-    # No finished step answered twice (so no report done twice), except a step in flight at a kill, once.
+    # No finished step answered twice (so no report done twice), except a step in flight at a kill, once a kill.
     repeated = {key: n for key, n in answered.items() if n > 1}
-    assert {int(key.split("/")[0]) for key in repeated} <= held
-    assert max(answered.values()) <= 2
+    assert {key: n for key, n in repeated.items() if n > 1 + held[int(key.split("/")[0])]} == {}, (repeated, held)
     # The counts add up: every call the stub received is in a report's record, except calls lost at a kill.
     on_stub, on_file = stub_counts_by_report(asked), outputs.recorded_calls()
     mismatched = {n for n in numbers if on_stub[n] != on_file[n]}
-    assert mismatched <= held
+    assert mismatched <= set(held)
     assert all(on_stub[n] >= on_file[n] for n in held)
     assert stats["total"] == sum(on_stub.values()) == chaos["faults"].calls
     final = status(state)
@@ -132,7 +135,7 @@ def test_chaos_run_loses_nothing_repeats_no_finished_step_and_leaves_no_partial_
     figures = {
         "notes": len(numbers), "endpoints": ENDPOINTS, "seconds": round(elapsed, 1), "calls": stats["total"],
         "faults_injected": sum(chaos["faults"].injected.values()), "faults_by_kind": dict(chaos["faults"].injected),
-        "kills": len(killed), "reports_held_at_kills": sorted(held),
+        "kills": len(killed), "reports_held_at_kills": sorted(held.elements()),
         "retries": sum(asked.values()) - len(asked), "calls_lost_at_kills": stats["total"] - sum(on_file.values()),
         "done": len(outputs.done), "failed": len(outputs.failed),
         "failed_by_class": dict(sorted({c: sum(1 for r in outputs.failed.values() if r["error_class"] == c)
