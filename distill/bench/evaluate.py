@@ -16,7 +16,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +166,43 @@ def _zh_match(pred: str, core: str, anatomy: list[str]) -> bool:
     return False
 
 
+def _quote_positions(record: list[dict[str, Any]], text: str) -> list[int]:
+    """Where each finding's quote stands in the note: the k-th finding quoting the same words takes their k-th
+    occurrence (the first when the words occur fewer times)."""
+    seen: Counter[str] = Counter()
+    positions = []
+    for finding in record:
+        quote = finding["s_symptom"]
+        at = -1
+        for _ in range(seen[quote] + 1):
+            at = text.find(quote, at + 1)
+            if at < 0:
+                at = text.find(quote)
+                break
+        seen[quote] += 1
+        positions.append(at)
+    return positions
+
+
+def _pair_events(events: list[tuple[str, list[str], str]], record: list[dict[str, Any]],
+                 text: str) -> Iterator[tuple[dict[str, Any], str]]:
+    """Each gold event that some finding matches, with the finding it is scored against, and the gold status.
+
+    The events carry no offsets but come in the note's order, so the findings that match one are
+    taken in the note's order too, each once: the second 咳嗽 event of a note is scored against the
+    second 咳嗽 finding, not the first again. When every matching finding is taken, the first serves.
+    """
+    positions, taken = _quote_positions(record, text), set()
+    for core, anatomy, status in events:
+        matching = sorted((positions[i], i) for i, f in enumerate(record) if _zh_match(f["s_symptom"], core, anatomy))
+        if not matching:
+            continue
+        free = [i for _, i in matching if i not in taken]
+        chosen = free[0] if free else matching[0][1]
+        taken.add(chosen)
+        yield record[chosen], status
+
+
 def score(notes: list[Note], output: Path) -> dict[str, dict[str, float]]:
     """Every figure, per set, from the normalized outputs in ``output``."""
     vocabulary = load_vocabulary()
@@ -203,11 +241,9 @@ def score(notes: list[Note], output: Path) -> dict[str, dict[str, float]]:
             events = [(e["core_name"], e.get("anatomy_list") or [], _STATUS.get(e["tendency"].strip(), "present"))
                       for e in note.gold]
             c.add("gold_events", len(events))
-            for core, anatomy, status in events:
-                hit = next((f for f in record if _zh_match(f["s_symptom"], core, anatomy)), None)
-                if hit is not None:
-                    c.add("events_found")
-                    c.add("status_right", hit["status"] == status)
+            for hit, status in _pair_events(events, record, text):
+                c.add("events_found")
+                c.add("status_right", hit["status"] == status)
             c.add("findings_matched", sum(1 for f in record
                                           if any(_zh_match(f["s_symptom"], core, a) for core, a, _ in events)))
         elif note.set_name == "ccks2017_dev":

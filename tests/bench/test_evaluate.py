@@ -69,3 +69,23 @@ def test_score_counts_organs_events_spans_and_ungrounded_quotes(tmp_path: Path) 
     assert figures["chip_cdee_train"]["status_accuracy"] == 0.5
     assert figures["ccks2017_dev"]["symptom_span_recall"] == 0.5
     assert figures["mtsamples_dev"]["no_finding_share"] == 1.0
+
+
+def test_events_with_the_same_words_are_scored_against_their_own_findings_in_the_notes_order(
+        tmp_path: Path) -> None:
+    notes_dir, output = tmp_path / "in", tmp_path / "out"
+    notes_dir.mkdir()
+    (notes_dir / "report_7.txt").write_text("间断咳嗽2年，近3天无咳嗽，无发热。", encoding="utf-8")
+    events = [{"core_name": "咳嗽", "tendency": "", "anatomy_list": [], "character": []},
+              {"core_name": "咳嗽", "tendency": "否定", "anatomy_list": [], "character": []},
+              {"core_name": "发热", "tendency": "否定", "anatomy_list": [], "character": []}]
+    # The findings are listed out of the note's order: the denied cough first.
+    _write(output, 7, [_record("咳嗽", "absent"), _record("间断咳嗽", "present"), _record("发热", "absent")])
+    figures = score([Note("chip_cdee_train", 7, notes_dir / "report_7.txt", events)], output)["chip_cdee_train"]
+    assert figures["event_recall"] == 1.0
+    assert figures["status_accuracy"] == 1.0
+    # A finding said once cannot serve two events with opposite statuses: one of them is scored wrong.
+    _write(output, 7, [_record("咳嗽", "present"), _record("发热", "absent")])
+    figures = score([Note("chip_cdee_train", 7, notes_dir / "report_7.txt", events)], output)["chip_cdee_train"]
+    assert figures["event_recall"] == 1.0
+    assert figures["status_accuracy"] == round(2 / 3, 3)
