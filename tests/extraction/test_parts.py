@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from distill.bench.stub_server import StubServer
+from distill.core.config import Endpoint, Secret
+from distill.extraction.http_client import ChatClient, ChatReply
+from distill.extraction.llm import LLMExtractor
 from distill.extraction.parts import MAX_PART_CHARS, finding_parts
 from distill.extraction.pipeline import process_report
 from distill.extraction.sections import detect_sections
@@ -95,3 +100,36 @@ def test_a_crash_in_part_4_of_5_repays_only_part_4(tmp_path: Path) -> None:
     assert second.calls == Counter({"findings": 2, "organs": 1, "mapping": 1})
     assert second.inputs["findings"][0] == first.inputs["findings"][3]
     assert read_json(store.raw_path(9))["usage"]["calls"] == 3 + 2 + 2
+
+
+class _DiesAfterPart4(ChatClient):
+    """A client whose process dies once the answer to part 4 of the findings step has arrived, unsaved."""
+
+    def chat(self, messages: list[dict[str, str]], **kwargs: Any) -> ChatReply:
+        reply = super().chat(messages, **kwargs)
+        if kwargs.get("step") == "findings" and any("[note part: 4/5]" in m["content"] for m in messages):
+            raise Crash()
+        return reply
+
+
+def test_a_crash_in_part_4_of_5_repays_only_part_4_at_the_stub(tmp_path: Path) -> None:
+    note = tmp_path / "report_9.txt"
+    note.write_text(_long_note(5), encoding="utf-8")
+    store = _store(tmp_path)
+    stub = StubServer().start()
+    try:
+        endpoint = Endpoint("api_1", base_url=stub.url, model="stub-model", api_key=Secret("k"), provider="openai")
+
+        def extractor(client_type: type[ChatClient]) -> LLMExtractor:
+            return LLMExtractor(endpoint, client=client_type(endpoint, sleep=lambda s: None))
+
+        with pytest.raises(Crash):
+            process_report(note, extractor=extractor(_DiesAfterPart4), store=store)
+        asked = dict(stub.stats()["answered_by_report_step"])
+        assert asked == {f"9/findings#{i}/5": 1 for i in range(1, 5)}
+        assert process_report(note, extractor=extractor(ChatClient), store=store).status == "done"
+        answered = stub.stats()["answered_by_report_step"]
+    finally:
+        stub.stop()
+    assert answered == {"9/findings#1/5": 1, "9/findings#2/5": 1, "9/findings#3/5": 1, "9/findings#4/5": 2,
+                        "9/findings#5/5": 1, "9/organs#excerpt": 1, "9/mapping": 1}
