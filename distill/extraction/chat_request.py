@@ -46,6 +46,16 @@ def step_schema(step: str) -> dict[str, Any] | None:
     return _SCHEMAS[step]
 
 
+def warm_up() -> None:
+    """Build what every request reads, once, before the first report: each step's schema and the shared
+    instructions with the organ list (the vocabulary loaded)."""
+    from distill.extraction.prompts import common_text
+
+    for step in STEP_MODELS:
+        step_schema(step)
+    common_text()
+
+
 def cause_name(exc: BaseException) -> str:
     """The innermost cause's class name ("ConnectionResetError"): descriptive and free of URLs or headers."""
     current = exc

@@ -8,7 +8,7 @@ endpoint; ``LocalTeacher`` (``distill.extraction.teacher``) applies rules offlin
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
@@ -76,7 +76,7 @@ class CallRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The record as written; the audit fields only where a call had an answer (not the offline teacher's)."""
-        record = asdict(self)
+        record = {name: getattr(self, name) for name in _CALL_FIELDS}  # every field is a scalar: no deep copy
         if self.answer is None:
             for name in ("answer", "answer_chars", "answer_cut", "rejected"):
                 del record[name]
@@ -95,6 +95,9 @@ class CallRecord:
         self.answer_chars = len(text)
         self.answer_cut = len(masked) > cap
         self.answer = masked[:cap] + f"[... cut: {len(masked) - cap} more characters]" if self.answer_cut else masked
+
+
+_CALL_FIELDS = tuple(f.name for f in fields(CallRecord))
 
 
 @dataclass

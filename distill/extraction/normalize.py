@@ -279,10 +279,12 @@ class _Run:
         return kept
 
     def records(self, findings: list[_Finding], units: dict[_UnitKey, _Unit]) -> list[dict[str, Any]]:
-        organ_rank = {organ: rank for rank, organ in enumerate(self.vocabulary.organs_in_text(self.text))}
         by_finding: dict[tuple[str, str], list[_Unit]] = {}
         for (ident, _), unit in units.items():
             by_finding.setdefault(ident, []).append(unit)
+        organ_rank: dict[str, int] = {}
+        if any(len(group) > 1 for group in by_finding.values()):  # the note is scanned only when an order is needed
+            organ_rank = {organ: rank for rank, organ in enumerate(self.vocabulary.organs_in_text(self.text))}
         records = []
         for finding in findings:
             finding_units = sorted(

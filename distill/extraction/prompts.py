@@ -270,7 +270,8 @@ def _steps_text() -> str:
 
 
 @cache
-def _common_text() -> str:
+def common_text() -> str:
+    """The leading instructions every call of every report shares (built once)."""
     # Never depends on the report: endpoints cache it across every report of a job.
     return "\n\n".join([_PREFIX_INTRO, _COMMON_RULES, _STATUS_RULES, "Allowed organ names:\n" + _organ_list_text(),
                         "The steps:", _steps_text()])
@@ -280,7 +281,7 @@ def _prefix(data: StepInput, note: str) -> str:
     # Identical for every call of a report (same note text), so an endpoint's prefix cache bills it once.
     number = getattr(data.report, "number", None)
     return "\n\n".join([
-        _common_text(), f"[report: {number}]" if number is not None else "[report: unknown]",
+        common_text(), f"[report: {number}]" if number is not None else "[report: unknown]",
         "Medical note:\n<<<NOTE\n" + note.strip("\n") + "\nNOTE>>>",
     ])
 

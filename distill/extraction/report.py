@@ -270,10 +270,17 @@ def _normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n")
 
 
+#: Whitespace and separators (never counted as binary); what is left of printable text is ``isprintable()``.
+_WHITESPACE = re.compile("[\t\n\r\f\v \u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+")
+
+
 def _check_text(text: str, name: str) -> None:
     if not text.strip():
         raise BadInput(f"{name}: " + ("empty file" if not text else "contains only whitespace"))
-    bad = sum(1 for c in text if c not in "\t\n\r\f\v" and unicodedata.category(c) in ("Cc", "Cn", "Cs", "Co"))
+    # Printable text once whitespace is gone holds none of those codes: one C-speed pass instead of a per-character loop.
+    printable = _WHITESPACE.sub("", text).isprintable()
+    bad = 0 if printable else sum(1 for c in text if c not in "\t\n\r\f\v"
+                                  and unicodedata.category(c) in ("Cc", "Cn", "Cs", "Co"))
     if bad > _MAX_NONPRINTABLE_SHARE * len(text):
         raise BadInput(f"{name}: binary file ({bad} of {len(text)} characters are control or unassigned codes)")
 

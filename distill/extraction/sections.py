@@ -145,6 +145,8 @@ def _trie_pattern(node: dict[str, Any]) -> str:
 
 _LATIN_TERMS = [t for t in KINDS if t.isascii()]
 _CJK_TERMS = [t for t in KINDS if not t.isascii()]
+#: Any first character of a CJK header term: a note holding none of them has no CJK header.
+_CJK_FIRST = re.compile("[" + "".join(sorted({re.escape(t[0]) for t in _CJK_TERMS})) + "]")
 _PAREN = r"(?:[ \t]*\([^()\n]{1,30}\))?"
 _UPPER_TERMS = _term_pattern([t.upper() for t in [*_LATIN_TERMS, *SUBHEADINGS]])
 # A known header followed by a colon, or (upper case only) by a line end, a glued numbered list, or another
@@ -167,7 +169,9 @@ _CJK = re.compile(
 
 
 def _find_headers(text: str) -> list[_Header]:
-    known = _scan(_KNOWN, text, _accept_known) + _scan(_CJK, text, _accept_cjk)
+    known = _scan(_KNOWN, text, _accept_known)
+    if _CJK_FIRST.search(text):  # the CJK pattern tries every position: only where a CJK header could be
+        known += _scan(_CJK, text, _accept_cjk)
     known.sort(key=lambda h: (h.start, -h.body_start))
     kept: list[_Header] = []
     for h in known:

@@ -16,6 +16,8 @@ def make_extractor(endpoint: Endpoint, *, events: Callable[[str, dict[str, Any]]
         from distill.extraction.teacher import LocalTeacher
 
         return LocalTeacher(endpoint.name)
+    from distill.extraction.chat_request import warm_up
     from distill.extraction.llm import LLMExtractor
 
+    warm_up()  # start-up work, not the first report's
     return LLMExtractor(endpoint, events=events, should_stop=should_stop)

@@ -123,12 +123,34 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600, durable: bool = 
         _fsync_dir(path.parent)
 
 
+#: Containers this deep or shallower get a line per item in the files people read; deeper ones stay on one line.
+READABLE_DEPTH = 2
+
+_compact = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # the C encoder
+_spaced = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode  # the C encoder, as people read
+
+
+def _readable(obj: Any, depth: int, pad: str) -> str:
+    """``obj`` indented two spaces per level down to ``READABLE_DEPTH``, each item below on one line.
+
+    Python's ``indent`` runs its pure-Python encoder, several times slower than the C one; here
+    the C encoder writes every leaf and the few containers near the top are laid out by hand.
+    """
+    if depth >= READABLE_DEPTH or not isinstance(obj, (dict, list)) or not obj:
+        return _spaced(obj)
+    inner = pad + "  "
+    if isinstance(obj, dict):
+        items = [f"{inner}{_compact(str(key))}: {_readable(value, depth + 1, inner)}" for key, value in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    return "[\n" + ",\n".join(inner + _readable(value, depth + 1, inner) for value in obj) + "\n" + pad + "]"
+
+
 def dumps(obj: Any, *, compact: bool = False) -> bytes:
-    """The JSON encoding of every file we write: UTF-8, keys in given order; indented for people to read,
-    compact for machine state (the compact form uses the C encoder: several times faster)."""
+    """The JSON encoding of every file we write: UTF-8, keys in given order; indented near the top for people
+    to read, compact for machine state."""
     if compact:
-        return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-    return (json.dumps(obj, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+        return (_compact(obj) + "\n").encode("utf-8")
+    return (_readable(obj, 0, "") + "\n").encode("utf-8")
 
 
 def write_json(path: Path, obj: Any, *, mode: int = 0o600, durable: bool = True, compact: bool = False) -> None:
