@@ -61,7 +61,8 @@ def report_numbers(files: int, max_gap: int, seed: int) -> list[int]:
     for _ in range(files):
         numbers.append(number)
         roll = rng.random()
-        number += rng.randint(1000, max_gap) if roll < 0.001 else rng.randint(2, 5) if roll < 0.1 else 1
+        gap = rng.randint(min(1000, max_gap), max_gap) if roll < 0.001 else rng.randint(2, 5) if roll < 0.1 else 1
+        number += min(gap, max_gap)
     return numbers
 
 

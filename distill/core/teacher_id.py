@@ -8,7 +8,7 @@ the offline teacher reads no prompt, so its spelling has no ``@`` part::
     >>> TeacherId("openai", "qwen2.5-7b-instruct", "diag-prompts-2").spelling
     'openai/qwen2.5-7b-instruct@diag-prompts-2'
     >>> offline_teacher().spelling
-    'local/local-rules-1'
+    'local/local-rules-2'
     >>> TeacherId.parse("openai/Qwen/Qwen2.5-7B@diag-prompts-2").model
     'Qwen/Qwen2.5-7B'
     >>> offline_teacher().matches("local"), offline_teacher().matches("gpt-4o")
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 #: The offline rule-based teacher's version: its "model" in every record it makes.
-OFFLINE_TEACHER_VERSION = "local-rules-1"
+OFFLINE_TEACHER_VERSION = "local-rules-2"
 LOCAL = "local"
 #: The key every output uses for the spelling.
 TEACHER_ID_KEY = "teacher_id"

@@ -3,7 +3,7 @@
 ``release_for_redo`` marks done reports to run again (``OutputStore.mark_for_redo``): their
 outputs stay in place until the new ones are committed, which keeps the old ones under
 ``OUTPUT_DIR/superseded/<teacher>/`` (the teacher's spelling as a path, e.g.
-``superseded/local/local-rules-1/``), never deleted. ``supersede`` moves a report's outputs
+``superseded/local/local-rules-2/``), never deleted. ``supersede`` moves a report's outputs
 there at once (raw first: it is the done marker, so a crash in the middle leaves the report
 not done).
 """

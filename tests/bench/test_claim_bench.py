@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 import shutil
 from collections.abc import Iterator
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from distill.bench.claim_bench import ClaimBenchOptions, format_comparison, run_backend_comparison
+from distill.bench.claim_bench import ClaimBenchOptions, format_comparison, report_numbers, run_backend_comparison
 from distill.cli.bench_cmd import command
 from tests.helpers.redis_server import RedisServer, running_redis
 
@@ -53,3 +54,10 @@ def test_the_system_benchmark_refuses_a_database_holding_a_job(tmp_path: Path, s
     result = CliRunner().invoke(command, ["--apis", "1", "--reports", "1", "--claims-url", server.url])
     assert result.exit_code != 0 and "holds a job" in str(result.exception)
     assert redis.Redis.from_url(server.url).hget("diag:job", "start") == b"1"  # the job's keys are untouched
+
+
+@pytest.mark.parametrize("max_gap", [1, 3, 1000, 5000])
+def test_report_numbers_increase_with_gaps_no_larger_than_max_gap(max_gap: int) -> None:
+    numbers = report_numbers(2000, max_gap, seed=3)
+    assert len(numbers) == 2000
+    assert all(0 < b - a <= max(max_gap, 1) for a, b in itertools.pairwise(numbers))

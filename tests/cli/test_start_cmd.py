@@ -19,12 +19,12 @@ def test_the_survey_counts_the_range_by_state(tmp_path: Path) -> None:
     write_notes(tmp_path / "in", [5, 6, 7, 8, 20])
     store = OutputStore(tmp_path / "out")
     store.prepare()
-    store.commit_done(6, {"format": "x", "teacher_id": "local/local-rules-1"}, [], "log\n")
+    store.commit_done(6, {"format": "x", "teacher_id": "local/local-rules-2"}, [], "log\n")
     store.commit_failed(7, {"error_class": "bad_input"}, "log\n")
     survey = survey_range(tmp_path / "in", tmp_path / "out", 5, 10)
     assert (survey.existing, survey.done, survey.failed, survey.pending) == (4, 1, 1, 2)
     assert survey.lines(tmp_path / "in") == [
-        f"found 4 report(s) numbered 5–10 in {tmp_path / 'in'}: 1 done (1 by local/local-rules-1 (not a teacher of "
+        f"found 4 report(s) numbered 5–10 in {tmp_path / 'in'}: 1 done (1 by local/local-rules-2 (not a teacher of "
         "this job: skipped; --redo local re-runs them)), 1 failed, 2 pending"]
 
 
@@ -76,13 +76,13 @@ def test_the_survey_names_what_it_redoes_and_a_redo_that_matches_nothing(tmp_pat
     write_notes(tmp_path / "in", [1, 2, 3])
     store = OutputStore(tmp_path / "out")
     store.prepare()
-    for number, teacher in ((1, "local/local-rules-1"), (2, "openai/qwen@diag-prompts-2")):
+    for number, teacher in ((1, "local/local-rules-2"), (2, "openai/qwen@diag-prompts-2")):
         store.commit_done(number, {"teacher_id": teacher}, [], "log\n")
     lines = survey_range(tmp_path / "in", tmp_path / "out", 1, None, redo=("local", "gpt-5")).lines(
         tmp_path / "in", tmp_path / "out")
-    assert lines[0].endswith("2 done (1 by local/local-rules-1 (redone: --redo local), 1 by "
+    assert lines[0].endswith("2 done (1 by local/local-rules-2 (redone: --redo local), 1 by "
                              "openai/qwen@diag-prompts-2 (not a teacher of this job: skipped; --redo qwen re-runs "
                              "them)), 0 failed, 1 pending")
-    assert (f"redoing 1 report(s) done by local/local-rules-1 (--redo local); each one's old outputs move to "
-            f"{tmp_path / 'out' / 'superseded' / 'local' / 'local-rules-1'} when its new ones are committed") in lines
+    assert (f"redoing 1 report(s) done by local/local-rules-2 (--redo local); each one's old outputs move to "
+            f"{tmp_path / 'out' / 'superseded' / 'local' / 'local-rules-2'} when its new ones are committed") in lines
     assert any(line.startswith("--redo gpt-5: no done report of the range was made by that teacher") for line in lines)

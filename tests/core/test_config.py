@@ -198,7 +198,7 @@ def test_the_answer_record_size_reaches_every_endpoint_and_a_bad_one_is_named(tm
     config.write_text("ANSWER_RECORD_CHARS = 500\n")
     settings = load_settings(config, output_dir=tmp_path / "out")
     assert {e.answer_record_chars for e in settings.endpoints.values()} == {500}
-    assert {e.model for e in settings.endpoints.values()} == {"local-rules-1"}  # the offline teacher's one name
+    assert {e.model for e in settings.endpoints.values()} == {"local-rules-2"}  # the offline teacher's one name
     config.write_text("ANSWER_RECORD_CHARS = 'all'\n")
     with pytest.raises(ConfigError, match="ANSWER_RECORD_CHARS must be a whole number"):
         load_settings(config, output_dir=tmp_path / "out")

@@ -12,7 +12,7 @@ from tests.helpers.notes import write_notes
 
 
 def _done(store: OutputStore, note: Path, number: int) -> None:
-    store.commit_done(number, {"teacher_id": "local/local-rules-1", "report": {
+    store.commit_done(number, {"teacher_id": "local/local-rules-2", "report": {
         "source": str(note), "sha256": hashlib.sha256(note.read_bytes()).hexdigest()}}, [], "log\n")
 
 

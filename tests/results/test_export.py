@@ -70,7 +70,7 @@ def add_report(root: Path, number: int, note: str, *, units: int = 1) -> None:
     normalized = [{"s_symptom": "pain", "status": "present", "U_unit_set": [unit] * units}]
     raw = {"format": "diag-distill/raw-v1",
            "report": {"number": number, "source": str(path), "sha256": hashlib.sha256(note.encode()).hexdigest()},
-           "teacher": {"kind": "local", "endpoint": "api_1", "model": "local-rules-1"},
+           "teacher": {"kind": "local", "endpoint": "api_1", "model": "local-rules-2"},
            "prompt_version": "diag-prompts-1", "normalized": normalized}
     (root / "diagnostic_results_normalized" / f"diagnostic_{number}.json").write_text(json.dumps(normalized))
     (root / "diagnostic_results" / f"diagnostic_{number}.json").write_text(json.dumps(raw))

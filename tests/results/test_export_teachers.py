@@ -63,7 +63,7 @@ def test_teacher_is_repeatable_and_local_names_the_offline_teacher(tmp_path: Pat
     assert {line["teacher_kind"] for line in both_splits(local)} == {"local"}
     result = export("--to", str(both), "--format", "records", "--teacher", "local", "--teacher", QWEN)
     assert result.exit_code == 0, result.output
-    assert {line["model"] for line in both_splits(both)} == {QWEN, "local-rules-1"}
+    assert {line["model"] for line in both_splits(both)} == {QWEN, "local-rules-2"}
 
 
 def test_a_teacher_the_folder_does_not_hold_is_one_line_naming_those_it_does(tmp_path: Path) -> None:

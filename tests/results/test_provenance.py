@@ -24,7 +24,7 @@ from distill.results.provenance import (
 from distill.results.store import OutputStore
 from tests.helpers.notes import write_notes
 
-LOCAL = "local/local-rules-1"
+LOCAL = "local/local-rules-2"
 QWEN = "openai/qwen@diag-prompts-2"
 
 
@@ -65,7 +65,7 @@ def test_supersede_moves_every_output_and_keeps_a_second_copy(folders: tuple[Out
     store, notes = folders
     store.save_checkpoint(1, "findings", {"teacher_id": LOCAL})
     target = supersede(store, 1, LOCAL)
-    assert target == store.root / SUPERSEDED_DIR / "local" / "local-rules-1"
+    assert target == store.root / SUPERSEDED_DIR / "local" / "local-rules-2"
     assert not store.is_done(1) and not store.log_path(1).exists() and not store.checkpoint_dir(1).exists()
     assert read_json(target / "diagnostic_results" / "diagnostic_1.json")["teacher_id"] == LOCAL
     assert (target / "diagnostic_results_normalized" / "diagnostic_1.json").is_file()
@@ -94,7 +94,7 @@ def test_a_redone_report_replaces_its_outputs_and_keeps_the_old_ones(folders: tu
     store.append_log(1, "attempt by the new teacher\n")
     assert store.log_path(1).read_text() == f"log of 1 by {LOCAL}\n"  # the old log stands meanwhile
     store.commit_done(1, {"teacher_id": QWEN}, [], store.read_log(1) + "done\n")
-    kept = store.root / SUPERSEDED_DIR / "local" / "local-rules-1"
+    kept = store.root / SUPERSEDED_DIR / "local" / "local-rules-2"
     assert read_json(kept / "diagnostic_results" / "diagnostic_1.json")["teacher_id"] == LOCAL
     assert (kept / "logs" / "diagnostic_1.log").read_text() == f"log of 1 by {LOCAL}\n"
     assert (kept / "diagnostic_results_normalized" / "diagnostic_1.json").is_file()

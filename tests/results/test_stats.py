@@ -66,7 +66,7 @@ def test_tokens_by_endpoint_include_failed_reports(summary: dict) -> None:
                   "completion_tokens": 400, "cached_tokens": 0, "total_tokens": 2500,
                   "cost": 0.0},
     }
-    assert sorted(summary["tokens_by_model"]) == ["local-rules-1", "qwen2.5-7b-instruct"]
+    assert sorted(summary["tokens_by_model"]) == ["local-rules-2", "qwen2.5-7b-instruct"]
     assert summary["tokens_by_model"]["qwen2.5-7b-instruct"]["prompt_tokens"] == 2100
 
 

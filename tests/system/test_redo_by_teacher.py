@@ -29,7 +29,7 @@ from tests.helpers.redis_server import running_redis
 pytestmark = [pytest.mark.tmux, pytest.mark.slow,
               pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")]
 
-OFFLINE = "local/local-rules-1"
+OFFLINE = "local/local-rules-2"
 LLM = f"openai/stub-model@{PROMPT_VERSION}"
 DONE_OFFLINE = [1, 2, 3, 4]
 REPAIRED, REJECTED, CHECKPOINTED = 2, 3, 5
@@ -113,10 +113,10 @@ def test_an_offline_job_then_an_llm_job_skips_then_redoes_the_offline_reports(
         assert stub.stats()["total"] == 0  # nothing of the offline teacher's was re-run
 
         said = _run_job("1", "--end", "5", "--redo", "local", *folders)
-        assert "redoing 4 report(s) done by local/local-rules-1 (--redo local)" in said
+        assert "redoing 4 report(s) done by local/local-rules-2 (--redo local)" in said
         calls = _calls_by_report(stub)
 
-    superseded = output / "superseded" / "local" / "local-rules-1"
+    superseded = output / "superseded" / "local" / "local-rules-2"
     for n in (1, 2, 4):
         old = read_json(superseded / "diagnostic_results" / f"diagnostic_{n}.json")
         assert old["teacher_id"] == OFFLINE
@@ -207,13 +207,13 @@ def test_redo_works_with_claims_in_redis(isolated: dict[str, Any], monkeypatch: 
             monkeypatch.setenv("DIAG_BASE_URL", stub.url)
             monkeypatch.setenv("DIAG_MODEL", "stub-model")
             said = _run_job("1", "--end", "3", "--redo", "local", *folders)
-            assert "redoing 3 report(s) done by local/local-rules-1 (--redo local)" in said
+            assert "redoing 3 report(s) done by local/local-rules-2 (--redo local)" in said
             assert set(_calls_by_report(stub)) == {1, 2, 3}
     finally:
         servers.close()
     store = OutputStore(output)
     assert {read_json(store.raw_path(n))["teacher_id"] for n in (1, 2, 3)} == {LLM}
-    assert len(list((output / "superseded" / "local" / "local-rules-1" / "diagnostic_results").iterdir())) == 3
+    assert len(list((output / "superseded" / "local" / "local-rules-2" / "diagnostic_results").iterdir())) == 3
 
 
 def test_a_worker_killed_mid_report_leaves_a_log_that_the_resumed_attempt_adds_to(
