@@ -1,6 +1,6 @@
 """One HTTP attempt within bounds, for ``distill.extraction.http_client``.
 
-``CallWatch`` is an attempt's wall-clock bound: a timer that shuts the attempt's socket at the
+``CallWatch`` is an attempt's wall-clock bound: a watchdog that shuts the attempt's socket at the
 deadline, so an endpoint that trickles a byte a second (in its headers or its body) cannot hold a
 call past it. ``BoundedAdapter`` tells the watch which pooled connection the attempt took.
 ``read_body`` reads a streamed ``requests`` response in chunks and decodes gzip or deflate itself,
@@ -11,6 +11,8 @@ a small gzip bomb fails at the cap, never in memory.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import socket
 import threading
 import time
@@ -58,6 +60,42 @@ class _Inflater:
 _current = threading.local()  # the CallWatch of the attempt this thread is making
 
 
+class _Watchdog:
+    """One thread per process that fires every armed watch at its deadline (a thread per call costs more
+    CPU than the rest of the call's bookkeeping)."""
+
+    def __init__(self) -> None:
+        self._due: list[tuple[float, int, CallWatch]] = []  # (monotonic deadline, sequence, watch), a heap
+        self._wake = threading.Condition()
+        self._sequence = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, watch: CallWatch, seconds: float) -> None:
+        with self._wake:
+            entry = (time.monotonic() + seconds, next(self._sequence), watch)
+            heapq.heappush(self._due, entry)
+            if self._thread is None or not self._thread.is_alive():  # first use, or after a fork
+                self._thread = threading.Thread(target=self._run, name="call-watchdog", daemon=True)
+                self._thread.start()
+            elif self._due[0] is entry:
+                self._wake.notify()  # sooner than what the thread waits for
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while self._due and self._due[0][2].finished:
+                    heapq.heappop(self._due)  # finished in time: dropped unfired
+                wait = self._due[0][0] - time.monotonic() if self._due else None
+                if wait is None or wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                watch = heapq.heappop(self._due)[2]
+            watch.fire()
+
+
+_WATCHDOG = _Watchdog()
+
+
 class CallWatch:
     """Shuts the attempt's connection ``seconds`` from now, unless ``finish`` came first.
 
@@ -68,31 +106,25 @@ class CallWatch:
         self.fired = False
         self.connection: Any = None  # set by the pool when the attempt takes a connection
         self._lock = threading.Lock()
-        self._done = False
-        self._timer = self._arm(max(0.0, seconds))
+        self.finished = False
+        _WATCHDOG.arm(self, max(0.0, seconds))
 
-    def _arm(self, seconds: float) -> threading.Timer:
-        timer = threading.Timer(seconds, self._fire)
-        timer.daemon = True
-        timer.start()
-        return timer
-
-    def _fire(self) -> None:
+    def fire(self) -> None:
         with self._lock:
-            if self._done:
+            if self.finished:
                 return
             self.fired = True
             sock = getattr(self.connection, "sock", None)
             if not isinstance(sock, socket.socket):
-                self._timer = self._arm(0.2)  # still connecting (bounded by the connect timeout): look again
+                _WATCHDOG.arm(self, 0.2)  # still connecting (bounded by the connect timeout): look again
                 return
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def finish(self) -> None:
         with self._lock:
-            self._done = True
-            self._timer.cancel()
+            self.finished = True
+            self.connection = None  # the watch waits in the heap until its deadline: it holds nothing
 
     def __enter__(self) -> CallWatch:
         _current.watch = self

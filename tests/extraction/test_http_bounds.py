@@ -14,6 +14,7 @@ from distill.bench.stub_server import CallInfo, Fault, StubServer
 from distill.core.config import Endpoint, Secret
 from distill.core.errors import EndpointAuthError, EndpointUnavailable, InvalidOutput
 from distill.extraction.extractor import CallRecord
+from distill.extraction.http_body import CallWatch
 from distill.extraction.http_client import ChatClient
 
 MESSAGES = [
@@ -131,3 +132,31 @@ def test_a_huge_error_page_is_cut_and_still_classified_by_its_status(stub: StubS
     with pytest.raises(EndpointAuthError, match="HTTP 401: <html>sign in"):
         _client(stub).chat(MESSAGES, step="findings", calls=calls)
     assert [c.status for c in calls] == ["api_auth"]
+
+
+def test_one_watchdog_fires_each_unfinished_watch_at_its_own_deadline_and_never_a_finished_one() -> None:
+    fired: list[tuple[str, float]] = []
+    started = time.monotonic()
+
+    class Recorded(CallWatch):
+        def __init__(self, name: str, seconds: float) -> None:
+            self.name = name
+            super().__init__(seconds)
+
+        def fire(self) -> None:
+            if not self.finished:
+                fired.append((self.name, time.monotonic() - started))
+                self.finished = True
+
+    late = Recorded("late", 1.5)
+    finished = Recorded("finished", 0.2)
+    soon = Recorded("soon", 0.1)  # sooner than what the watchdog already waits for
+    finished.finish()
+    deadline = time.monotonic() + 5
+    while len(fired) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.1)
+    assert [name for name, _ in fired] == ["soon", "late"]
+    assert fired[0][1] >= 0.1 and fired[1][1] >= 1.5  # never before its deadline
+    assert fired[0][1] < 1.0  # the sooner watch did not wait for the later one
+    assert late.finished and soon.finished and not finished.fired
