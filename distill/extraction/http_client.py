@@ -274,8 +274,7 @@ class ChatClient:
         status, body, watch = 0, b"", CallWatch(deadline_s)
         try:
             with watch:
-                response = self._session.post(self._url, data=json.dumps(payload), headers=headers,
-                                              timeout=timeout, stream=True)
+                response = self._session.send(self._request(payload, headers), timeout=timeout, stream=True)
                 status = response.status_code
                 body = read_body(response, cap=ep.max_answer_bytes if status == 200 else _ERROR_BODY_CAP,
                                  deadline=deadline, watch=watch, keep_head=status != 200)
@@ -303,6 +302,14 @@ class ChatClient:
         if status >= 500 or status in (408, 409):
             raise _AttemptError("api_unavailable", f"HTTP {status}{detail}", status)
         raise _AttemptError("api_bad_request", f"HTTP {status}{detail}", status)
+
+    def _request(self, payload: dict[str, Any], headers: dict[str, str]) -> requests.PreparedRequest:
+        """The request, prepared without the session's per-call merging (cookies, netrc, hooks, settings):
+        the session's headers are its defaults, and proxies and CA bundle were settled at start."""
+        request = requests.PreparedRequest()
+        request.prepare(method="POST", url=self._url, headers={**self._session.headers, **headers},
+                        data=json.dumps(payload))
+        return request
 
     def _request_failure(self, exc: requests.RequestException, cut: bool, deadline_s: float) -> _AttemptError:
         if cut:  # the watch shut the socket: whatever requests says, the deadline ended it
