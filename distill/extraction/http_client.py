@@ -35,7 +35,6 @@ holds the API key: errors are described from their type and status, never from
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -64,7 +63,7 @@ from distill.extraction.chat_reply import (  # parse_retry_after and cached_toke
     parse_retry_after,
     refuses_format,
 )
-from distill.extraction.chat_request import FORMS, cause_name, chat_payload
+from distill.extraction.chat_request import FORMS, cause_name, chat_payload, prepared_request, settle_environment
 from distill.extraction.extractor import CallRecord, EventSink, ignore_event
 from distill.extraction.http_body import ACCEPT_ENCODING, BodyError, BoundedAdapter, CallWatch, read_body
 
@@ -146,7 +145,7 @@ class ChatClient:
         self._should_stop = should_stop
         self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
         if self._owns_session:
-            _settle_environment(self._session, self._url)
+            settle_environment(self._session, self._url)
         self._secret = endpoint.api_key  # revealed only into the Authorization header
         self._form = endpoint.output_form if endpoint.output_form in FORMS else "json_object"
         self._object_schema = True  # json_object carries the step's schema until refused
@@ -274,7 +273,8 @@ class ChatClient:
         status, body, watch = 0, b"", CallWatch(deadline_s)
         try:
             with watch:
-                response = self._session.send(self._request(payload, headers), timeout=timeout, stream=True)
+                response = self._session.send(prepared_request(self._session, self._url, payload, headers),
+                                               timeout=timeout, stream=True)
                 status = response.status_code
                 body = read_body(response, cap=ep.max_answer_bytes if status == 200 else _ERROR_BODY_CAP,
                                  deadline=deadline, watch=watch, keep_head=status != 200)
@@ -302,14 +302,6 @@ class ChatClient:
         if status >= 500 or status in (408, 409):
             raise _AttemptError("api_unavailable", f"HTTP {status}{detail}", status)
         raise _AttemptError("api_bad_request", f"HTTP {status}{detail}", status)
-
-    def _request(self, payload: dict[str, Any], headers: dict[str, str]) -> requests.PreparedRequest:
-        """The request, prepared without the session's per-call merging (cookies, netrc, hooks, settings):
-        the session's headers are its defaults, and proxies and CA bundle were settled at start."""
-        request = requests.PreparedRequest()
-        request.prepare(method="POST", url=self._url, headers={**self._session.headers, **headers},
-                        data=json.dumps(payload))
-        return request
 
     def _request_failure(self, exc: requests.RequestException, cut: bool, deadline_s: float) -> _AttemptError:
         if cut:  # the watch shut the socket: whatever requests says, the deadline ended it
@@ -415,12 +407,3 @@ class ChatClient:
             self._sleep(min(SLEEP_SLICE_S, remaining))
             remaining = deadline - self._clock()
 
-
-def _settle_environment(session: requests.Session, url: str) -> None:
-    """Apply the environment's proxy and CA bundle settings for ``url`` once, instead of on every call:
-    requests otherwise reads the whole environment and netrc per request, a large share of a call's CPU."""
-    session.proxies.update(requests.utils.get_environ_proxies(url))
-    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    if bundle:
-        session.verify = bundle
-    session.trust_env = False

@@ -26,8 +26,9 @@ import contextlib
 import os
 import re
 import shutil
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,33 @@ def _number_of(name: str, prefix: str = "diagnostic_", suffix: str = ".json") ->
         if digits.isdigit():
             return int(digits)
     return None
+
+
+class _OpenLog:
+    """The log file a report's attempt is appending to, kept open from its first line to its commit
+    (one open per attempt instead of one per line)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.number: int | None = None
+        self.fd: int | None = None
+
+    def fd_for(self, number: int, path_of: Any) -> int | None:
+        """The open log of ``number`` (``path_of(number)`` opened on first use); ``None`` if it cannot be opened."""
+        if self.number != number:
+            self.close()
+            try:
+                self.fd = os.open(path_of(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError:
+                return None
+            self.number = number
+        return self.fd
+
+    def close(self, number: int | None = None) -> None:
+        if self.fd is not None and (number is None or number == self.number):
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd, self.number = None, None
 
 
 @dataclass
@@ -112,6 +140,7 @@ class OutputStore:
 
     root: Path
     host: str = ""  # set when several hosts share the folder: every record then names the host that wrote it
+    _log: _OpenLog = field(default_factory=_OpenLog, init=False, repr=False, compare=False, hash=False)
 
     def prepare(self) -> None:
         """Create the folders (0700) and remove what dead writers left: temporaries, checkpoints of done reports."""
@@ -266,6 +295,7 @@ class OutputStore:
         """
         if self.host:
             raw = {**raw, "host": self.host}
+        self.close_log(number)
         staged: list[StagedFile] = []
         try:
             staged.append(StagedFile(self.log_path(number), log_text.encode("utf-8")))
@@ -296,21 +326,24 @@ class OutputStore:
     def append_log(self, number: int, line: str) -> None:
         """Add a line to the report's log as it happens (the commit then rewrites the whole log atomically).
 
-        Best effort: a full disk costs the line here, not the report (the commit still writes it, or says why not).
+        The file stays open from the attempt's first line until its commit (``close_log``). Best effort:
+        a full disk costs the line here, not the report (the commit still writes it, or says why not).
         """
-        try:
-            fd = os.open(self._live_log(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        except OSError:
-            return
-        try:
-            os.write(fd, mask_known_bytes(line.encode("utf-8")))
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        data = mask_known_bytes(line.encode("utf-8"))
+        with self._log.lock:
+            fd = self._log.fd_for(number, self._live_log)
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.write(fd, data)
+
+    def close_log(self, number: int | None = None) -> None:
+        """Close the log appended to for ``number`` (any report when ``None``): its commit replaces the file."""
+        with self._log.lock:
+            self._log.close(number)
 
     def commit_failed(self, number: int, record: dict[str, Any], log_text: str) -> None:
         """Write the failure record and the log. Checkpoints are kept for a retry."""
+        self.close_log(number)
         if self.host:
             record = {**record, "host": self.host}
         write_atomic(self._live_log(number), log_text.encode("utf-8"))  # a redo's failure leaves the old log

@@ -68,3 +68,18 @@ def test_number_listings_ignore_temporaries_and_other_files(tmp_path: Path) -> N
     (store.root / "diagnostic_results" / "notes.txt").write_text("x")
     assert store.done_numbers() == {1}
     assert store.counts() == {"raw": 1, "normalized": 1, "failed": 0, "logs": 1}
+
+
+def test_log_lines_land_in_order_across_reports_and_after_a_commit_in_the_new_file(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.append_log(1, "attempt 1\n")
+    store.append_log(2, "report 2 starts\n")  # another report's line closes the first report's file
+    store.append_log(1, "step findings: ok\n")
+    assert store.read_log(1) == "attempt 1\nstep findings: ok\n"
+    store.commit_done(1, {"report": {"number": 1}}, [], store.read_log(1) + "saved\n")
+    store.append_log(1, "after the commit\n")  # lands in the committed file, not in the one it replaced
+    assert store.log_path(1).read_text(encoding="utf-8") == "attempt 1\nstep findings: ok\nsaved\nafter the commit\n"
+    store.append_log(2, "report 2 ends\n")
+    store.commit_failed(2, {"report_number": 2}, store.read_log(2))
+    store.append_log(2, "retried\n")
+    assert store.read_log(2) == "report 2 starts\nreport 2 ends\nretried\n"
