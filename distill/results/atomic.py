@@ -103,6 +103,48 @@ class StagedFile:
             self.tmp.unlink()
 
 
+class SettledFile:
+    """A file that already holds, at its real name, the bytes a commit would write (a log appended to as
+    it happened): publishing only makes it durable, with no second copy and no rename."""
+
+    def __init__(self, path: Path, fd: int, size: int) -> None:
+        self.path, self.size = path, size
+        self._fd: int | None = fd
+
+    def publish(self, *, durable: bool = True) -> None:
+        try:
+            if self._fd is not None and durable:
+                os.fsync(self._fd)
+        except OSError as exc:
+            raise _write_error(self.path, exc) from None
+        finally:
+            self.discard()
+
+    def discard(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def stage_file(path: Path, data: bytes) -> StagedFile | SettledFile:
+    """``path`` ready to publish with ``data`` (keys masked): the file itself when it holds exactly those
+    bytes already, else a ``StagedFile``."""
+    data = mask_known_bytes(data)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return StagedFile(path, data, mask_keys=False)
+    try:
+        same = os.fstat(fd).st_size == len(data) and os.read(fd, len(data) + 1) == data
+    except OSError:
+        same = False
+    if same:
+        return SettledFile(path, fd, len(data))
+    os.close(fd)
+    return StagedFile(path, data, mask_keys=False)
+
+
 def fsync_folders(paths: list[Path]) -> None:
     """fsync each distinct folder of ``paths`` once, so their renames survive a power loss."""
     for folder in dict.fromkeys(path.parent for path in paths):
@@ -164,6 +206,50 @@ def read_json(path: Path) -> Any:
             return json.loads(handle.read())
     except (OSError, ValueError):
         return None
+
+
+def append_record(path: Path, obj: Any, *, mode: int = 0o600) -> None:
+    """Append ``obj`` to the JSON Lines file at ``path`` (created ``mode`` when missing) in one write.
+
+    For saved work that only has to outlive the process (no fsync). One ``write`` of one line to a
+    file opened for appending is never interleaved with another writer's, and a process killed
+    mid-write loses at most that line, which ``read_records`` skips (a short write is cut off again):
+    no temporary file, no rename, no new inode per record. Raises ``OutputWriteError`` on any OS error."""
+    refuse_symlink(path)
+    data = mask_known_bytes(dumps(obj, compact=True))
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    try:
+        written = os.write(fd, data)
+        if written != len(data):  # a short write (disk full): cut the torn line off, so the next one starts clean
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, os.fstat(fd).st_size - written)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    finally:
+        os.close(fd)
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The whole object lines of a JSON Lines file, in order; a torn or corrupt line is skipped, a missing
+    or unreadable file is ``[]``."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError:
+        return []
+    records: list[dict[str, Any]] = []
+    for line in data.split(b"\n")[:-1]:  # the part after the last newline was never finished
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 def read_json_folder(folder: Path) -> dict[str, dict[str, Any]]:

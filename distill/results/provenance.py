@@ -163,8 +163,9 @@ def supersede(store: OutputStore, number: int, spelling: str) -> Path:
     target = store.root / SUPERSEDED_DIR / teacher_folder(spelling)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     touched: list[Path] = []
-    for source, folder in ((store.raw_path(number), RAW_DIR), (store.normalized_path(number), NORMALIZED_DIR),
-                           (store.log_path(number), LOG_DIR), (store.checkpoint_dir(number), CHECKPOINT_DIR)):
+    sources = [(store.raw_path(number), RAW_DIR), (store.normalized_path(number), NORMALIZED_DIR),
+               (store.log_path(number), LOG_DIR), *((path, CHECKPOINT_DIR) for path in store.checkpoint_files(number))]
+    for source, folder in sources:
         if source.exists():
             touched += [source, _move(source, target / folder, stamp)]
     fsync_folders(touched)

@@ -6,7 +6,7 @@ Layout (the names users and their scripts rely on)::
     OUTPUT_DIR/diagnostic_results_normalized/diagnostic_<N>.json  normalized
     OUTPUT_DIR/logs/diagnostic_<N>.log                            log
     OUTPUT_DIR/failed/diagnostic_<N>.json                         failure record
-    OUTPUT_DIR/checkpoints/<N>/<step>.json                        finished steps of an unfinished report
+    OUTPUT_DIR/checkpoints/<N>.jsonl                              finished steps of an unfinished report
     OUTPUT_DIR/superseded/<teacher>/...                           outputs a redo replaced (kept, never deleted)
     OUTPUT_DIR/superseded/.redo/<N>.json                          a done report marked to run again
 
@@ -14,6 +14,11 @@ A report is done when its raw and normalized files exist and it is not marked
 to run again; the raw file is written last, so a crash in the middle of a
 commit leaves a report not done, and its checkpoints let the next attempt
 finish it without new calls.
+
+A report's checkpoints are one JSON Lines file, a line appended per finished
+step (a later line of a step replaces an earlier one). They are saved work, not
+results: not fsynced, and a line cut short by a crash is skipped (its step is
+paid for again), so saving a step creates no file after the report's first.
 
 A redo (``start --redo``) marks done reports: their outputs stay in place, so
 readers keep seeing them, until the new ones are committed; then each old file
@@ -36,12 +41,16 @@ from distill.core.errors import OutputWriteError
 from distill.core.redact import mask_known_bytes
 from distill.results.atomic import (
     TMP_MARK,
+    SettledFile,
     StagedFile,
+    append_record,
     dumps,
     fsync_folders,
     read_json,
     read_json_folder,
+    read_records,
     remove_stale_temporaries,
+    stage_file,
     write_atomic,
     write_json,
 )
@@ -51,6 +60,8 @@ NORMALIZED_DIR = "diagnostic_results_normalized"
 LOG_DIR = "logs"
 FAILED_DIR = "failed"
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_SUFFIX = ".jsonl"
+CHECKPOINT_STEP_KEY = "step"  # each checkpoint line: {"step": <name>, <the step's saved data>}
 RETRIED_DIR = "retried"
 SUPERSEDED_DIR = "superseded"
 REDO_DIR = ".redo"  # inside SUPERSEDED_DIR: one marker (and the redo's log so far) per report to run again
@@ -104,7 +115,7 @@ class PendingCommit:
 
     store: OutputStore
     number: int
-    files: list[StagedFile]
+    files: list[StagedFile | SettledFile]
 
     def finish(self) -> None:
         """fsync and rename each file (raw last), fsync the folders, drop checkpoints; or raise, leaving it not done.
@@ -160,8 +171,9 @@ class OutputStore:
         except OSError:
             return
         for name in names:
-            if name.isdigit() and self.is_done(int(name)):
-                self.clear_checkpoints(int(name))
+            number = name.removesuffix(CHECKPOINT_SUFFIX)
+            if number.isdigit() and self.is_done(int(number)):
+                self.clear_checkpoints(int(number))
 
     def raw_path(self, number: int) -> Path:
         return self.root / RAW_DIR / f"diagnostic_{number}.json"
@@ -175,7 +187,12 @@ class OutputStore:
     def failed_path(self, number: int) -> Path:
         return self.root / FAILED_DIR / f"diagnostic_{number}.json"
 
-    def checkpoint_dir(self, number: int) -> Path:
+    def checkpoint_path(self, number: int) -> Path:
+        return self.root / CHECKPOINT_DIR / f"{number}{CHECKPOINT_SUFFIX}"
+
+    def _legacy_checkpoint_dir(self, number: int) -> Path:
+        """Where earlier versions kept a report's checkpoints, a file per step: still read, so a job
+        upgraded in the middle of a report pays for none of its finished steps again."""
         return self.root / CHECKPOINT_DIR / str(number)
 
     # --- status of one report ------------------------------------------------
@@ -296,9 +313,12 @@ class OutputStore:
         if self.host:
             raw = {**raw, "host": self.host}
         self.close_log(number)
-        staged: list[StagedFile] = []
+        staged: list[StagedFile | SettledFile] = []
         try:
-            staged.append(StagedFile(self.log_path(number), log_text.encode("utf-8")))
+            log = log_text.encode("utf-8")
+            # The log was appended to line by line as it happened: when it holds every line, it stays as it is.
+            staged.append(StagedFile(self.log_path(number), log) if self.redo_marker(number).exists()
+                          else stage_file(self.log_path(number), log))
             staged.append(StagedFile(self.normalized_path(number), dumps(normalized)))
             staged.append(StagedFile(self.raw_path(number), dumps(raw)))  # published last: the done marker
         except OutputWriteError:
@@ -367,15 +387,21 @@ class OutputStore:
     # --- checkpoints ---------------------------------------------------------
 
     def save_checkpoint(self, number: int, step: str, data: dict[str, Any]) -> None:
-        folder = self.checkpoint_dir(number)
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        # Atomic but not fsynced: a checkpoint must survive the process (SIGKILL, crash), and the page
+        # Appended, not fsynced: a checkpoint must survive the process (SIGKILL, crash), and the page
         # cache does; after a power loss the step is simply paid for again. Results stay fully durable.
-        write_json(folder / f"{step}.json", data, durable=False, compact=True)
+        append_record(self.checkpoint_path(number), {CHECKPOINT_STEP_KEY: step, **data})
 
     def load_checkpoints(self, number: int) -> dict[str, dict[str, Any]]:
-        """The finished steps of an unfinished report, by step name."""
-        folder = self.checkpoint_dir(number)
+        """The finished steps of an unfinished report, by step name (the last line of each step)."""
+        steps: dict[str, dict[str, Any]] = {}
+        for record in read_records(self.checkpoint_path(number)):
+            step = record.pop(CHECKPOINT_STEP_KEY, None)
+            if isinstance(step, str):
+                steps[step] = record
+        return steps or self._load_legacy_checkpoints(number)
+
+    def _load_legacy_checkpoints(self, number: int) -> dict[str, dict[str, Any]]:
+        folder = self._legacy_checkpoint_dir(number)
         try:
             if any(name.startswith(TMP_MARK) for name in os.listdir(folder)):
                 remove_stale_temporaries(folder)  # a writer killed mid-checkpoint: its attempt is repeated now
@@ -384,7 +410,15 @@ class OutputStore:
         return read_json_folder(folder)
 
     def clear_checkpoints(self, number: int) -> None:
-        shutil.rmtree(self.checkpoint_dir(number), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.checkpoint_path(number).unlink()
+        if self._legacy_checkpoint_dir(number).is_dir():
+            shutil.rmtree(self._legacy_checkpoint_dir(number), ignore_errors=True)
+
+    def checkpoint_files(self, number: int) -> list[Path]:
+        """The checkpoint file of ``number`` and an earlier version's checkpoint folder, those that exist."""
+        return [path for path in (self.checkpoint_path(number), self._legacy_checkpoint_dir(number))
+                if path.exists()]
 
     def counts(self) -> dict[str, int]:
         """Files per output folder (lists folders: for summaries, not for every refresh)."""

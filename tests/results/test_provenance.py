@@ -66,11 +66,11 @@ def test_supersede_moves_every_output_and_keeps_a_second_copy(folders: tuple[Out
     store.save_checkpoint(1, "findings", {"teacher_id": LOCAL})
     target = supersede(store, 1, LOCAL)
     assert target == store.root / SUPERSEDED_DIR / "local" / "local-rules-2"
-    assert not store.is_done(1) and not store.log_path(1).exists() and not store.checkpoint_dir(1).exists()
+    assert not store.is_done(1) and not store.log_path(1).exists() and not store.checkpoint_files(1)
     assert read_json(target / "diagnostic_results" / "diagnostic_1.json")["teacher_id"] == LOCAL
     assert (target / "diagnostic_results_normalized" / "diagnostic_1.json").is_file()
     assert (target / "logs" / "diagnostic_1.log").read_text() == f"log of 1 by {LOCAL}\n"
-    assert (target / "checkpoints" / "1" / "findings.json").is_file()
+    assert (target / "checkpoints" / "1.jsonl").is_file()
     _done(store, notes, 1, LOCAL)
     supersede(store, 1, LOCAL)
     assert len(list((target / "diagnostic_results").iterdir())) == 2  # the first copy is never overwritten

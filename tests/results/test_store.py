@@ -30,6 +30,20 @@ def test_commit_done_writes_the_three_documented_files(tmp_path: Path) -> None:
     assert store.load_checkpoints(7) == {}
 
 
+def test_a_log_that_holds_every_line_is_kept_in_place_and_one_that_lost_a_line_is_rewritten(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    for line in ("claimed\n", "step findings: ok\n"):
+        store.append_log(9, line)
+    inode = store.log_path(9).stat().st_ino
+    store.commit_done(9, {"format": "raw"}, [], "claimed\nstep findings: ok\n")
+    assert store.log_path(9).stat().st_ino == inode  # no second copy
+    assert store.log_path(9).read_text() == "claimed\nstep findings: ok\n"
+    store.append_log(10, "claimed\n")  # the next line was lost to a full disk
+    store.commit_done(10, {"format": "raw"}, [], "claimed\nstep findings: ok\n")
+    assert store.log_path(10).read_text() == "claimed\nstep findings: ok\n"
+    assert not [p for p in (store.root / "logs").iterdir() if p.name.startswith(".tmp-")]
+
+
 def test_a_report_is_not_done_until_the_raw_file_exists(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     (store.normalized_path(3)).write_text("[]")
@@ -42,6 +56,39 @@ def test_commit_failed_keeps_checkpoints_for_a_retry(tmp_path: Path) -> None:
     store.commit_failed(4, {"error_class": "invalid_output"}, "failed\n")
     assert store.is_failed(4)
     assert "findings" in store.load_checkpoints(4)
+
+
+def test_a_report_s_checkpoints_are_one_file_and_the_last_line_of_a_step_wins(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.save_checkpoint(5, "findings", {"output": {"n": 1}})
+    store.save_checkpoint(5, "organs", {"output": {"n": 2}})
+    store.save_checkpoint(5, "findings", {"output": {"n": 3}})  # the same step saved again
+    assert sorted(p.name for p in (store.root / "checkpoints").iterdir()) == ["5.jsonl"]
+    assert store.checkpoint_path(5).stat().st_mode & 0o777 == 0o600
+    assert store.load_checkpoints(5) == {"findings": {"output": {"n": 3}}, "organs": {"output": {"n": 2}}}
+
+
+def test_a_checkpoint_line_cut_short_by_a_crash_is_skipped_and_the_rest_kept(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.save_checkpoint(6, "findings", {"output": {"n": 1}})
+    with store.checkpoint_path(6).open("ab") as handle:
+        handle.write(b'{"step": "organs", "output": {"n"')  # killed in the middle of the write
+    assert store.load_checkpoints(6) == {"findings": {"output": {"n": 1}}}
+    with store.checkpoint_path(6).open("ab") as handle:
+        handle.write(b"\nnot json\n[1]\n")  # a corrupt line, and a line that is no object
+    store.save_checkpoint(6, "mapping", {"output": {"n": 4}})
+    assert store.load_checkpoints(6) == {"findings": {"output": {"n": 1}}, "mapping": {"output": {"n": 4}}}
+
+
+def test_checkpoints_an_earlier_version_kept_a_file_per_step_are_read_and_cleared(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    legacy = store.root / "checkpoints" / "8"
+    legacy.mkdir()
+    (legacy / "findings.json").write_text('{"output": {"n": 1}}')
+    assert store.load_checkpoints(8) == {"findings": {"output": {"n": 1}}}
+    assert store.checkpoint_files(8) == [legacy]
+    store.commit_done(8, {"format": "raw"}, [], "log\n")
+    assert not legacy.exists() and store.load_checkpoints(8) == {}
 
 
 def test_release_failed_archives_records_instead_of_deleting(tmp_path: Path) -> None:

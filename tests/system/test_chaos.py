@@ -118,7 +118,7 @@ def test_chaos_run_loses_nothing_repeats_no_finished_step_and_leaves_no_partial_
         assert outputs.raw[number]["report"]["number"] == number
     # No partial or temporary file, no checkpoint left behind a finished report.
     assert stray_files(chaos["output"], state.root) == []
-    assert not [n for n in outputs.done if (chaos["output"] / "checkpoints" / str(n)).exists()]
+    assert not [n for n in outputs.done if OutputStore(chaos["output"]).checkpoint_files(n)]
     # No finished step answered twice (so no report done twice), except a step in flight at a kill, once a kill.
     repeated = {key: n for key, n in answered.items() if n > 1}
     assert {key: n for key, n in repeated.items() if n > 1 + held[int(key.split("/")[0])]} == {}, (repeated, held)
@@ -191,7 +191,7 @@ def test_checkpoints_of_a_report_done_just_before_a_kill_are_removed_at_the_next
     store.commit_done(1, {"report": 1}, [], "log\n")
     store.save_checkpoint(1, "mapping", {"sha256": "x", "output": {}})  # as if the clean-up was cut short
     store.prepare()
-    assert not store.checkpoint_dir(1).exists()
+    assert not store.checkpoint_files(1)
     assert store.load_checkpoints(2)  # an unfinished report keeps its finished steps
 
 

@@ -230,7 +230,7 @@ def test_a_worker_killed_mid_report_leaves_a_log_that_the_resumed_attempt_adds_t
         monkeypatch.setenv("DIAG_MODEL", "stub-model")
         result = cli("start", "1", "--end", "1", "--input-dir", str(notes), "--output-dir", str(output))
         assert result.returncode == 0, result.stderr + result.stdout
-        wait_until(lambda: (store.checkpoint_dir(1) / "organs.json").is_file(), timeout=90)
+        wait_until(lambda: "organs" in store.load_checkpoints(1), timeout=90)
         beat = state.read_heartbeats()["api_1"]
         assert kill_worker(state, beat, output) == {1}  # killed during the mapping call
         first = store.log_path(1).read_text(encoding="utf-8")
