@@ -19,6 +19,9 @@ from distill.job.state import StateDir, proc_stat_fields
 
 Row = tuple[str, int | None, str, float, float]  # model, report, step, started, ended (wall clock)
 SAMPLE_EVERY_S = 0.2
+#: Pss is read every this many samples: reading /proc/<pid>/smaps_rollup walks the process's page tables (a few
+#: percent of a core for sixteen workers at every sample, taken from the job it measures), and Pss moves slowly.
+PSS_EVERY_SAMPLES = 10
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -151,6 +154,7 @@ class ProcessSampler:
         self.worker_ticks: dict[int, int] = {}  # worker pid -> utime + stime when last seen
         self.worker_peak_rss: dict[int, int] = {}  # worker pid -> largest VmRSS seen
         self.worker_peak_pss: dict[int, int] = {}  # worker pid -> largest Pss seen (shared pages divided)
+        self._samples = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bench-sampler", daemon=True)
 
@@ -168,12 +172,15 @@ class ProcessSampler:
         pids = {int(b["pid"]) for b in self.state.read_heartbeats().values()
                 if isinstance(b.get("pid"), int) and b.get("state") != "exited"}
         workers = {pid: _rss_bytes(pid) for pid in pids}
+        read_pss = self._samples % PSS_EVERY_SAMPLES == 0
+        self._samples += 1
         for pid, rss in workers.items():
             ticks = _cpu_ticks(pid)
             if ticks is not None and rss:
                 self.worker_ticks[pid] = max(ticks, self.worker_ticks.get(pid, 0))
                 self.worker_peak_rss[pid] = max(rss, self.worker_peak_rss.get(pid, 0))
-                self.worker_peak_pss[pid] = max(_private_bytes(pid), self.worker_peak_pss.get(pid, 0))
+                if read_pss or pid not in self.worker_peak_pss:
+                    self.worker_peak_pss[pid] = max(_private_bytes(pid), self.worker_peak_pss.get(pid, 0))
         if supervisor is not None:
             pids.add(supervisor)
             ticks = _cpu_ticks(supervisor)

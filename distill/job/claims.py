@@ -52,7 +52,7 @@ from distill.job.inputs import (  # noqa: F401 - callers import the input scan f
     scan_range,
 )
 from distill.job.state import CLAIMS_FILE, CLAIMS_LOCK, COUNTER_FILE, INDEX_FILE, StateDir, identity_alive
-from distill.results.atomic import read_json, write_atomic, write_json
+from distill.results.atomic import dumps, read_json, write_atomic, write_recycled
 from distill.results.store import OutputStore
 
 ALIVE_TTL_S = 2.0  # a dead owner's report is handed out again at most this much later
@@ -122,7 +122,7 @@ class ClaimBook:
         return doc
 
     def _save(self, doc: dict[str, Any]) -> None:
-        write_json(self.state.path(CLAIMS_FILE), doc, durable=False, compact=True)
+        write_recycled(self.state.path(CLAIMS_FILE), dumps(doc, compact=True))  # rewritten at every claim
         with self._finished_lock:  # written: the deferred releases applied to ``doc`` are done with
             self._finished = [n for n in self._finished if n not in self._dropped]
             self._dropped = set()
@@ -131,8 +131,8 @@ class ClaimBook:
             self._loaded_counter = doc["counter"]
 
     def _write_counter(self, counter: int) -> None:
-        write_atomic(self.state.path(COUNTER_FILE), f"{counter}\n".encode(), durable=False,
-                     mode=0o400)  # information for people: editing it by hand changes nothing
+        write_recycled(self.state.path(COUNTER_FILE), f"{counter}\n".encode(),
+                       mode=0o400)  # information for people: editing it by hand changes nothing
 
     def _index_for(self, doc: dict[str, Any]) -> array[int]:
         generation = doc["scan"]["generation"]

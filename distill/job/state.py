@@ -22,6 +22,7 @@ from distill.core.errors import JobAlreadyRunning, OutputWriteError, StateDirErr
 from distill.job.job_lock import JobLock, bind_abstract, job_socket_name
 from distill.results.atomic import (
     TMP_MARK,
+    forget_recycling,
     read_json,
     read_json_folder,
     refuse_symlink,
@@ -310,6 +311,13 @@ class StateDir:
 
     def heartbeat_path(self, api: str) -> Path:
         return self.path(WORKERS_DIR) / f"{api}.json"
+
+    def drop_job_files(self) -> None:
+        """The end of a job: its index, claims file (with its slots) and job record go; the counter stays."""
+        for name in (INDEX_FILE, JOB_FILE):
+            self.path(name).unlink(missing_ok=True)
+        forget_recycling(self.path(CLAIMS_FILE))
+        forget_recycling(self.path(COUNTER_FILE), keep=True)
 
     def write_heartbeat(self, api: str, record: dict[str, Any]) -> None:
         path = self.heartbeat_path(api)

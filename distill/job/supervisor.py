@@ -29,9 +29,6 @@ from distill.job.claims_backend import host_name, open_board, open_claims
 from distill.job.job_env import HANDOFF_ENV, remove_job_env, write_job_env
 from distill.job.manifest import OutputFolderClaim, follow_shared_id, hold_for_job
 from distill.job.state import (
-    CLAIMS_FILE,
-    INDEX_FILE,
-    JOB_FILE,
     SECOND_JOB_HINT,
     StateDir,
     identity_alive,
@@ -407,9 +404,7 @@ class Supervisor:
         for api in self.apis:
             self.sessions.kill(api)
         self.state.clear_stop()
-        # Claims are recomputed from the outputs at the next start; the counter file stays.
-        for name in (INDEX_FILE, CLAIMS_FILE, JOB_FILE):
-            self.state.path(name).unlink(missing_ok=True)
+        self.state.drop_job_files()  # claims are recomputed from the outputs at the next start
         self.state.clear_heartbeats()
         remove_job_env(self.settings.state_dir)
         self.state.remove_stale_temporaries()  # writes cut short by a worker killed during the job

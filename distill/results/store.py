@@ -31,7 +31,6 @@ import contextlib
 import os
 import re
 import shutil
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,17 +42,16 @@ from distill.results.atomic import (
     TMP_MARK,
     SettledFile,
     StagedFile,
-    append_record,
     dumps,
     fsync_folders,
     read_json,
     read_json_folder,
-    read_records,
     remove_stale_temporaries,
     stage_file,
     write_atomic,
     write_json,
 )
+from distill.results.journal import OpenLog, append_record, read_records
 
 RAW_DIR = "diagnostic_results"
 NORMALIZED_DIR = "diagnostic_results_normalized"
@@ -80,33 +78,6 @@ def _number_of(name: str, prefix: str = "diagnostic_", suffix: str = ".json") ->
         if digits.isdigit():
             return int(digits)
     return None
-
-
-class _OpenLog:
-    """The log file a report's attempt is appending to, kept open from its first line to its commit
-    (one open per attempt instead of one per line)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.number: int | None = None
-        self.fd: int | None = None
-
-    def fd_for(self, number: int, path_of: Any) -> int | None:
-        """The open log of ``number`` (``path_of(number)`` opened on first use); ``None`` if it cannot be opened."""
-        if self.number != number:
-            self.close()
-            try:
-                self.fd = os.open(path_of(number), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            except OSError:
-                return None
-            self.number = number
-        return self.fd
-
-    def close(self, number: int | None = None) -> None:
-        if self.fd is not None and (number is None or number == self.number):
-            with contextlib.suppress(OSError):
-                os.close(self.fd)
-            self.fd, self.number = None, None
 
 
 @dataclass
@@ -151,7 +122,7 @@ class OutputStore:
 
     root: Path
     host: str = ""  # set when several hosts share the folder: every record then names the host that wrote it
-    _log: _OpenLog = field(default_factory=_OpenLog, init=False, repr=False, compare=False, hash=False)
+    _log: OpenLog = field(default_factory=OpenLog, init=False, repr=False, compare=False, hash=False)
 
     def prepare(self) -> None:
         """Create the folders (0700) and remove what dead writers left: temporaries, checkpoints of done reports."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from distill.job.state import StateDir, my_identity, worker_pid
+from distill.job.claims import ClaimBook
+from distill.job.state import CLAIMS_FILE, COUNTER_FILE, StateDir, my_identity, worker_pid
+from distill.results.store import OutputStore
 
 
 def test_a_group_writable_heartbeat_makes_the_state_directory_untrusted(tmp_path: Path) -> None:
@@ -23,3 +25,17 @@ def test_a_heartbeat_naming_a_live_pid_that_is_no_worker_of_the_job_gives_no_pid
     assert worker_pid(mine, "j1") is None  # alive and ours, but its command line is pytest's, not a worker's
     assert worker_pid({**mine, "identity": f"{os.getpid()}:1"}, "j1") is None  # a reused pid
     assert worker_pid(mine, "other-job") is None
+
+
+def test_the_end_of_a_job_removes_its_claims_files_and_their_slots_and_keeps_the_counter(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    (tmp_path / "in").mkdir()
+    book = ClaimBook(state, OutputStore(tmp_path / "out"), tmp_path / "in")
+    book.begin(5, None)
+    for _ in range(3):  # rewrites of the claims file and the counter: both slots in use
+        book.begin(5, None)
+    assert (state.root / f".{CLAIMS_FILE}.slot-2").is_file()
+    state.drop_job_files()
+    left = sorted(p.name for p in state.root.iterdir() if CLAIMS_FILE in p.name or COUNTER_FILE in p.name)
+    assert left == [COUNTER_FILE] and state.path(COUNTER_FILE).read_text() == "4\n"

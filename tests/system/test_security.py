@@ -207,11 +207,14 @@ def _writers(tmp_path: Path) -> dict[str, Callable[[StateDir], object]]:
         STOP_FLAG: lambda state: state.request_stop(),
         WORKERS_DIR: lambda state: state.ensure(),
         f"{WORKERS_DIR}/api_1.json": lambda state: state.write_heartbeat("api_1", {"state": "idle"}),
+        f".{CLAIMS_FILE}.slot-1": claims,  # the hidden files the claims file and the counter take turns with
+        f".{COUNTER_FILE}.slot-1": claims,
     }
 
 
 @pytest.mark.parametrize("name", [STATUS_FILE, COUNTER_FILE, CLAIMS_FILE, INDEX_FILE, CLAIMS_LOCK, CLAIMS_QUEUE, JOB_FILE,
-                                  JOB_LOCK, STOP_SCRIPT, STOP_FLAG, WORKERS_DIR, f"{WORKERS_DIR}/api_1.json"])
+                                  JOB_LOCK, STOP_SCRIPT, STOP_FLAG, WORKERS_DIR, f"{WORKERS_DIR}/api_1.json",
+                                  f".{CLAIMS_FILE}.slot-1", f".{COUNTER_FILE}.slot-1"])
 def test_a_symlink_planted_at_a_state_file_is_refused_not_followed(tmp_path: Path, name: str) -> None:
     state = StateDir(tmp_path / "state")
     state.root.mkdir(mode=0o700)
