@@ -22,6 +22,7 @@ from distill.core.errors import JobAlreadyRunning, OutputWriteError, StateDirErr
 from distill.job.job_lock import JobLock, bind_abstract, job_socket_name
 from distill.results.atomic import (
     TMP_MARK,
+    dumps,
     forget_recycling,
     read_json,
     read_json_folder,
@@ -29,6 +30,7 @@ from distill.results.atomic import (
     remove_stale_temporaries,
     write_atomic,
     write_json,
+    write_recycled,
 )
 
 STATUS_FILE = "continuous_diag_distillation_status.json"
@@ -320,14 +322,14 @@ class StateDir:
         forget_recycling(self.path(COUNTER_FILE), keep=True)
 
     def write_heartbeat(self, api: str, record: dict[str, Any]) -> None:
-        path = self.heartbeat_path(api)
+        path, data = self.heartbeat_path(api), dumps(record, compact=True)
         try:
-            write_json(path, record, durable=False, compact=True)
+            write_recycled(path, data)  # at most once a second per worker, all job long: no new inode each time
         except OutputWriteError:
             if path.parent.is_dir() or not self.root.is_dir():
                 raise
             self.ensure()  # the workers folder was deleted under a running job: make it again
-            write_json(path, record, durable=False, compact=True)
+            write_recycled(path, data)
 
     def read_heartbeat(self, api: str) -> dict[str, Any] | None:
         data = read_json(self.heartbeat_path(api))
@@ -382,7 +384,7 @@ class StateDir:
         folder = self.path(WORKERS_DIR)
         for name in os.listdir(folder) if folder.is_dir() else []:
             if name.endswith(".json"):
-                (folder / name).unlink(missing_ok=True)
+                forget_recycling(folder / name)
 
     def read_status(self) -> dict[str, Any] | None:
         data = read_json(self.status_path)

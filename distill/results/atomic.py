@@ -178,11 +178,20 @@ def write_recycled(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     opens it by that name), hard-linked under a temporary name and renamed over ``path``. The file
     ``path`` held stays linked as the other slot, so nothing is freed and nothing allocated: on ext4
     creating and freeing an inode per write costs more CPU than the write itself. A reader sees the
-    old document or the new one; a writer killed mid-write leaves ``path`` as it was. Writers of one
-    ``path`` must be serialized by the caller (a lock). Raises ``OutputWriteError`` on any OS error.
+    old document or the new one; a writer killed mid-write leaves ``path`` as it was. Threads of one
+    process are serialized here; writers in several processes must be serialized by the caller (a
+    file lock). Raises ``OutputWriteError`` on any OS error.
     """
     refuse_symlink(path)
     data = mask_known_bytes(data)
+    with _RECYCLING:
+        _write_recycled(path, data, mode)
+
+
+_RECYCLING = threading.Lock()  # two threads of one process never write the same slot at once
+
+
+def _write_recycled(path: Path, data: bytes, mode: int) -> None:
     try:
         current: int | None = os.stat(path).st_ino
     except FileNotFoundError:

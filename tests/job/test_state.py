@@ -39,3 +39,15 @@ def test_the_end_of_a_job_removes_its_claims_files_and_their_slots_and_keeps_the
     state.drop_job_files()
     left = sorted(p.name for p in state.root.iterdir() if CLAIMS_FILE in p.name or COUNTER_FILE in p.name)
     assert left == [COUNTER_FILE] and state.path(COUNTER_FILE).read_text() == "4\n"
+
+
+def test_heartbeats_are_rewritten_without_new_files_and_cleared_with_their_slots(tmp_path: Path) -> None:
+    state = StateDir(tmp_path / "state")
+    state.ensure()
+    for n in range(4):
+        state.write_heartbeat("api_1", {"state": "busy", "n": n})
+    assert state.read_heartbeats() == {"api_1": {"state": "busy", "n": 3}}
+    folder = state.heartbeat_path("api_1").parent
+    assert len({p.stat().st_ino for p in folder.iterdir()}) == 2  # the heartbeat is one of its two slots
+    state.clear_heartbeats()
+    assert list(folder.iterdir()) == []
