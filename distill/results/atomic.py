@@ -198,24 +198,29 @@ def _write_recycled(path: Path, data: bytes, mode: int) -> None:
         current = None
     except OSError as exc:
         raise write_error(path, exc) from None
-    slot = next((s for s in recycling_slots(path) if _inode(s) != current), recycling_slots(path)[0])
+    slots = recycling_slots(path)
+    slot = next((s for s in slots if _inode(s) != current), slots[0])
     tmp = temporary_name(path)
     try:
         refuse_symlink(slot)
         if not mode & 0o200 and slot.exists():
             os.chmod(slot, mode | 0o200)  # a read-only document: its owner makes it writable for the rewrite
-        fd = os.open(slot, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, mode | 0o200)
+        # Overwritten, then cut to length: truncating first would free the file's blocks and take new ones.
+        fd = os.open(slot, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode | 0o200)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            view, offset = memoryview(data), 0
+            while offset < len(data):
+                offset += os.pwrite(fd, view[offset:], offset)
+            os.ftruncate(fd, len(data))
             if not mode & 0o200:
                 os.fchmod(fd, mode)
         finally:
             os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
+        try:
+            os.link(slot, tmp)
+        except FileExistsError:  # left by a write of this thread that was cut short
             os.unlink(tmp)
-        os.link(slot, tmp)
+            os.link(slot, tmp)
         os.replace(tmp, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

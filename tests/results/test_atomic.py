@@ -86,6 +86,13 @@ def test_a_recycled_write_replaces_the_file_with_no_new_inode_after_the_first_tw
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(TMP_MARK)]
 
 
+def test_a_shorter_rewrite_leaves_nothing_of_the_longer_one(tmp_path: Path) -> None:
+    path = tmp_path / "claims.json"
+    for text in (b'{"leases": {"1": "a", "2": "b"}}\n', b"{}\n", b'{"leases": {"3": "c"}}\n', b"[]\n"):
+        write_recycled(path, text)
+        assert path.read_bytes() == text
+
+
 def test_a_reader_of_the_old_document_keeps_it_whole_and_a_read_only_file_stays_read_only(tmp_path: Path) -> None:
     path = tmp_path / "counter.txt"
     write_recycled(path, b"41\n", mode=0o400)
@@ -102,16 +109,16 @@ def test_a_recycled_write_cut_short_leaves_the_document_as_it_was(tmp_path: Path
     path = tmp_path / "claims.json"
     write_recycled(path, b'{"counter": 1}\n')
     write_recycled(path, b'{"counter": 2}\n')
-    real_write = os.write
+    real_pwrite = os.pwrite
 
-    def half_then_full(fd: int, data: bytes) -> int:
-        real_write(fd, bytes(data)[:3])
+    def half_then_full(fd: int, data: bytes, offset: int) -> int:
+        real_pwrite(fd, bytes(data)[:3], offset)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(os, "write", half_then_full)
+    monkeypatch.setattr(os, "pwrite", half_then_full)
     with pytest.raises(OutputWriteError, match="disk full"):
         write_recycled(path, b'{"counter": 3}\n')
-    monkeypatch.setattr(os, "write", real_write)
+    monkeypatch.setattr(os, "pwrite", real_pwrite)
     assert read_json(path) == {"counter": 2}
     write_recycled(path, b'{"counter": 4}\n')
     assert read_json(path) == {"counter": 4}
