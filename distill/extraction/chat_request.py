@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 import requests
+from requests.structures import CaseInsensitiveDict
 
 from distill.core.config import Endpoint
 from distill.extraction.schemas import STEP_MODELS
@@ -82,10 +83,22 @@ def settle_environment(session: requests.Session, url: str) -> None:
     session.trust_env = False
 
 
-def prepared_request(session: requests.Session, url: str, payload: dict[str, Any],
-                     headers: dict[str, str]) -> requests.PreparedRequest:
-    """The POST of ``payload``, prepared without the session's per-call merging (cookies, netrc, hooks,
-    environment): the session's headers are the defaults, and ``settle_environment`` ran at start."""
-    request = requests.PreparedRequest()
-    request.prepare(method="POST", url=url, headers={**session.headers, **headers}, data=json.dumps(payload))
-    return request
+class RequestTemplate:
+    """The POSTs to one URL, prepared once (the URL parsed and quoted, the session's default headers): each
+    call copies the headers, adds its own and its body. The session's per-call merging (cookies, netrc,
+    hooks, environment) is skipped too: ``settle_environment`` ran at start."""
+
+    def __init__(self, session: requests.Session, url: str) -> None:
+        base = requests.PreparedRequest()
+        base.prepare(method="POST", url=url, headers=dict(session.headers))
+        self._url = base.url
+        self._headers = dict(base.headers)
+
+    def request(self, payload: dict[str, Any], headers: dict[str, str]) -> requests.PreparedRequest:
+        """The POST of ``payload`` as JSON with ``headers`` on top of the defaults."""
+        body = json.dumps(payload).encode("utf-8")
+        request = requests.PreparedRequest()
+        request.method, request.url = "POST", self._url
+        request.headers = CaseInsensitiveDict({**self._headers, **headers, "Content-Length": str(len(body))})
+        request.body = body
+        return request

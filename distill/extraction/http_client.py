@@ -63,7 +63,7 @@ from distill.extraction.chat_reply import (  # parse_retry_after and cached_toke
     parse_retry_after,
     refuses_format,
 )
-from distill.extraction.chat_request import FORMS, cause_name, chat_payload, prepared_request, settle_environment
+from distill.extraction.chat_request import FORMS, RequestTemplate, cause_name, chat_payload, settle_environment
 from distill.extraction.extractor import CallRecord, EventSink, ignore_event
 from distill.extraction.http_body import ACCEPT_ENCODING, BodyError, BoundedAdapter, CallWatch, read_body
 
@@ -146,6 +146,7 @@ class ChatClient:
         self._url = endpoint.base_url.rstrip("/") + "/chat/completions"
         if self._owns_session:
             settle_environment(self._session, self._url)
+        self._template = RequestTemplate(self._session, self._url)
         self._secret = endpoint.api_key  # revealed only into the Authorization header
         self._form = endpoint.output_form if endpoint.output_form in FORMS else "json_object"
         self._object_schema = True  # json_object carries the step's schema until refused
@@ -273,8 +274,7 @@ class ChatClient:
         status, body, watch = 0, b"", CallWatch(deadline_s)
         try:
             with watch:
-                response = self._session.send(prepared_request(self._session, self._url, payload, headers),
-                                               timeout=timeout, stream=True)
+                response = self._session.send(self._template.request(payload, headers), timeout=timeout, stream=True)
                 status = response.status_code
                 body = read_body(response, cap=ep.max_answer_bytes if status == 200 else _ERROR_BODY_CAP,
                                  deadline=deadline, watch=watch, keep_head=status != 200)

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 import random
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from distill.bench.stub_server import CallInfo, Fault, StubServer
 from distill.core.config import Endpoint, Secret
@@ -17,6 +19,7 @@ from distill.core.errors import (
     EndpointUnavailable,
     StopRequested,
 )
+from distill.extraction.chat_request import RequestTemplate
 from distill.extraction.extractor import CallRecord
 from distill.extraction.http_client import BACKOFF_BASE_S, ChatClient, backoff_delay, parse_retry_after
 
@@ -340,3 +343,15 @@ def test_no_proxy_keeps_a_loopback_endpoint_off_the_proxy(monkeypatch: pytest.Mo
     client = _client(stub, fake)
     assert "http" not in client._session.proxies
     assert client.chat(MESSAGES, step="findings", calls=[]).http_status == 200
+
+
+def test_a_request_from_the_template_carries_the_defaults_its_headers_and_its_exact_body() -> None:
+    session = requests.Session()
+    template = RequestTemplate(session, "http://127.0.0.1:9/v1/chat/completions")
+    payload = {"model": "m", "messages": [{"role": "user", "content": "Pleural effusion, 左肺"}]}
+    first = template.request(payload, {"Authorization": "Bearer a", "Content-Type": "application/json"})
+    second = template.request({"model": "n"}, {"Authorization": "Bearer b"})
+    assert first.method == "POST" and first.url == "http://127.0.0.1:9/v1/chat/completions"
+    assert json.loads(first.body) == payload and first.headers["Content-Length"] == str(len(first.body))
+    assert first.headers["authorization"] == "Bearer a" and first.headers["User-Agent"] == session.headers["User-Agent"]
+    assert second.headers["Authorization"] == "Bearer b" and "Content-Type" not in second.headers  # nothing carried over
