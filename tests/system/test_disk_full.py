@@ -42,7 +42,7 @@ class FullDisk:
         self.refused = 0
         self._paths: dict[int, Path] = {}
         self._partial: set[int] = set()
-        self._open, self._write = os.open, os.write
+        self._open, self._write, self._pwrite = os.open, os.write, os.pwrite
 
     def open(self, path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
         fd = self._open(path, flags, *args, **kwargs)
@@ -57,11 +57,18 @@ class FullDisk:
         return fd
 
     def write(self, fd: int, data: Any) -> int:
+        return self._limited(fd, data, self._write)
+
+    def pwrite(self, fd: int, data: Any, offset: int) -> int:
+        return self._limited(fd, data, lambda fd, chunk: self._pwrite(fd, chunk, offset))
+
+    def _limited(self, fd: int, data: Any, send: Any) -> int:
+        """Once full: half of a file's first write lands, every later one is refused."""
         if not self.full or fd not in self._paths:
-            return self._write(fd, data)
+            return int(send(fd, data))
         if fd not in self._partial:
             self._partial.add(fd)
-            return self._write(fd, bytes(data)[: max(1, len(data) // 2)])
+            return int(send(fd, bytes(data)[: max(1, len(data) // 2)]))
         self.refused += 1
         raise OSError(errno.ENOSPC, "No space left on device")
 
@@ -83,6 +90,7 @@ def test_a_full_disk_pauses_the_worker_leaves_nothing_partial_and_the_job_resume
     disk = FullDisk(settings.output_dir, fills_at)
     monkeypatch.setattr(os, "open", disk.open)
     monkeypatch.setattr(os, "write", disk.write)
+    monkeypatch.setattr(os, "pwrite", disk.pwrite)
     sleeps: list[float] = []
 
     def counted_sleep(seconds: float) -> None:
@@ -133,6 +141,7 @@ def test_nothing_partial_and_not_done_while_the_disk_is_full(tmp_path: Path,
     disk = FullDisk(settings.output_dir, "diagnostic_results")
     monkeypatch.setattr(os, "open", disk.open)
     monkeypatch.setattr(os, "write", disk.write)
+    monkeypatch.setattr(os, "pwrite", disk.pwrite)
     worker = Worker("api_1", settings, job_id="j", until_drained=True, out=io.StringIO(),
                     extractor_factory=lambda endpoint, **kwargs: FakeExtractor())
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -176,6 +185,7 @@ def test_a_full_state_disk_pauses_claims_loses_no_claim_and_the_job_resumes(
     disk = FullDisk(settings.state_dir, "")
     monkeypatch.setattr(os, "open", disk.open)
     monkeypatch.setattr(os, "write", disk.write)
+    monkeypatch.setattr(os, "pwrite", disk.pwrite)
     sleeps: list[float] = []
 
     def counted_sleep(seconds: float) -> None:
