@@ -95,7 +95,10 @@ class RequestTemplate:
         self._headers = dict(base.headers)
 
     def request(self, payload: dict[str, Any], headers: dict[str, str]) -> requests.PreparedRequest:
-        """The POST of ``payload`` as JSON with ``headers`` on top of the defaults."""
+        """The POST of ``payload`` as JSON with ``headers`` on top of the defaults; ``InvalidHeader`` (a
+        ``RequestException``) for a header value requests would refuse, such as a key with a line break."""
+        for header in headers.items():
+            requests.utils.check_header_validity(header)
         body = json.dumps(payload).encode("utf-8")
         request = requests.PreparedRequest()
         request.method, request.url = "POST", self._url

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -173,7 +174,7 @@ def recycling_slots(path: Path) -> tuple[Path, Path]:
 def write_recycled(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Replace ``path`` with ``data`` as atomically as ``write_atomic(durable=False)``, with no new inode.
 
-    For state rewritten many times a second (the claims document, the counter). Two files live under
+    For state rewritten all job long (the claims document, the counter, heartbeats). Two files live under
     hidden names beside ``path``; the one that is not ``path`` now is rewritten in place (no reader
     opens it by that name), hard-linked under a temporary name and renamed over ``path``. The file
     ``path`` held stays linked as the other slot, so nothing is freed and nothing allocated: on ext4
@@ -198,12 +199,13 @@ def _write_recycled(path: Path, data: bytes, mode: int) -> None:
         current = None
     except OSError as exc:
         raise write_error(path, exc) from None
-    slots = recycling_slots(path)
-    slot = next((s for s in slots if _inode(s) != current), slots[0])
+    slots = [(slot, _lstat(slot)) for slot in recycling_slots(path)]
+    slot, info = next(((s, i) for s, i in slots if i is None or i.st_ino != current), slots[0])
+    if info is not None and stat.S_ISLNK(info.st_mode):
+        raise StateDirError(f"{slot} is a symbolic link; refusing to follow it (remove it and start again)")
     tmp = temporary_name(path)
     try:
-        refuse_symlink(slot)
-        if not mode & 0o200 and slot.exists():
+        if not mode & 0o200 and info is not None:
             os.chmod(slot, mode | 0o200)  # a read-only document: its owner makes it writable for the rewrite
         # Overwritten, then cut to length: truncating first would free the file's blocks and take new ones.
         fd = os.open(slot, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode | 0o200)
@@ -241,9 +243,9 @@ def forget_recycling(path: Path, *, keep: bool = False) -> None:
             os.unlink(name)
 
 
-def _inode(path: Path) -> int | None:
+def _lstat(path: Path) -> os.stat_result | None:
     try:
-        return os.lstat(path).st_ino
+        return os.lstat(path)
     except OSError:
         return None
 

@@ -286,10 +286,9 @@ class OutputStore:
         self.close_log(number)
         staged: list[StagedFile | SettledFile] = []
         try:
-            log = log_text.encode("utf-8")
-            # The log was appended to line by line as it happened: when it holds every line, it stays as it is.
-            staged.append(StagedFile(self.log_path(number), log) if self.redo_marker(number).exists()
-                          else stage_file(self.log_path(number), log))
+            # The log was appended to line by line as it happened: when it holds every line, it stays as it is
+            # (during a redo it holds the old teacher's log, so it is rewritten).
+            staged.append(stage_file(self.log_path(number), log_text.encode("utf-8")))
             staged.append(StagedFile(self.normalized_path(number), dumps(normalized)))
             staged.append(StagedFile(self.raw_path(number), dumps(raw)))  # published last: the done marker
         except OutputWriteError:
@@ -383,8 +382,7 @@ class OutputStore:
     def clear_checkpoints(self, number: int) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.checkpoint_path(number).unlink()
-        if self._legacy_checkpoint_dir(number).is_dir():
-            shutil.rmtree(self._legacy_checkpoint_dir(number), ignore_errors=True)
+        shutil.rmtree(self._legacy_checkpoint_dir(number), ignore_errors=True)
 
     def checkpoint_files(self, number: int) -> list[Path]:
         """The checkpoint file of ``number`` and an earlier version's checkpoint folder, those that exist."""

@@ -355,3 +355,14 @@ def test_a_request_from_the_template_carries_the_defaults_its_headers_and_its_ex
     assert json.loads(first.body) == payload and first.headers["Content-Length"] == str(len(first.body))
     assert first.headers["authorization"] == "Bearer a" and first.headers["User-Agent"] == session.headers["User-Agent"]
     assert second.headers["Authorization"] == "Bearer b" and "Content-Type" not in second.headers  # nothing carried over
+
+
+def test_a_key_requests_would_refuse_in_a_header_is_a_failed_call_that_names_no_key(stub: StubServer,
+                                                                                  fake: FakeTime) -> None:
+    key = "sk-broken\nkey-7c1d"
+    client = _client(stub, fake, key=key, max_attempts=1)
+    calls: list[CallRecord] = []
+    with pytest.raises(EndpointError) as raised:
+        client.chat(MESSAGES, step="findings", calls=calls)
+    assert calls and calls[0].status != "ok" and stub.total == 0  # refused before anything was sent
+    assert "sk-broken" not in str(raised.value) and all("sk-broken" not in str(c.error) for c in calls)

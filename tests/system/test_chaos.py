@@ -118,7 +118,8 @@ def test_chaos_run_loses_nothing_repeats_no_finished_step_and_leaves_no_partial_
         assert outputs.raw[number]["report"]["number"] == number
     # No partial or temporary file, no checkpoint left behind a finished report.
     assert stray_files(chaos["output"], state.root) == []
-    assert not [n for n in outputs.done if OutputStore(chaos["output"]).checkpoint_files(n)]
+    store = OutputStore(chaos["output"])
+    assert not [n for n in outputs.done if store.checkpoint_files(n)]
     # No finished step answered twice (so no report done twice), except a step in flight at a kill, once a kill.
     repeated = {key: n for key, n in answered.items() if n > 1}
     assert {key: n for key, n in repeated.items() if n > 1 + held[int(key.split("/")[0])]} == {}, (repeated, held)
