@@ -111,7 +111,7 @@ def phase_figures(rows: Sequence[Row], endpoints: int, t0: float, t1: float, rep
 # --- the pieces the benchmark starts ---------------------------------------------------------
 
 
-def _cpu_ticks(pid: int) -> int | None:
+def cpu_ticks(pid: int) -> int | None:
     fields = proc_stat_fields(pid)
     try:
         return int(fields[11]) + int(fields[12]) if fields is not None else None  # utime + stime
@@ -175,7 +175,7 @@ class ProcessSampler:
         read_pss = self._samples % PSS_EVERY_SAMPLES == 0
         self._samples += 1
         for pid, rss in workers.items():
-            ticks = _cpu_ticks(pid)
+            ticks = cpu_ticks(pid)
             if ticks is not None and rss:
                 self.worker_ticks[pid] = max(ticks, self.worker_ticks.get(pid, 0))
                 self.worker_peak_rss[pid] = max(rss, self.worker_peak_rss.get(pid, 0))
@@ -183,7 +183,7 @@ class ProcessSampler:
                     self.worker_peak_pss[pid] = max(_private_bytes(pid), self.worker_peak_pss.get(pid, 0))
         if supervisor is not None:
             pids.add(supervisor)
-            ticks = _cpu_ticks(supervisor)
+            ticks = cpu_ticks(supervisor)
             if ticks is not None:
                 now = time.monotonic()
                 first_t, first_ticks = self.cpu.get(supervisor, (now, ticks, now, ticks))[:2]

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.bench.figures import ProcessSampler, Row, format_ms, p50_p99, phase_figures
+from distill.bench.figures import ProcessSampler, Row, cpu_ticks, format_ms, p50_p99, phase_figures
 from distill.core.config import project_root
 from distill.core.errors import DistillError
 from distill.core.prices import SAMPLE_PRICE, Price
@@ -81,6 +81,11 @@ class StubProcess:
             self.stop()
             raise BenchError(f"the stub server did not start: {line.strip() or 'no output'}")
         self.url = found.group(0)
+
+    def cpu_s(self) -> float | None:
+        """CPU seconds (user + system) the stub has used so far; None once it is gone."""
+        ticks = cpu_ticks(self.process.pid)
+        return ticks / os.sysconf("SC_CLK_TCK") if ticks is not None else None
 
     def timeline(self) -> list[Row]:
         with urllib.request.urlopen(self.url.rsplit("/v1", 1)[0] + "/timeline", timeout=60) as response:
@@ -218,7 +223,7 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
     command = [sys.executable, "-m", "distill", "start", str(numbers[0]), "--end", str(numbers[-1]),
                "--until-drained", "--foreground", "--input-dir", str(input_dir), "--output-dir", str(output)]
     say(f"system: {len(numbers)} reports, {apis} endpoints, tmux socket {ws.socket}")
-    t0 = time.time()
+    t0, stub_cpu0 = time.time(), stub.cpu_s()
     with ProcessSampler(state) as sampler:
         log = (ws.root / "supervisor.log").open("w")
         supervisor = subprocess.Popen(command, env=ws.env, cwd=project_root(), stdout=log, stderr=subprocess.STDOUT)
@@ -231,7 +236,7 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
                 if time.monotonic() > deadline:
                     raise BenchError(f"the job did not drain within {timeout_s:.0f} s (state {state.root})")
                 time.sleep(0.05)
-            t1 = time.time()
+            t1, stub_cpu1 = time.time(), stub.cpu_s()
             code = supervisor.wait(timeout=60)
         finally:
             if supervisor.poll() is None:
@@ -255,20 +260,24 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
         claim_latency_ms=p50_p99(claims, 1000.0),
         claim_latency_after_first_ms=p50_p99(later_claims, 1000.0),
         supervisor_cpu_share=_round(sampler.supervisor_cpu_share(), 4),
+        stub_cpu_share=(round((stub_cpu1 - stub_cpu0) / max(t1 - t0, 1e-9), 4)
+                        if stub_cpu0 is not None and stub_cpu1 is not None else None),
         peak_rss_mib=round(sampler.peak_rss / 2**20, 1),
         peak_rss_processes=sampler.peak_processes,
         worker_cpu_ms_per_report=round(1000 * sampler.worker_cpu_s() / max(counts["raw"], 1), 2),
         worker_cpu_ms_per_report_after_start=_cpu_after_start(timings),
+        worker_system_cpu_ms_per_report_after_start=_cpu_after_start(timings, "system"),
         worker_rss_mib=sampler.worker_rss(),
         tokens=token_figures(tokens),
     )
     return figures
 
 
-def _cpu_after_start(timings: list[dict[str, Any]]) -> float | None:
-    """Worker CPU per report from each worker's first claim to its exit, as the workers timed it themselves."""
-    spans = [(t["cpu_s"] - t["cpu_at_first_claim_s"], len(t.get("claim_s", []))) for t in timings
-             if isinstance(t.get("cpu_s"), float) and isinstance(t.get("cpu_at_first_claim_s"), float)]
+def _cpu_after_start(timings: list[dict[str, Any]], kind: str = "cpu") -> float | None:
+    """Worker CPU per report from each worker's first claim to its exit, as the workers timed it themselves
+    (``kind`` "system": only the part spent in the kernel)."""
+    spans = [(t[f"{kind}_s"] - t[f"{kind}_at_first_claim_s"], len(t.get("claim_s", []))) for t in timings
+             if isinstance(t.get(f"{kind}_s"), float) and isinstance(t.get(f"{kind}_at_first_claim_s"), float)]
     reports = sum(n for _, n in spans)
     return round(1000 * sum(s for s, _ in spans) / reports, 2) if reports else None
 
@@ -387,10 +396,12 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"pipeline overhead:         {format_ms(s['pipeline_overhead_ms'])} (read, parse, normalize; no commit)",
         f"claim latency:             {format_ms(s['claim_latency_ms'])}; after each worker's first claim "
         f"{format_ms(s['claim_latency_after_first_ms'])}",
-        f"supervisor CPU share:      {s['supervisor_cpu_share']} of one core",
+        f"supervisor CPU share:      {s['supervisor_cpu_share']} of one core; the stub's "
+        f"{s.get('stub_cpu_share')} (the same cores, a cost a remote endpoint would not add)",
         f"peak RSS:                  {s['peak_rss_mib']} MiB ({s['peak_rss_processes']} processes)",
         f"worker CPU per report:     {s['worker_cpu_ms_per_report']} ms (utime + stime of every worker / reports done); "
-        f"{s['worker_cpu_ms_per_report_after_start']} ms after start-up (from each worker's first claim)",
+        f"{s['worker_cpu_ms_per_report_after_start']} ms after start-up (from each worker's first claim), "
+        f"of which {s.get('worker_system_cpu_ms_per_report_after_start')} ms in the kernel",
         f"RSS per worker:            peak {s['worker_rss_mib']['peak']} MiB, mean {s['worker_rss_mib']['mean']} MiB "
         f"(each worker's largest, over {s['worker_rss_mib']['workers']} workers); Pss peak "
         f"{s['worker_rss_mib']['pss_peak']} MiB, mean {s['worker_rss_mib']['pss_mean']} MiB (shared pages divided)",

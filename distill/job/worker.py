@@ -110,6 +110,7 @@ class Worker:
         self._timings_dir = os.environ.get(TIMINGS_ENV) or None
         self.claim_times: list[float] = []  # seconds per claim_next that handed out a report (benchmark only)
         self.cpu_at_first_claim: float | None = None  # process CPU seconds once start-up was over (benchmark only)
+        self.system_at_first_claim: float | None = None  # of which in the kernel (benchmark only)
         self._claims_away = ""  # why the claims store cannot be reached, while it cannot
         self.releases = Releases(self.book, self.say)  # kept when the state directory refuses them (a full disk)
         self.idle = IdleLines(self.book, settings.settle_s, set_state=self.set_state, say=self.say, wait=self._wait)
@@ -299,7 +300,7 @@ class Worker:
         if claim is not None and self._timings_dir:
             self.claim_times.append(time.perf_counter() - asked)
             if self.cpu_at_first_claim is None:
-                self.cpu_at_first_claim = time.process_time()
+                self.cpu_at_first_claim, self.system_at_first_claim = time.process_time(), os.times().system
         return claim
 
     def _write_timings(self) -> None:
@@ -310,7 +311,8 @@ class Worker:
         path = Path(self._timings_dir) / f"{self.api}.{os.getpid()}.json"
         with contextlib.suppress(OutputWriteError, OSError):
             write_json(path, {"api": self.api, "claim_s": self.claim_times, "cpu_s": time.process_time(),
-                              "cpu_at_first_claim_s": self.cpu_at_first_claim}, durable=False)
+                              "cpu_at_first_claim_s": self.cpu_at_first_claim, "system_s": os.times().system,
+                              "system_at_first_claim_s": self.system_at_first_claim}, durable=False)
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -126,7 +126,8 @@ def test_report_numbers_start_one_gap_up_increase_and_keep_gaps_bounded() -> Non
 SYSTEM_KEYS = {"wall_s", "reports", "calls", "reports_per_s", "calls_per_s", "utilisation", "overhead_ms",
                "pipeline_overhead_ms", "claim_latency_ms", "supervisor_cpu_share", "peak_rss_mib", "failed",
                "client_utilisation_whole_run", "first_call_after_s", "worker_cpu_ms_per_report", "worker_rss_mib",
-               "worker_cpu_ms_per_report_after_start", "claim_latency_after_first_ms"}
+               "worker_cpu_ms_per_report_after_start", "claim_latency_after_first_ms",
+               "worker_system_cpu_ms_per_report_after_start", "stub_cpu_share"}
 PRINTED = ["wall time:", "reports per second:", "calls per second:", "endpoint utilisation:", "per-report overhead:",
            "claim latency:", "supervisor CPU share:", "peak RSS:", "worker CPU per report:", "RSS per worker:",
            "baseline (predecessor):",
@@ -145,10 +146,14 @@ def test_a_tiny_benchmark_runs_the_real_system_and_the_baseline_and_prints_every
     baseline_keys = SYSTEM_KEYS - {"pipeline_overhead_ms", "claim_latency_ms", "supervisor_cpu_share",
                                    "peak_rss_mib", "client_utilisation_whole_run", "worker_cpu_ms_per_report",
                                    "worker_rss_mib", "worker_cpu_ms_per_report_after_start",
-                                   "claim_latency_after_first_ms"}
+                                   "claim_latency_after_first_ms", "worker_system_cpu_ms_per_report_after_start",
+                                   "stub_cpu_share"}
     assert set(figures["system"]) >= SYSTEM_KEYS and set(figures["baseline"]) >= baseline_keys
     assert figures["system"]["reports"] == 6 and figures["system"]["calls"] == 18
-    assert figures["system"]["worker_cpu_ms_per_report_after_start"] > 0
+    system = figures["system"]
+    assert 0 <= system["worker_system_cpu_ms_per_report_after_start"] <= system["worker_cpu_ms_per_report_after_start"]
+    assert system["stub_cpu_share"] > 0  # the stub answered 18 calls
+    assert "ms in the kernel" in result.output and "the stub's" in result.output
     assert figures["system"]["worker_cpu_ms_per_report"] > 0 and figures["system"]["worker_rss_mib"]["workers"] >= 2
     assert figures["system"]["claim_latency_ms"]["n"] == 6
     assert figures["system"]["claim_latency_after_first_ms"]["n"] in (4, 5)  # one first claim per worker left out
@@ -174,4 +179,7 @@ def test_cpu_after_start_divides_the_cpu_since_each_first_claim_by_the_reports_c
                {"claim_s": [0.001], "cpu_s": 0.9, "cpu_at_first_claim_s": 0.8},
                {"claim_s": [], "cpu_s": 0.5, "cpu_at_first_claim_s": None}]  # claimed nothing: left out
     assert _cpu_after_start(timings) == pytest.approx(100.0)
+    kernel = [{"claim_s": [0.001] * 2, "system_s": 0.3, "system_at_first_claim_s": 0.1},
+              {"claim_s": [0.001] * 2, "cpu_s": 0.3, "cpu_at_first_claim_s": 0.1}]  # an older worker: no kernel figure
+    assert _cpu_after_start(kernel, "system") == pytest.approx(100.0)
     assert _cpu_after_start([]) is None
