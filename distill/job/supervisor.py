@@ -145,7 +145,7 @@ class Supervisor:
         hold_for_job(self.folder, self.book, job_id=job_id, settings=self.settings, apis=self.apis,
                      start=self.spec.start, end=self.spec.end)
         write_job_env(self.settings.state_dir, os.environ)
-        self.store.prepare()
+        self.store.prepare(job_start=True)
         if self.spec.retry_failed:
             retried = self.store.release_failed()
             self.out(f"retrying {len(retried)} failed report(s)")
@@ -405,6 +405,7 @@ class Supervisor:
             self.sessions.kill(api)
         self.state.clear_stop()
         self.state.drop_job_files()  # claims are recomputed from the outputs at the next start
+        self.store.clear_spares()
         self.state.clear_heartbeats()
         remove_job_env(self.settings.state_dir)
         self.state.remove_stale_temporaries()  # writes cut short by a worker killed during the job

@@ -1,7 +1,8 @@
 """Files appended to rather than replaced: a report's checkpoints (JSON Lines) and its log.
 
 Appending creates no temporary file and no inode per record; what a crash can leave is a last line
-cut short, which ``read_records`` skips.
+cut short, which ``read_records`` skips. ``SpareFile`` keeps a committed report's emptied checkpoint
+file for the next report, so the checkpoints of a stream of reports free no inode and take none.
 """
 
 from __future__ import annotations
@@ -60,6 +61,76 @@ def read_records(path: Path) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+#: A spare checkpoint file is named ``<SPARE_MARK><pid>`` in the checkpoint folder: never a report's name.
+SPARE_MARK = ".spare-"
+
+
+class SpareFile:
+    """A process's emptied file, kept under a hidden name and linked in as the next file it creates.
+
+    ``keep`` empties a file that is done with (a committed report's checkpoints) and renames it to the
+    spare; ``take`` links the spare in under a new name, unless that name exists. Deleting a file and
+    creating the next one would free an inode and take another per report, and on ext4 without a
+    journal every new inode is searched for past the ones freed in the last minutes.
+
+    A spare is empty whenever it has its hidden name (emptied before the rename), so a spare taken by
+    another process that happened to have the same pid, or removed by a job's start, is harmless: the
+    link then fails and the file is created as before."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: Path | None = None
+
+    def keep(self, path: Path) -> bool:
+        """Empty ``path`` and make it the spare; ``False`` when it cannot be (missing, a symbolic link,
+        an OS error): then it is left for the caller to remove."""
+        spare = path.with_name(f"{SPARE_MARK}{os.getpid()}")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            os.ftruncate(fd, 0)  # before the rename: a spare never holds another report's lines
+            os.rename(path, spare)
+        except OSError:
+            return False
+        finally:
+            os.close(fd)
+        with self._lock:
+            self._held = spare
+        return True
+
+    def take(self, path: Path) -> None:
+        """Link the spare in as ``path`` if there is one and ``path`` does not exist yet; otherwise nothing."""
+        with self._lock:
+            spare = self._held
+            if spare is None or spare.parent != path.parent:
+                return
+            self._held = None
+        try:
+            os.link(spare, path)
+        except FileExistsError:
+            with self._lock:
+                self._held = self._held or spare  # the file was there (a resumed report): kept for the next
+            return
+        except OSError:
+            return  # gone (a job's start cleared spares): the file is created as before
+        with contextlib.suppress(OSError):
+            os.unlink(spare)
+
+
+def clear_spares(folder: Path) -> int:
+    """Remove every spare in ``folder`` (a job's start and end); how many were removed."""
+    removed = 0
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            if name.startswith(SPARE_MARK):
+                with contextlib.suppress(OSError):
+                    os.unlink(folder / name)
+                    removed += 1
+    return removed
 
 
 class OpenLog:

@@ -18,7 +18,9 @@ finish it without new calls.
 A report's checkpoints are one JSON Lines file, a line appended per finished
 step (a later line of a step replaces an earlier one). They are saved work, not
 results: not fsynced, and a line cut short by a crash is skipped (its step is
-paid for again), so saving a step creates no file after the report's first.
+paid for again), so saving a step creates no file after the report's first. After the
+commit the file is emptied and kept as the process's spare (``checkpoints/.spare-<pid>``), which the
+next report's first step links in under its own name: a stream of reports frees no checkpoint inode.
 
 A redo (``start --redo``) marks done reports: their outputs stay in place, so
 readers keep seeing them, until the new ones are committed; then each old file
@@ -51,7 +53,7 @@ from distill.results.atomic import (
     write_atomic,
     write_json,
 )
-from distill.results.journal import OpenLog, append_record, read_records
+from distill.results.journal import OpenLog, SpareFile, append_record, clear_spares, read_records
 
 RAW_DIR = "diagnostic_results"
 NORMALIZED_DIR = "diagnostic_results_normalized"
@@ -123,9 +125,11 @@ class OutputStore:
     root: Path
     host: str = ""  # set when several hosts share the folder: every record then names the host that wrote it
     _log: OpenLog = field(default_factory=OpenLog, init=False, repr=False, compare=False, hash=False)
+    _spare: SpareFile = field(default_factory=SpareFile, init=False, repr=False, compare=False, hash=False)
 
-    def prepare(self) -> None:
-        """Create the folders (0700) and remove what dead writers left: temporaries, checkpoints of done reports."""
+    def prepare(self, *, job_start: bool = False) -> None:
+        """Create the folders (0700) and remove what dead writers left: temporaries, checkpoints of done reports,
+        and at a job's start (``job_start``) the spare checkpoint files of its earlier workers."""
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
         for name in (RAW_DIR, NORMALIZED_DIR, LOG_DIR, FAILED_DIR, CHECKPOINT_DIR):
             folder = self.root / name
@@ -134,6 +138,12 @@ class OutputStore:
         remove_stale_temporaries(self.root / SUPERSEDED_DIR / REDO_DIR)  # no folder yet: nothing to do
         self._clear_stale_redo_markers()
         self._clear_orphan_checkpoints()
+        if job_start:
+            self.clear_spares()
+
+    def clear_spares(self) -> None:
+        """Remove the spare checkpoint files workers keep between reports (a job's start and end)."""
+        clear_spares(self.root / CHECKPOINT_DIR)
 
     def _clear_orphan_checkpoints(self) -> None:
         """A writer killed between a report's commit and its clean-up leaves checkpoints of a done report."""
@@ -302,7 +312,11 @@ class OutputStore:
         self.stage_done(number, raw, normalized, log_text).finish()
 
     def _after_done(self, number: int) -> None:
-        self.clear_checkpoints(number)
+        # The emptied checkpoint file becomes the next report's: no inode freed and taken again per report.
+        if not self._spare.keep(self.checkpoint_path(number)):
+            self.clear_checkpoints(number)
+        else:
+            shutil.rmtree(self._legacy_checkpoint_dir(number), ignore_errors=True)
         if self.failed_path(number).exists():
             self._archive_failed(number)
 
@@ -359,7 +373,9 @@ class OutputStore:
     def save_checkpoint(self, number: int, step: str, data: dict[str, Any]) -> None:
         # Appended, not fsynced: a checkpoint must survive the process (SIGKILL, crash), and the page
         # cache does; after a power loss the step is simply paid for again. Results stay fully durable.
-        append_record(self.checkpoint_path(number), {CHECKPOINT_STEP_KEY: step, **data})
+        path = self.checkpoint_path(number)
+        self._spare.take(path)
+        append_record(path, {CHECKPOINT_STEP_KEY: step, **data})
 
     def load_checkpoints(self, number: int) -> dict[str, dict[str, Any]]:
         """The finished steps of an unfinished report, by step name (the last line of each step)."""

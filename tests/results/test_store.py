@@ -91,6 +91,59 @@ def test_checkpoints_an_earlier_version_kept_a_file_per_step_are_read_and_cleare
     assert not legacy.exists() and store.load_checkpoints(8) == {}
 
 
+def _spares(store: OutputStore) -> list[str]:
+    return sorted(p.name for p in (store.root / "checkpoints").iterdir() if p.name.startswith(".spare-"))
+
+
+def test_a_committed_report_s_emptied_checkpoint_file_becomes_the_next_report_s(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.save_checkpoint(11, "findings", {"output": {"n": 1}})
+    inode = store.checkpoint_path(11).stat().st_ino
+    store.commit_done(11, {"format": "raw"}, [], "log\n")
+    assert not store.checkpoint_path(11).exists() and store.load_checkpoints(11) == {}
+    assert len(_spares(store)) == 1  # hidden, and empty: never a report's lines
+    assert (store.root / "checkpoints" / _spares(store)[0]).stat().st_size == 0
+    store.save_checkpoint(12, "findings", {"output": {"n": 2}})
+    assert store.checkpoint_path(12).stat().st_ino == inode  # the same file: no inode freed and taken again
+    assert store.load_checkpoints(12) == {"findings": {"output": {"n": 2}}}
+    assert _spares(store) == []
+
+
+def test_a_spare_never_replaces_checkpoints_a_report_already_has(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.save_checkpoint(21, "findings", {"output": {"n": 1}})  # an earlier attempt's finished step
+    store.save_checkpoint(20, "findings", {"output": {"n": 0}})
+    store.commit_done(20, {"format": "raw"}, [], "log\n")
+    store.save_checkpoint(21, "organs", {"output": {"n": 2}})  # resumed: appended to its own file
+    assert store.load_checkpoints(21) == {"findings": {"output": {"n": 1}}, "organs": {"output": {"n": 2}}}
+    assert len(_spares(store)) == 1  # still there for the next new report
+    store.save_checkpoint(22, "findings", {"output": {"n": 3}})
+    assert _spares(store) == [] and store.load_checkpoints(22) == {"findings": {"output": {"n": 3}}}
+
+
+def test_a_job_start_removes_spares_and_a_missing_spare_means_a_new_file(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    store.save_checkpoint(30, "findings", {"output": {"n": 1}})
+    store.commit_done(30, {"format": "raw"}, [], "log\n")
+    store.prepare()  # a worker's start leaves other workers' spares alone
+    assert len(_spares(store)) == 1
+    store.prepare(job_start=True)
+    assert _spares(store) == []
+    store.save_checkpoint(31, "findings", {"output": {"n": 2}})  # the spare it held is gone: created anew
+    assert store.load_checkpoints(31) == {"findings": {"output": {"n": 2}}}
+
+
+def test_a_symbolic_link_at_a_checkpoint_path_is_removed_at_the_commit_and_its_target_left_alone(
+        tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("not ours\n")
+    store.checkpoint_path(40).symlink_to(target)
+    store.commit_done(40, {"format": "raw"}, [], "log\n")
+    assert target.read_text() == "not ours\n"
+    assert not store.checkpoint_path(40).is_symlink() and _spares(store) == []
+
+
 def test_release_failed_archives_records_instead_of_deleting(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     store.commit_failed(4, {"error_class": "api_unavailable"}, "failed\n")
