@@ -56,6 +56,10 @@ from distill.results.atomic import dumps, read_json, write_atomic, write_recycle
 from distill.results.store import OutputStore
 
 ALIVE_TTL_S = 2.0  # a dead owner's report is handed out again at most this much later
+#: Notes still being written that a claim keeps track of at most; the ones above them wait above the counter
+#: until these settle (a folder copied in just before the start would otherwise be walked, and kept in
+#: the claims document, note by note at every claim).
+SETTLING_HELD = 64
 
 
 @dataclass(frozen=True)
@@ -417,4 +421,6 @@ class ClaimBook:
             position += 1
             if not dry_run:
                 doc["counter"] = number
+                if len(doc["settling"]) >= SETTLING_HELD:
+                    return None  # enough notes are settling: the ones above wait above the counter
         return None

@@ -14,6 +14,7 @@ from typing import Any
 
 from distill.core.errors import OutputWriteError, StateDirError
 from distill.core.words import counted
+from distill.job.claims import SETTLING_HELD
 from distill.job.claims_backend import ClaimsBackend
 
 
@@ -69,7 +70,8 @@ class IdleLines:
             self.said = ""
             return self._wait(pause)
         soonest = min(settling.values()) - time.time()
-        self.wait(f"waiting for {counted(len(settling), 'note')} to settle (unchanged for SETTLE_S "
+        many = "at least " if len(settling) >= SETTLING_HELD else ""
+        self.wait(f"waiting for {many}{counted(len(settling), 'note')} to settle (unchanged for SETTLE_S "
                   f"{self.settle_s:g} s before a claim)", max(0.05, min(pause, soonest)))
 
     def wait(self, note: str, pause: float) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from distill.core.errors import JobNotStarted, StateDirError
-from distill.job.claims import ClaimBook
+from distill.job.claims import SETTLING_HELD, ClaimBook
 from distill.job.claims_file import CLAIMS_QUEUE
 from distill.job.state import CLAIMS_FILE, COUNTER_FILE, INDEX_FILE, StateDir, my_identity
 from distill.results.store import OutputStore
@@ -77,6 +77,24 @@ def test_a_settling_note_below_the_counter_is_not_lost_when_higher_numbers_are_c
     clock.now += 6
     again = book.claim_next("api_1", ME)
     assert again is not None and again.number == 2
+
+
+def test_a_folder_copied_in_at_once_is_not_walked_note_by_note_and_each_note_is_claimed_once_settled(
+        tmp_path: Path) -> None:
+    clock = Clock()
+    book = settling_book(tmp_path, 5.0, clock)
+    for n in range(1, 5 * SETTLING_HELD + 1):
+        (book.input_dir / f"report_{n}.txt").write_text(f"note {n}", encoding="utf-8")
+    assert book.claim_next("api_1", ME) is None
+    doc = json.loads(book.state.path(CLAIMS_FILE).read_text())
+    assert len(doc["settling"]) == SETTLING_HELD and doc["counter"] == SETTLING_HELD  # the rest wait above it
+    assert not book.drained()
+    clock.now += 6  # every note unchanged for longer than SETTLE_S
+    claimed = []
+    while (claim := book.claim_next("api_1", ME)) is not None:
+        claimed.append(claim.number)
+        assert len(json.loads(book.state.path(CLAIMS_FILE).read_text())["settling"]) <= SETTLING_HELD
+    assert claimed == list(range(1, 5 * SETTLING_HELD + 1))
 
 
 def test_a_settling_note_that_is_deleted_is_forgotten(tmp_path: Path) -> None:
@@ -198,3 +216,17 @@ def test_a_deleted_queue_file_is_opened_again_so_every_claimer_waits_on_the_same
     assert book.claim_next("api_1", ME) is None  # follows it rather than locking the deleted one
     held, named = os.fstat(book._queue._fd or -1), queue.stat()
     assert (held.st_dev, held.st_ino, held.st_nlink) == (named.st_dev, named.st_ino, 1)
+
+
+def test_an_idle_worker_says_at_least_when_the_notes_settling_are_as_many_as_a_claim_keeps() -> None:
+    from types import SimpleNamespace
+
+    from distill.job.releases import IdleLines
+
+    said: list[str] = []
+    soon = time.time() + 1.0
+    for count in (1, SETTLING_HELD):
+        book = SimpleNamespace(settling={n: soon for n in range(count)})
+        IdleLines(book, 2.0, set_state=lambda *a, **k: None, say=said.append, wait=lambda s: None).nothing_to_claim(0.1)
+    assert said == ["waiting for 1 note to settle (unchanged for SETTLE_S 2 s before a claim)",
+                    f"waiting for at least {SETTLING_HELD} notes to settle (unchanged for SETTLE_S 2 s before a claim)"]
