@@ -15,6 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from distill.core.prices import SAMPLE_PRICE, Price
 from distill.job.state import StateDir, proc_stat_fields
 
 Row = tuple[str, int | None, str, float, float]  # model, report, step, started, ended (wall clock)
@@ -218,3 +219,28 @@ class ProcessSampler:
     def _run(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY_S):
             self.sample()
+
+
+def cpu_after_start(timings: list[dict[str, Any]], kind: str = "cpu") -> float | None:
+    """Worker CPU per report from each worker's first claim to its exit, as the workers timed it themselves
+    (``kind`` "system": only the part spent in the kernel)."""
+    spans = [(t[f"{kind}_s"] - t[f"{kind}_at_first_claim_s"], len(t.get("claim_s", []))) for t in timings
+             if isinstance(t.get(f"{kind}_s"), float) and isinstance(t.get(f"{kind}_at_first_claim_s"), float)]
+    reports = sum(n for _, n in spans)
+    return round(1000 * sum(s for s, _ in spans) / reports, 2) if reports else None
+
+
+def token_figures(tokens: dict[str, int], price: Price = SAMPLE_PRICE) -> dict[str, Any]:
+    """Input tokens per report, the cached share of input tokens, and the cost of 1,000 such reports at
+    ``price`` (the sample table unless given)."""
+    reports = max(tokens.get("reports", 0), 1)
+    prompt, cached = tokens.get("prompt_tokens", 0), tokens.get("cached_tokens", 0)
+    cost = price.cost(prompt, cached, tokens.get("completion_tokens", 0))
+    return {
+        "input_tokens_per_report": round(prompt / reports, 1),
+        "cached_tokens_per_report": round(cached / reports, 1),
+        "output_tokens_per_report": round(tokens.get("completion_tokens", 0) / reports, 1),
+        "cached_share": round(cached / prompt, 4) if prompt else 0.0,
+        "cost_per_1000_reports": round(1000 * cost / reports, 4),
+        "sample_price": {"input": price.input, "cached_input": price.cached_input, "output": price.output},
+    }

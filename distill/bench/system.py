@@ -33,10 +33,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.bench.figures import ProcessSampler, Row, cpu_ticks, format_ms, p50_p99, phase_figures
+from distill.bench.figures import (
+    ProcessSampler,
+    Row,
+    cpu_after_start,
+    cpu_ticks,
+    format_ms,
+    p50_p99,
+    phase_figures,
+    token_figures,
+)
 from distill.core.config import project_root
 from distill.core.errors import DistillError
-from distill.core.prices import SAMPLE_PRICE, Price
 from distill.job.state import StateDir
 from distill.job.tmux import TmuxError
 from distill.job.worker import PROFILE_ENV
@@ -197,22 +205,6 @@ def _raw_figures(output: Path) -> tuple[list[float], float, dict[str, int]]:
     return inside, latency, tokens
 
 
-def token_figures(tokens: dict[str, int], price: Price = SAMPLE_PRICE) -> dict[str, Any]:
-    """Input tokens per report, the cached share of input tokens, and the cost of 1,000 such reports at
-    ``price`` (the sample table unless given)."""
-    reports = max(tokens.get("reports", 0), 1)
-    prompt, cached = tokens.get("prompt_tokens", 0), tokens.get("cached_tokens", 0)
-    cost = price.cost(prompt, cached, tokens.get("completion_tokens", 0))
-    return {
-        "input_tokens_per_report": round(prompt / reports, 1),
-        "cached_tokens_per_report": round(cached / reports, 1),
-        "output_tokens_per_report": round(tokens.get("completion_tokens", 0) / reports, 1),
-        "cached_share": round(cached / prompt, 4) if prompt else 0.0,
-        "cost_per_1000_reports": round(1000 * cost / reports, 4),
-        "sample_price": {"input": price.input, "cached_input": price.cached_input, "output": price.output},
-    }
-
-
 def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: Path, apis: int,
                timeout_s: float, say: Callable[[str], None]) -> dict[str, Any]:
     """Run the real job until drained; return its figures."""
@@ -265,21 +257,12 @@ def run_system(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: 
         peak_rss_mib=round(sampler.peak_rss / 2**20, 1),
         peak_rss_processes=sampler.peak_processes,
         worker_cpu_ms_per_report=round(1000 * sampler.worker_cpu_s() / max(counts["raw"], 1), 2),
-        worker_cpu_ms_per_report_after_start=_cpu_after_start(timings),
-        worker_system_cpu_ms_per_report_after_start=_cpu_after_start(timings, "system"),
+        worker_cpu_ms_per_report_after_start=cpu_after_start(timings),
+        worker_system_cpu_ms_per_report_after_start=cpu_after_start(timings, "system"),
         worker_rss_mib=sampler.worker_rss(),
         tokens=token_figures(tokens),
     )
     return figures
-
-
-def _cpu_after_start(timings: list[dict[str, Any]], kind: str = "cpu") -> float | None:
-    """Worker CPU per report from each worker's first claim to its exit, as the workers timed it themselves
-    (``kind`` "system": only the part spent in the kernel)."""
-    spans = [(t[f"{kind}_s"] - t[f"{kind}_at_first_claim_s"], len(t.get("claim_s", []))) for t in timings
-             if isinstance(t.get(f"{kind}_s"), float) and isinstance(t.get(f"{kind}_at_first_claim_s"), float)]
-    reports = sum(n for _, n in spans)
-    return round(1000 * sum(s for s, _ in spans) / reports, 2) if reports else None
 
 
 def run_baseline(ws: Workspace, stub: StubProcess, numbers: list[int], input_dir: Path, apis: int,

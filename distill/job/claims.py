@@ -21,7 +21,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import os
-import sys
 import threading
 import time
 from array import array
@@ -35,6 +34,7 @@ from distill.job.claims_file import (
     CLAIMS_QUEUE,
     ClaimsQueue,
     counter_problem,
+    index_bytes,
     leftover_problem,
     live_leases,
     parse_index,
@@ -75,15 +75,6 @@ def _hand_back(doc: dict[str, Any], number: int) -> None:
     """Put ``number`` among the reports handed out again before any new number."""
     if number not in doc["returned"]:
         doc["returned"] = sorted([*doc["returned"], number])
-
-
-def _little_endian(numbers: array[int]) -> array[int]:
-    """The index file's byte order is little-endian on every machine (a swap is its own inverse)."""
-    if sys.byteorder == "little":
-        return numbers
-    swapped = array("q", numbers)
-    swapped.byteswap()
-    return swapped
 
 
 class ClaimBook:
@@ -162,7 +153,7 @@ class ClaimBook:
         mtime = self._input_mtime()
         scan = scan_range(self.input_dir, self.store, doc["start"], doc["end"])
         pending = scan.pending()
-        write_atomic(self.state.path(INDEX_FILE), _little_endian(pending).tobytes(), durable=False)
+        write_atomic(self.state.path(INDEX_FILE), index_bytes(pending), durable=False)
         leased = {int(n) for n in doc["leases"]}
         below = pending[: bisect.bisect_right(pending, doc["counter"])]
         doc["returned"] = sorted(set(doc["returned"]) | {n for n in below if n not in leased})

@@ -136,6 +136,15 @@ def counter_problem(path: Path, counter: int) -> str | None:
     return f"counter file {path} was {why}; rewrote it: {counter}"
 
 
+def index_bytes(numbers: array[int]) -> bytes:
+    """The index file's content: ``numbers`` as little-endian int64 on every machine."""
+    if sys.byteorder == "little":
+        return numbers.tobytes()
+    swapped = array("q", numbers)
+    swapped.byteswap()
+    return swapped.tobytes()
+
+
 def parse_index(data: bytes) -> array[int] | None:
     """The index file's numbers (little-endian int64, strictly increasing); ``None`` when malformed."""
     if len(data) % 8:

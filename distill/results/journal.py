@@ -81,39 +81,42 @@ class SpareFile:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._held: Path | None = None
+        self._ready = False  # whether this process left a spare (named after its pid) since it last took one
+
+    @staticmethod
+    def _spare(path: Path) -> Path:
+        return path.with_name(f"{SPARE_MARK}{os.getpid()}")
 
     def keep(self, path: Path) -> bool:
         """Empty ``path`` and make it the spare; ``False`` when it cannot be (missing, a symbolic link,
         an OS error): then it is left for the caller to remove."""
-        spare = path.with_name(f"{SPARE_MARK}{os.getpid()}")
         try:
             fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return False
         try:
             os.ftruncate(fd, 0)  # before the rename: a spare never holds another report's lines
-            os.rename(path, spare)
+            os.rename(path, self._spare(path))
         except OSError:
             return False
         finally:
             os.close(fd)
         with self._lock:
-            self._held = spare
+            self._ready = True
         return True
 
     def take(self, path: Path) -> None:
         """Link the spare in as ``path`` if there is one and ``path`` does not exist yet; otherwise nothing."""
         with self._lock:
-            spare = self._held
-            if spare is None or spare.parent != path.parent:
+            if not self._ready:
                 return
-            self._held = None
+            self._ready = False
+        spare = self._spare(path)
         try:
             os.link(spare, path)
         except FileExistsError:
             with self._lock:
-                self._held = self._held or spare  # the file was there (a resumed report): kept for the next
+                self._ready = True  # the file was there (a resumed report): the spare waits for the next one
             return
         except OSError:
             return  # gone (a job's start cleared spares): the file is created as before

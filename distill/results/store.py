@@ -312,11 +312,7 @@ class OutputStore:
         self.stage_done(number, raw, normalized, log_text).finish()
 
     def _after_done(self, number: int) -> None:
-        # The emptied checkpoint file becomes the next report's: no inode freed and taken again per report.
-        if not self._spare.keep(self.checkpoint_path(number)):
-            self.clear_checkpoints(number)
-        else:
-            shutil.rmtree(self._legacy_checkpoint_dir(number), ignore_errors=True)
+        self.clear_checkpoints(number)
         if self.failed_path(number).exists():
             self._archive_failed(number)
 
@@ -396,8 +392,12 @@ class OutputStore:
         return read_json_folder(folder)
 
     def clear_checkpoints(self, number: int) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.checkpoint_path(number).unlink()
+        """Drop a report's checkpoints. The file, emptied, becomes this process's spare for its next report
+        (no inode freed and taken again per report); one that cannot be kept is removed."""
+        path = self.checkpoint_path(number)
+        if not self._spare.keep(path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
         shutil.rmtree(self._legacy_checkpoint_dir(number), ignore_errors=True)
 
     def checkpoint_files(self, number: int) -> list[Path]:
