@@ -86,6 +86,28 @@ def report_overheads(rows: Sequence[Row]) -> list[float]:
     return overheads
 
 
+def idle_split(rows: Sequence[Row]) -> dict[str, float | None]:
+    """Mean milliseconds an endpoint waits per report, split where the wait falls: between the calls of one
+    report (``between_steps``) and from a report's last call to the next report's first (``between_reports``).
+    Utilisation follows the means, not the medians. Each endpoint's last report has no next one."""
+    by_model: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_model[row[0]].append(row)
+    steps: list[float] = []  # per report, its calls' gaps summed
+    between: list[float] = []
+    for calls in by_model.values():
+        calls.sort(key=lambda r: r[3])
+        reports = [list(group) for _report, group in itertools.groupby(calls, key=lambda r: r[1])]
+        for group in reports:
+            steps.append(sum(max(0.0, b[3] - a[4]) for a, b in itertools.pairwise(group)))
+        between.extend(max(0.0, b[0][3] - a[-1][4]) for a, b in itertools.pairwise(reports))
+
+    def mean_ms(values: list[float]) -> float | None:
+        return round(1000.0 * sum(values) / len(values), 3) if values else None
+
+    return {"between_steps": mean_ms(steps), "between_reports": mean_ms(between)}
+
+
 def phase_figures(rows: Sequence[Row], endpoints: int, t0: float, t1: float, reports: int) -> dict[str, Any]:
     """Throughput and utilisation of one phase (the system or the baseline)."""
     wall = max(t1 - t0, 1e-9)
@@ -105,6 +127,7 @@ def phase_figures(rows: Sequence[Row], endpoints: int, t0: float, t1: float, rep
         "utilisation": {"whole_run": round(busy_time(rows, t0, t1) / (endpoints * wall), 4),
                         "steady": steady, "steady_window_s": round(steady_s, 3)},
         "overhead_ms": p50_p99(overheads, 1000.0),
+        "idle_ms_per_report": idle_split(rows),
         "first_call_after_s": round(min(r[3] for r in rows) - t0, 3) if rows else None,
     }
 

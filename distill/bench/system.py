@@ -376,6 +376,8 @@ def format_result(result: dict[str, Any]) -> list[str]:
         f"endpoint utilisation:      steady {s['utilisation']['steady']} over {s['utilisation']['steady_window_s']} s, "
         f"whole run {s['utilisation']['whole_run']}",
         f"per-report overhead:       {format_ms(s['overhead_ms'])} (outside calls, endpoint side)",
+        f"idle per report (mean):    {s['idle_ms_per_report']['between_steps']} ms between its calls, "
+        f"{s['idle_ms_per_report']['between_reports']} ms before the next report's first call",
         f"pipeline overhead:         {format_ms(s['pipeline_overhead_ms'])} (read, parse, normalize; no commit)",
         f"claim latency:             {format_ms(s['claim_latency_ms'])}; after each worker's first claim "
         f"{format_ms(s['claim_latency_after_first_ms'])}",

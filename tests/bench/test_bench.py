@@ -17,6 +17,7 @@ from distill.bench.figures import (
     ProcessSampler,
     busy_time,
     format_ms,
+    idle_split,
     percentile,
     phase_figures,
     report_overheads,
@@ -54,6 +55,14 @@ def test_busy_time_counts_only_the_part_of_each_call_inside_the_window() -> None
 def test_report_overhead_is_the_time_between_reports_outside_calls() -> None:
     # a: report 1 starts at 0, report 2 at 3, 2 s inside calls -> 1 s; b: 7 at 0.5, 8 at 2.5, 1 s inside -> 1 s.
     assert sorted(report_overheads(ROWS)) == pytest.approx([1.0, 1.0])
+
+
+def test_idle_split_tells_waits_between_a_reports_calls_from_waits_between_reports() -> None:
+    rows = [("a", 1, "findings", 0.0, 1.0), ("a", 1, "organs", 1.5, 2.5), ("a", 2, "findings", 3.0, 4.0),
+            ("b", 7, "findings", 0.0, 1.0), ("b", 8, "findings", 3.0, 4.0)]
+    # Between steps: 0.5 s in report 1, none in reports 2, 7, 8. Between reports: a 0.5 s, b 2 s.
+    assert idle_split(rows) == {"between_steps": 125.0, "between_reports": 1250.0}
+    assert idle_split([]) == {"between_steps": None, "between_reports": None}
 
 
 def test_phase_figures_hold_throughput_and_both_utilisations() -> None:
