@@ -1,8 +1,10 @@
 """Settings: ``configs/system_config.py``, the environment, and the isolation knobs.
 
 Keys come from the environment only (or the git-ignored
-``configs/local_config.py``). An endpoint without a key is served by the
-offline teacher. Every malformed setting raises one ``ConfigError`` naming it.
+``configs/local_config.py``). With no key at all, every endpoint is served by
+the offline teacher; an endpoint without a key while others have one is refused
+unless it asks for the offline teacher (``DIAG_API_<i>_PROVIDER=local``). Every
+malformed setting raises one ``ConfigError`` naming it.
 """
 
 from __future__ import annotations
