@@ -64,48 +64,41 @@ def steady_window(rows: Sequence[Row]) -> tuple[float, float] | None:
     return (t0, t1) if t1 > t0 else None
 
 
-def report_overheads(rows: Sequence[Row]) -> list[float]:
-    """Per report, the endpoint's time outside calls: from its first call to the next report's first call,
-    minus the time inside its calls. Each endpoint's last report has no next one and is left out."""
+def _reports_by_endpoint(rows: Sequence[Row]) -> list[list[list[Row]]]:
+    """Per endpoint (model), its reports in the order it ran them, each report's calls in order."""
     by_model: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_model[row[0]].append(row)
-    overheads: list[float] = []
-    for calls in by_model.values():
-        calls.sort(key=lambda r: r[3])
-        groups: list[tuple[float, float]] = []  # (first call's start, time inside calls) per report
-        current: int | None = None
-        for _m, report, _s, start, end in calls:
-            if report != current or not groups:
-                groups.append((start, 0.0))
-                current = report
-            first, inside = groups[-1]
-            groups[-1] = (first, inside + (end - start))
-        for (start, inside), (next_start, _) in itertools.pairwise(groups):
-            overheads.append(max(0.0, next_start - start - inside))
-    return overheads
+    return [[list(calls) for _report, calls in itertools.groupby(sorted(model_rows, key=lambda r: r[3]),
+                                                                  key=lambda r: r[1])]
+            for model_rows in by_model.values()]
+
+
+def _gaps(calls: list[Row]) -> float:
+    """Seconds between the calls of one report."""
+    return sum(max(0.0, b[3] - a[4]) for a, b in itertools.pairwise(calls))
+
+
+def report_overheads(rows: Sequence[Row]) -> list[float]:
+    """Per report, the endpoint's time outside calls: from its first call to the next report's first call,
+    minus the time inside its calls. Each endpoint's last report has no next one and is left out."""
+    return [max(0.0, following[0][3] - report[0][3] - sum(end - start for *_, start, end in report))
+            for reports in _reports_by_endpoint(rows) for report, following in itertools.pairwise(reports)]
 
 
 def idle_split(rows: Sequence[Row]) -> dict[str, float | None]:
     """Mean milliseconds an endpoint waits per report, split where the wait falls: between the calls of one
     report (``between_steps``) and from a report's last call to the next report's first (``between_reports``).
     Utilisation follows the means, not the medians. Each endpoint's last report has no next one."""
-    by_model: dict[str, list[Row]] = defaultdict(list)
-    for row in rows:
-        by_model[row[0]].append(row)
-    steps: list[float] = []  # per report, its calls' gaps summed
-    between: list[float] = []
-    for calls in by_model.values():
-        calls.sort(key=lambda r: r[3])
-        reports = [list(group) for _report, group in itertools.groupby(calls, key=lambda r: r[1])]
-        for group in reports:
-            steps.append(sum(max(0.0, b[3] - a[4]) for a, b in itertools.pairwise(group)))
-        between.extend(max(0.0, b[0][3] - a[-1][4]) for a, b in itertools.pairwise(reports))
+    endpoints = _reports_by_endpoint(rows)
+    steps = [_gaps(report) for reports in endpoints for report in reports]
+    between = [max(0.0, following[0][3] - report[-1][4])
+               for reports in endpoints for report, following in itertools.pairwise(reports)]
+    return {"between_steps": _mean_ms(steps), "between_reports": _mean_ms(between)}
 
-    def mean_ms(values: list[float]) -> float | None:
-        return round(1000.0 * sum(values) / len(values), 3) if values else None
 
-    return {"between_steps": mean_ms(steps), "between_reports": mean_ms(between)}
+def _mean_ms(seconds: list[float]) -> float | None:
+    return round(1000.0 * sum(seconds) / len(seconds), 3) if seconds else None
 
 
 def phase_figures(rows: Sequence[Row], endpoints: int, t0: float, t1: float, reports: int) -> dict[str, Any]:

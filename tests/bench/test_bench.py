@@ -136,8 +136,9 @@ SYSTEM_KEYS = {"wall_s", "reports", "calls", "reports_per_s", "calls_per_s", "ut
                "pipeline_overhead_ms", "claim_latency_ms", "supervisor_cpu_share", "peak_rss_mib", "failed",
                "client_utilisation_whole_run", "first_call_after_s", "worker_cpu_ms_per_report", "worker_rss_mib",
                "worker_cpu_ms_per_report_after_start", "claim_latency_after_first_ms",
-               "worker_system_cpu_ms_per_report_after_start", "stub_cpu_share"}
+               "worker_system_cpu_ms_per_report_after_start", "stub_cpu_share", "idle_ms_per_report"}
 PRINTED = ["wall time:", "reports per second:", "calls per second:", "endpoint utilisation:", "per-report overhead:",
+           "idle per report (mean):",
            "claim latency:", "supervisor CPU share:", "peak RSS:", "worker CPU per report:", "RSS per worker:",
            "baseline (predecessor):",
            "utilisation side by side:"]
@@ -165,6 +166,7 @@ def test_a_tiny_benchmark_runs_the_real_system_and_the_baseline_and_prints_every
     assert "ms in the kernel" in result.output and "the stub's" in result.output
     assert figures["system"]["worker_cpu_ms_per_report"] > 0 and figures["system"]["worker_rss_mib"]["workers"] >= 2
     assert figures["system"]["claim_latency_ms"]["n"] == 6
+    assert all(isinstance(v, float) for v in system["idle_ms_per_report"].values())  # 3 calls a report, 3 each
     assert figures["system"]["claim_latency_after_first_ms"]["n"] in (4, 5)  # one first claim per worker left out
     assert figures["baseline"]["reports"] == 2
     assert {"steady", "whole_run"} <= set(figures["system"]["utilisation"])
